@@ -1,0 +1,65 @@
+//! The crate's one error type. Every message says what went wrong with the actual values, and,
+//! where the user can do something about it, what to do.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in wgpu-cnn.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No adapter matched (or none exists at all).
+    #[error("no GPU adapter found{wanted}.\n{hint}")]
+    NoAdapter { wanted: String, hint: String },
+
+    /// The adapter refused to give us a device with the limits we asked for.
+    #[error("could not open a device on adapter '{adapter}': {source}")]
+    RequestDevice {
+        adapter: String,
+        #[source]
+        source: wgpu::RequestDeviceError,
+    },
+
+    /// A validation or out-of-memory error reported by wgpu while building or running GPU work.
+    #[error("GPU error while {context}: {message}")]
+    Gpu { context: String, message: String },
+
+    /// Mapping a buffer for readback failed, or polling the device did.
+    #[error("reading back from the GPU failed: {0}")]
+    Readback(String),
+
+    /// The work does not fit the device's limits.
+    #[error(
+        "{what} needs {needed} bytes in one buffer, but the device allows {allowed} bytes per storage binding{hint}"
+    )]
+    TooLarge { what: String, needed: u64, allowed: u64, hint: String },
+
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A file exists but is not a usable image.
+    #[error("{}: {message}", path.display())]
+    Image { path: PathBuf, message: String },
+
+    /// A user-supplied value (kernel string, option, shape) is not acceptable.
+    #[error("{0}")]
+    InvalidInput(String),
+}
+
+/// Result with the crate's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Shorthand for [`Error::InvalidInput`] built from anything printable.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::InvalidInput(message.into())
+    }
+
+    /// Wraps an I/O error with the path it happened on.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}

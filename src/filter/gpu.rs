@@ -1,0 +1,174 @@
+//! The GPU twin of [`super::cpu::conv3x3_reference`], built on any `wgpu::Device` — ours or the
+//! embedding application's — and recorded into the caller's encoder on the caller's buffers.
+//!
+//! # Buffer layout
+//! Input and output are storage buffers holding one u8 plane each: `width * height` bytes,
+//! row-major, rows packed without padding, little-endian within u32 words (pixel `i` is byte `i`
+//! of the buffer), at least [`Conv3x3::buffer_size`] bytes (the pixel count rounded up to a
+//! multiple of 4). The input needs `STORAGE` usage, the output `STORAGE` too; the bytes of the
+//! output's last word past the last pixel are written as 0. Input and output must not overlap.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{Kernel3x3, Plane};
+use crate::error::{Error, Result};
+use crate::gpu;
+use crate::kernel::{begin_pass, grid_for, shader_module, ComputeKernel};
+use crate::shaders;
+
+/// Mirror of `Conv3x3Params` in `shaders/conv3x3.wgsl` (a test checks the offsets against naga).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct Conv3x3Params {
+    pub width: u32,
+    pub height: u32,
+    pub _pad: [u32; 2],
+    /// Row `ky` is `(k[ky][0], k[ky][1], k[ky][2], 0)`.
+    pub weights: [[f32; 4]; 3],
+    /// The same weights as i32, used by the exact integer entry point.
+    pub weights_int: [[i32; 4]; 3],
+}
+
+/// The Part I convolution's pipelines on one device. Build once, then [`Conv3x3::prepare`] a
+/// dispatch per (input, output, kernel) and record it as often as needed.
+#[derive(Clone, Debug)]
+pub struct Conv3x3 {
+    exact: ComputeKernel,
+    float: ComputeKernel,
+}
+
+/// One bound convolution: ready to be recorded into a command encoder or an open compute pass.
+#[derive(Debug)]
+pub struct Conv3x3Dispatch {
+    kernel: ComputeKernel,
+    bind_group: wgpu::BindGroup,
+    // Kept alive for as long as the bind group refers to it.
+    _params: wgpu::Buffer,
+    workgroups: [u32; 3],
+    exact: bool,
+}
+
+impl Conv3x3 {
+    /// Compiles `shaders/conv3x3.wgsl` on `device`.
+    pub fn new(device: &wgpu::Device) -> Result<Self> {
+        let module = shader_module(device, "conv3x3.wgsl", shaders::CONV3X3)?;
+        Ok(Conv3x3 {
+            exact: ComputeKernel::new(device, &module, "conv3x3_int")?,
+            float: ComputeKernel::new(device, &module, "conv3x3_float")?,
+        })
+    }
+
+    /// Bytes a plane of `width × height` takes in a buffer: the pixel count rounded up to whole
+    /// u32 words.
+    pub fn buffer_size(width: u32, height: u32) -> u64 {
+        gpu::padded_size(u64::from(width) * u64::from(height))
+    }
+
+    /// Checks that a `width × height` plane can be convolved on `device` at all: non-empty, pixel
+    /// indices within u32, and one plane within the storage binding limit.
+    pub fn check_fits(device: &wgpu::Device, width: u32, height: u32) -> Result<()> {
+        if width == 0 || height == 0 {
+            return Err(Error::invalid(format!("cannot convolve an empty {width}×{height} image")));
+        }
+        let pixels = u64::from(width) * u64::from(height);
+        // The shader indexes bytes with u32.
+        if pixels > u64::from(u32::MAX) - 4 {
+            return Err(Error::invalid(format!(
+                "a {width}×{height} image has {pixels} pixels; at most {} fit in one plane",
+                u32::MAX - 4
+            )));
+        }
+        gpu::check_binding_size(device, &format!("a {width}×{height} image plane"), Self::buffer_size(width, height))
+    }
+
+    /// Binds `input` and `output` (see the module docs for their layout) and `kernel`. Fails with
+    /// a clear error if the plane does not fit the device or a buffer is too small.
+    pub fn prepare(
+        &self,
+        device: &wgpu::Device,
+        input: &wgpu::Buffer,
+        output: &wgpu::Buffer,
+        width: u32,
+        height: u32,
+        kernel: &Kernel3x3,
+    ) -> Result<Conv3x3Dispatch> {
+        Self::check_fits(device, width, height)?;
+        let needed = Self::buffer_size(width, height);
+        for (name, buffer) in [("input", input), ("output", output)] {
+            if buffer.size() < needed {
+                return Err(Error::invalid(format!(
+                    "the {name} buffer holds {} bytes, but a {width}×{height} plane needs {needed}",
+                    buffer.size()
+                )));
+            }
+            if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
+                return Err(Error::invalid(format!("the {name} buffer needs STORAGE usage")));
+            }
+        }
+        let integer = kernel.integer_weights();
+        let mut params =
+            Conv3x3Params { width, height, _pad: [0; 2], weights: [[0.0; 4]; 3], weights_int: [[0; 4]; 3] };
+        for ky in 0..3 {
+            for kx in 0..3 {
+                params.weights[ky][kx] = kernel.weights[ky][kx];
+                params.weights_int[ky][kx] = integer.map_or(0, |k| k[ky][kx]);
+            }
+        }
+        let params_buffer = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("conv3x3 params"),
+            size: std::mem::size_of::<Conv3x3Params>() as u64,
+            usage: wgpu::BufferUsages::UNIFORM,
+            mapped_at_creation: true,
+        });
+        params_buffer
+            .slice(..)
+            .get_mapped_range_mut()
+            .expect("a buffer mapped at creation can be written")
+            .copy_from_slice(bytemuck::bytes_of(&params));
+        params_buffer.unmap();
+
+        let kernel = if integer.is_some() { &self.exact } else { &self.float };
+        let bind_group = kernel
+            .bind(device, &[params_buffer.as_entire_binding(), input.as_entire_binding(), output.as_entire_binding()]);
+        let words = needed / 4;
+        Ok(Conv3x3Dispatch {
+            kernel: kernel.clone(),
+            bind_group,
+            _params: params_buffer,
+            workgroups: grid_for(words, device.limits().max_compute_workgroups_per_dimension),
+            exact: integer.is_some(),
+        })
+    }
+
+    /// Convenience for whole planes: upload, convolve, read back. Blocks until done.
+    pub fn run(&self, device: &wgpu::Device, queue: &wgpu::Queue, input: &Plane, kernel: &Kernel3x3) -> Result<Plane> {
+        Self::check_fits(device, input.width, input.height)?;
+        let input_buffer = gpu::upload(device, "conv3x3 input", &input.pixels, wgpu::BufferUsages::empty())?;
+        let output_buffer = gpu::storage_buffer(device, "conv3x3 output", input.pixels.len() as u64)?;
+        let dispatch = self.prepare(device, &input_buffer, &output_buffer, input.width, input.height, kernel)?;
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("conv3x3") });
+        dispatch.encode(&mut encoder);
+        queue.submit([encoder.finish()]);
+        let mut pixels = gpu::read_buffer(device, queue, &output_buffer)?;
+        pixels.truncate(input.pixels.len());
+        Plane::new(input.width, input.height, pixels)
+    }
+}
+
+impl Conv3x3Dispatch {
+    /// Records the dispatch into an open compute pass (to batch it with other work).
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.kernel.dispatch(pass, &self.bind_group, self.workgroups);
+    }
+
+    /// Records the dispatch in a compute pass of its own.
+    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
+        let mut pass = begin_pass(encoder, "conv3x3");
+        self.record(&mut pass);
+    }
+
+    /// True when the exact integer entry point runs (bit-identical to the CPU).
+    pub fn is_exact(&self) -> bool {
+        self.exact
+    }
+}

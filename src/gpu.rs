@@ -1,0 +1,311 @@
+//! The one GPU context of the crate: instance → adapter → device/queue, created here and nowhere
+//! else, plus the one way to upload a buffer, the one way to read one back, and the one way to turn
+//! wgpu's validation/out-of-memory errors into [`Error`]s.
+//!
+//! Embedders do not need [`GpuContext`]: the free functions [`upload`], [`read_buffer`] and
+//! [`with_error_scope`] take a plain `&wgpu::Device` / `&wgpu::Queue`.
+
+use std::fmt;
+
+use crate::error::{Error, Result};
+
+/// Which graphics API to use. `Auto` tries every one compiled in (Vulkan, Metal, DX12, GL).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendChoice {
+    #[default]
+    Auto,
+    Vulkan,
+    Metal,
+    Dx12,
+    Gl,
+}
+
+impl BackendChoice {
+    /// The wgpu backend set this choice stands for.
+    pub fn backends(self) -> wgpu::Backends {
+        match self {
+            BackendChoice::Auto => wgpu::Backends::all(),
+            BackendChoice::Vulkan => wgpu::Backends::VULKAN,
+            BackendChoice::Metal => wgpu::Backends::METAL,
+            BackendChoice::Dx12 => wgpu::Backends::DX12,
+            BackendChoice::Gl => wgpu::Backends::GL,
+        }
+    }
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = Error;
+
+    /// Accepts the names wgpu's own `WGPU_BACKEND` variable accepts.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" | "all" => Ok(BackendChoice::Auto),
+            "vulkan" | "vk" => Ok(BackendChoice::Vulkan),
+            "metal" | "mtl" => Ok(BackendChoice::Metal),
+            "dx12" | "d3d12" => Ok(BackendChoice::Dx12),
+            "gl" | "gles" | "opengl" => Ok(BackendChoice::Gl),
+            other => {
+                Err(Error::invalid(format!("unknown backend '{other}': use one of auto, vulkan, metal, dx12, gl")))
+            }
+        }
+    }
+}
+
+/// How to pick the adapter. Both fields are also read from the environment by the CLI
+/// (`WGPU_BACKEND`, `WGPU_ADAPTER_NAME`), so tests and scripts can steer it too.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    pub backend: BackendChoice,
+    /// Case-insensitive substring of the adapter name, e.g. "llvmpipe" or "RTX".
+    pub adapter: Option<String>,
+}
+
+impl GpuOptions {
+    /// Options from `WGPU_BACKEND` and `WGPU_ADAPTER_NAME`, the variables the CLI also reads.
+    pub fn from_env() -> Result<Self> {
+        let backend = match std::env::var("WGPU_BACKEND") {
+            Ok(text) => text.parse()?,
+            Err(_) => BackendChoice::Auto,
+        };
+        let adapter = std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty());
+        Ok(GpuOptions { backend, adapter })
+    }
+}
+
+/// What the user should do when no adapter is found.
+pub const NO_ADAPTER_HINT: &str = "wgpu-cnn needs a Vulkan, Metal, DX12 or OpenGL adapter. \
+On Linux without a GPU, install Mesa's software Vulkan driver (lavapipe): \
+`sudo apt-get install mesa-vulkan-drivers libvulkan1`. \
+`wgpu-cnn info` lists the adapters that were found.";
+
+/// The adapter, device and queue every GPU part of the CLI works on.
+pub struct GpuContext {
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+}
+
+impl fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GpuContext").field("info", &self.info).finish()
+    }
+}
+
+/// All adapters visible through `backend`, best first: hardware before software, then
+/// Vulkan/Metal/DX12 before GL.
+pub fn enumerate_adapters(backend: BackendChoice) -> Vec<wgpu::Adapter> {
+    let instance = new_instance(backend);
+    let mut adapters = pollster::block_on(instance.enumerate_adapters(backend.backends()));
+    adapters.sort_by_key(|a| adapter_rank(&a.get_info()));
+    adapters
+}
+
+fn new_instance(backend: BackendChoice) -> wgpu::Instance {
+    // `_from_env` keeps wgpu's own debugging switches (WGPU_DEBUG, WGPU_VALIDATION, ...) working.
+    let mut descriptor = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    descriptor.backends = backend.backends();
+    wgpu::Instance::new(descriptor)
+}
+
+fn adapter_rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let device = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    };
+    let backend = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        _ => 1,
+    };
+    (device, backend)
+}
+
+/// True for adapters that run on the CPU (llvmpipe/lavapipe, WARP, SwiftShader): correct, but
+/// far slower than the CPU backend, so they are for testing, not for timing.
+pub fn is_software(info: &wgpu::AdapterInfo) -> bool {
+    info.device_type == wgpu::DeviceType::Cpu
+}
+
+impl GpuContext {
+    /// Opens the best adapter matching `options`, with every limit the adapter offers (the full
+    /// CIFAR-10 training set as u8 is larger than WebGPU's default 128 MiB binding) and timestamp
+    /// queries where available.
+    pub fn new(options: &GpuOptions) -> Result<Self> {
+        let adapters = enumerate_adapters(options.backend);
+        let wanted = options.adapter.as_deref().map(str::to_lowercase);
+        let adapter = adapters
+            .into_iter()
+            .find(|a| match &wanted {
+                Some(name) => a.get_info().name.to_lowercase().contains(name),
+                None => true,
+            })
+            .ok_or_else(|| no_adapter_error(options))?;
+        let info = adapter.get_info();
+        let required_features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("wgpu-cnn"),
+            required_features,
+            required_limits: adapter.limits(),
+            ..Default::default()
+        }))
+        .map_err(|source| Error::RequestDevice { adapter: info.name.clone(), source })?;
+        Ok(GpuContext { adapter, device, queue, info })
+    }
+
+    /// "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)".
+    pub fn describe(&self) -> String {
+        describe(&self.info)
+    }
+
+    pub fn is_software(&self) -> bool {
+        is_software(&self.info)
+    }
+
+    pub fn supports_timestamps(&self) -> bool {
+        self.device.features().contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
+    /// Uploads `bytes` into a new storage buffer (see [`upload`]).
+    pub fn upload(&self, label: &str, bytes: &[u8], usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
+        upload(&self.device, label, bytes, usage)
+    }
+
+    /// Reads a whole buffer back (see [`read_buffer`]).
+    pub fn read_buffer(&self, buffer: &wgpu::Buffer) -> Result<Vec<u8>> {
+        read_buffer(&self.device, &self.queue, buffer)
+    }
+}
+
+fn no_adapter_error(options: &GpuOptions) -> Error {
+    let mut wanted = String::new();
+    if let Some(name) = &options.adapter {
+        wanted.push_str(&format!(" whose name contains '{name}'"));
+    }
+    if options.backend != BackendChoice::Auto {
+        wanted.push_str(&format!(" on the {:?} backend", options.backend));
+    }
+    let available: Vec<String> =
+        enumerate_adapters(BackendChoice::Auto).iter().map(|a| describe(&a.get_info())).collect();
+    let hint = if available.is_empty() {
+        NO_ADAPTER_HINT.to_string()
+    } else {
+        format!("Adapters found: {}. Pick one with --adapter NAME and --backend.", available.join("; "))
+    };
+    Error::NoAdapter { wanted, hint }
+}
+
+/// One line naming an adapter: name, backend and device type.
+pub fn describe(info: &wgpu::AdapterInfo) -> String {
+    format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
+}
+
+/// Creates a buffer holding `bytes`, padded with zeros to a multiple of 4 bytes (storage buffers
+/// are read as u32 words), usable as STORAGE | COPY_SRC | COPY_DST plus `usage`.
+///
+/// Fails with [`Error::TooLarge`] when the data exceeds the device's storage binding limit, and
+/// with [`Error::Gpu`] when the device is out of memory.
+pub fn upload(device: &wgpu::Device, label: &str, bytes: &[u8], usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
+    let size = padded_size(bytes.len() as u64);
+    check_binding_size(device, label, size)?;
+    with_error_scope(device, &format!("allocating buffer '{label}'"), || {
+        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: usage | wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: true,
+        });
+        // A buffer mapped at creation is always mappable in full.
+        let mut view = buffer.slice(..).get_mapped_range_mut().expect("a buffer mapped at creation can be written");
+        // New buffers are zero-filled by wgpu, so the padding past `bytes` is already 0.
+        view.slice(..bytes.len()).copy_from_slice(bytes);
+        drop(view);
+        buffer.unmap();
+        buffer
+    })
+}
+
+/// Creates a zero-initialised storage buffer of at least `bytes` bytes (rounded up to 4).
+pub fn storage_buffer(device: &wgpu::Device, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
+    let size = padded_size(bytes);
+    check_binding_size(device, label, size)?;
+    with_error_scope(device, &format!("allocating buffer '{label}'"), || {
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    })
+}
+
+/// Byte size rounded up to whole u32 words, and never 0 (wgpu rejects empty bindings).
+pub fn padded_size(bytes: u64) -> u64 {
+    bytes.div_ceil(4).max(1) * 4
+}
+
+/// Fails with a clear message when one binding of `bytes` would exceed the device's limit.
+pub fn check_binding_size(device: &wgpu::Device, what: &str, bytes: u64) -> Result<()> {
+    let allowed = device.limits().max_storage_buffer_binding_size;
+    if bytes > allowed {
+        return Err(Error::TooLarge {
+            what: what.to_string(),
+            needed: bytes,
+            allowed,
+            hint: String::from(": use a smaller input, or an adapter with larger limits (see `wgpu-cnn info`)"),
+        });
+    }
+    Ok(())
+}
+
+/// Reads a whole buffer back to the host: copy into a MAP_READ staging buffer, submit, map, wait.
+///
+/// This is the crate's only readback path. It blocks until the GPU has finished all work
+/// submitted so far on `queue`, so keep it out of inner loops (training reads metrics once per
+/// epoch).
+pub fn read_buffer(device: &wgpu::Device, queue: &wgpu::Queue, buffer: &wgpu::Buffer) -> Result<Vec<u8>> {
+    let size = buffer.size();
+    let staging = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("wgpu-cnn readback"),
+        size,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder =
+        device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpu-cnn readback") });
+    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
+    queue.submit([encoder.finish()]);
+
+    let slice = staging.slice(..);
+    let (sender, receiver) = std::sync::mpsc::channel();
+    slice.map_async(wgpu::MapMode::Read, move |result| {
+        // The receiver only goes away if this function already returned with an error.
+        let _ = sender.send(result);
+    });
+    device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Readback(e.to_string()))?;
+    receiver.recv().map_err(|e| Error::Readback(e.to_string()))?.map_err(|e| Error::Readback(e.to_string()))?;
+    let bytes = slice.get_mapped_range().map_err(|e| Error::Readback(e.to_string()))?.to_vec();
+    staging.unmap();
+    Ok(bytes)
+}
+
+/// Blocks until every submission on the device has finished (used to time GPU work).
+pub fn wait_idle(device: &wgpu::Device) -> Result<()> {
+    device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| Error::Readback(e.to_string()))
+}
+
+/// Runs `work` inside validation and out-of-memory error scopes and turns a captured error into
+/// [`Error::Gpu`] instead of wgpu's default of panicking.
+pub fn with_error_scope<T>(device: &wgpu::Device, context: &str, work: impl FnOnce() -> T) -> Result<T> {
+    let out_of_memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let value = work();
+    let validation = pollster::block_on(validation.pop());
+    let out_of_memory = pollster::block_on(out_of_memory.pop());
+    match validation.or(out_of_memory) {
+        None => Ok(value),
+        Some(error) => Err(Error::Gpu { context: context.to_string(), message: error.to_string() }),
+    }
+}

@@ -1,0 +1,142 @@
+//! The command-line tool as a user meets it: the no-argument demo, `info`, `bench conv`, and bad
+//! input, which must end with a clear message and a non-zero exit code, never a panic.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn wgpu_cnn(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wgpu-cnn"))
+        .args(args)
+        .current_dir(dir)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .expect("the wgpu-cnn binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs a command that must fail cleanly; returns its stderr.
+fn fails(dir: &Path, args: &[&str]) -> String {
+    let out = wgpu_cnn(dir, args);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{args:?} should fail; stdout: {}", text(&out.stdout));
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    assert!(stderr.contains("error"), "{args:?} should print an error: {stderr}");
+    stderr
+}
+
+#[test]
+fn the_demo_with_no_arguments_writes_the_assignments_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wgpu_cnn(dir.path(), &[]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "demo failed: {}{}", stdout, text(&out.stderr));
+    assert!(stdout.contains("451×300, channel B"), "{stdout}");
+    assert_eq!(stdout.matches("result vs CPU reference: identical").count(), 2, "{stdout}");
+    // 2×3 tiles of 451×300 with 8-pixel gaps.
+    let figure = image::open(dir.path().join("R_conv.jpg")).expect("R_conv.jpg is a valid JPEG");
+    assert_eq!((figure.width(), figure.height()), (8 + 3 * (451 + 8), 8 + 2 * (300 + 8)));
+}
+
+#[test]
+fn convolve_on_the_cpu_with_a_custom_kernel_writes_a_png() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wgpu_cnn(
+        dir.path(),
+        &["convolve", "--device", "cpu", "--channel", "all", "-k", "0,0,0;0,1,0;0,0,0", "--out", "id.png"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let figure = image::open(dir.path().join("id.png")).unwrap().into_rgb8();
+    // The identity kernel reproduces the colour photo: bottom-left and bottom-middle tiles match.
+    let (x0, x1, y) = (8 + 100, 8 + 459 + 100, 8 + 308 + 150);
+    assert_eq!(figure.get_pixel(x0, y), figure.get_pixel(x1, y));
+}
+
+#[test]
+fn info_lists_adapters_with_their_limits() {
+    let Some(_) = common::gpu() else { return };
+    let out = wgpu_cnn(Path::new("."), &["info"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success());
+    for field in ["max storage binding", "workgroups per dimension", "timestamp queries", "Selected:"] {
+        assert!(stdout.contains(field), "info lacks '{field}': {stdout}");
+    }
+}
+
+#[test]
+fn bench_conv_prints_a_table_with_ratios() {
+    let Some(_) = common::gpu() else { return };
+    let out = wgpu_cnn(Path::new("."), &["bench", "conv", "--size", "64x48", "--budget-ms", "20"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for method in ["CPU reference", "CPU fast", "GPU kernel", "GPU end to end", "Mpx/s", "GPU:"] {
+        assert!(stdout.contains(method), "bench lacks '{method}': {stdout}");
+    }
+}
+
+#[test]
+fn a_missing_file_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = fails(dir.path(), &["convolve", "no-such-photo.png"]);
+    assert!(stderr.contains("no-such-photo.png") && stderr.contains("No such file"), "{stderr}");
+}
+
+#[test]
+fn a_file_that_is_not_an_image_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.png"), "these are not pixels").unwrap();
+    let stderr = fails(dir.path(), &["convolve", "notes.png"]);
+    assert!(stderr.contains("notes.png") && stderr.contains("not a PNG or JPEG"), "{stderr}");
+}
+
+#[test]
+fn an_empty_or_truncated_image_file_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty.png"), b"").unwrap();
+    let stderr = fails(dir.path(), &["convolve", "empty.png"]);
+    assert!(stderr.contains("empty.png"), "{stderr}");
+    std::fs::write(dir.path().join("cut.png"), &wgpu_cnn::picture::DEMO_IMAGE[..200]).unwrap();
+    let stderr = fails(dir.path(), &["convolve", "cut.png"]);
+    assert!(stderr.contains("cut.png") && stderr.contains("not a valid image"), "{stderr}");
+}
+
+#[test]
+fn a_kernel_that_is_not_three_by_three_numbers_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = fails(dir.path(), &["convolve", "--device", "cpu", "--kernel", "1,2;3,4"]);
+    assert!(stderr.contains("invalid kernel '1,2;3,4'") && stderr.contains("found 2 row(s)"), "{stderr}");
+}
+
+#[test]
+fn an_unsupported_output_format_is_rejected_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = fails(dir.path(), &["convolve", "--device", "cpu", "--out", "figure.bmp"]);
+    assert!(stderr.contains("figure.bmp") && stderr.contains(".png"), "{stderr}");
+    assert!(!dir.path().join("figure.bmp").exists());
+}
+
+#[test]
+fn an_image_larger_than_the_device_allows_is_rejected() {
+    let Some(ctx) = common::gpu() else { return };
+    let limit = ctx.device.limits().max_storage_buffer_binding_size;
+    if limit > 256 << 20 {
+        eprintln!("device allows {limit}-byte bindings: a large enough test image would be too slow to build");
+        return;
+    }
+    let side = (limit as f64).sqrt() as u32 + 1;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.png");
+    image::GrayImage::new(side, side).save(&path).unwrap();
+    let stderr = fails(dir.path(), &["convolve", "--device", "gpu", "huge.png"]);
+    assert!(stderr.contains(&format!("{side}×{side}")) && stderr.contains("storage binding"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_backend_is_rejected() {
+    let stderr = fails(Path::new("."), &["info", "--backend", "glide"]);
+    assert!(stderr.contains("unknown backend 'glide'"), "{stderr}");
+}
