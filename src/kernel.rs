@@ -55,12 +55,12 @@ impl ComputeKernel {
         Ok(ComputeKernel { pipeline, layout, label })
     }
 
-    /// A bind group whose binding `i` is `resources[i]`, in the order the shader declares them.
-    pub fn bind(&self, device: &wgpu::Device, resources: &[wgpu::BindingResource<'_>]) -> wgpu::BindGroup {
-        let entries: Vec<wgpu::BindGroupEntry<'_>> = resources
+    /// A bind group from `(binding, buffer)` pairs (whole buffers): exactly the bindings this entry point uses,
+    /// with the numbers its shader declares (each shader lists them at the top).
+    pub fn bind(&self, device: &wgpu::Device, buffers: &[(u32, &wgpu::Buffer)]) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
             .iter()
-            .enumerate()
-            .map(|(i, resource)| wgpu::BindGroupEntry { binding: i as u32, resource: resource.clone() })
+            .map(|(binding, buffer)| wgpu::BindGroupEntry { binding: *binding, resource: buffer.as_entire_binding() })
             .collect();
         device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(&self.label),

@@ -19,12 +19,16 @@
 //! coordinates, `ky`/`kx` kernel taps.
 
 pub mod bench;
+pub mod data;
 pub mod error;
 pub mod filter;
 pub mod gpu;
 pub mod io;
 pub mod kernel;
+pub mod layers;
+pub mod model;
 pub mod picture;
+pub mod rng;
 pub mod shaders;
 
 pub use error::{Error, Result};

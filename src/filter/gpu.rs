@@ -128,8 +128,7 @@ impl Conv3x3 {
         params_buffer.unmap();
 
         let kernel = if integer.is_some() { &self.exact } else { &self.float };
-        let bind_group = kernel
-            .bind(device, &[params_buffer.as_entire_binding(), input.as_entire_binding(), output.as_entire_binding()]);
+        let bind_group = kernel.bind(device, &[(0, &params_buffer), (1, input), (2, output)]);
         let words = needed / 4;
         Ok(Conv3x3Dispatch {
             kernel: kernel.clone(),

@@ -1,0 +1,39 @@
+// common.wgsl — prepended to every training shader (see src/shaders.rs): the per-step uniform,
+// the 2-D grid index, and the counter-based hash shared with src/rng.rs.
+
+override WORKGROUP_SIZE: u32 = 256u;
+
+// What changes from one training step to the next; written by the host before each submit.
+// Mirrored by `StepParams` in src/layers/mod.rs.
+struct Step {
+    batch_size: u32,    // samples in this batch (the last batch of an epoch may be partial)
+    batch_start: u32,   // position of the batch's first sample in the epoch's order
+    step: u32,          // global training step, 0-based (keys the dropout masks)
+    training: u32,      // 1: training (dropout active), 0: inference
+    seed: u32,          // the run's seed
+    adam_alpha: f32,    // Adam's bias-corrected learning rate for this step
+    penalty_slot: u32,  // where this step's L1 penalty is written (the batch index in the epoch)
+    _pad: u32,
+}
+
+// Invocation index on the 2-D grid that keeps dispatches under 65,535 workgroups per dimension.
+fn linear_index(gid: vec3<u32>, groups: vec3<u32>) -> u32 {
+    return gid.x + gid.y * groups.x * WORKGROUP_SIZE;
+}
+
+// PCG hash (Jarzynski & Olano 2020); identical to `rng::hash_u32`.
+fn hash_u32(v: u32) -> u32 {
+    let state = v * 747796405u + 2891336453u;
+    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+    return (word >> 22u) ^ word;
+}
+
+// Uniform in [0, 1) with 24 bits; identical to `rng::uniform_at`.
+fn uniform_at(key: u32, index: u32) -> f32 {
+    return f32(hash_u32(index ^ hash_u32(key)) >> 8u) * (1.0 / 16777216.0);
+}
+
+// Identical to `rng::dropout_key`.
+fn dropout_key(seed: u32, step: u32, layer: u32) -> u32 {
+    return hash_u32(seed ^ hash_u32(step ^ hash_u32(layer * 0x9E3779B9u)));
+}

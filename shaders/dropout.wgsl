@@ -1,0 +1,60 @@
+// dropout.wgsl — inverted dropout (Keras `Dropout(rate)`): in training, each element is kept
+// with probability 1 − rate and scaled by 1 / (1 − rate); at inference it passes unchanged.
+// Prepended with common.wgsl (Step, linear_index, uniform_at, dropout_key).
+//
+// Bindings (group 0)                                                    used by
+//   0  step    uniform Step                                             all
+//   1  shape   uniform DropoutShape                                     all
+//   2  x       storage, read        input [N, ...]                      forward
+//   3  y       storage, read_write  output, shaped like x               forward
+//   4  dy      storage, read        dL/dy                               backward_input
+//   5  dx      storage, read_write  dL/dx                               backward_input
+//
+// The mask is never stored: element i of step s keeps iff uniform_at(dropout_key(seed, s,
+// layer), i) >= rate, a counter-based hash that the backward pass (and the CPU reference,
+// src/rng.rs) recompute bit for bit.
+
+struct DropoutShape {
+    batch: u32,
+    sample_len: u32,   // elements per sample
+    layer: u32,        // index of the layer in the model, so each dropout layer has its own mask
+    rate: f32,
+    scale: f32,        // 1 / (1 − rate), computed once on the host
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> step: Step;
+@group(0) @binding(1) var<uniform> shape: DropoutShape;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> dy: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dx: array<f32>;
+
+// The factor element i is multiplied by in this step: 0, 1 / (1 − rate), or 1 at inference.
+fn factor(i: u32) -> f32 {
+    if (step.training == 0u) {
+        return 1.0;
+    }
+    let keep = uniform_at(dropout_key(step.seed, step.step, shape.layer), i) >= shape.rate;
+    return select(0.0, shape.scale, keep);
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = linear_index(gid, groups);
+    if (i >= step.batch_size * shape.sample_len) {
+        return;
+    }
+    y[i] = x[i] * factor(i);
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = linear_index(gid, groups);
+    if (i >= step.batch_size * shape.sample_len) {
+        return;
+    }
+    dx[i] = dy[i] * factor(i);
+}

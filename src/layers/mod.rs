@@ -1,0 +1,48 @@
+//! The network's layers, each in one file with its forward and backward passes side by side:
+//! the shape struct that owns the size arithmetic, the plain-loop CPU reference (generic over
+//! f32/f64 so that finite differences can run in f64), and the GPU twin that builds its pipelines
+//! from `shaders/<layer>.wgsl` and records its dispatches.
+//!
+//! # Conventions
+//! - Names: `forward`, `backward_input` (dL/dx), `backward_weight` (dL/dW, dL/db), identical on
+//!   the CPU and GPU sides; arguments go outputs first, then inputs, then the shape.
+//! - Gradients are **overwritten**, never accumulated: every backward kernel is a gather, one
+//!   invocation per gradient element it writes. There are no float atomics (WGSL has none), so
+//!   a seeded run gives the same bits every time on the same device.
+//! - Tensors are NHWC; the loss gradient fed back is that of the **batch mean** loss.
+//! - GPU bindings: 0 = the per-step uniform ([`StepParams`]), 1 = the layer's shape uniform,
+//!   then storage buffers in the order each shader lists them. Parameters and their gradients
+//!   live in one flat buffer each; the shape uniform holds the offsets of the layer's tensors.
+
+pub mod adam;
+pub mod conv2d;
+pub mod dense_softmax;
+pub mod dropout;
+pub mod gather;
+pub mod maxpool2d;
+
+use bytemuck::{Pod, Zeroable};
+
+/// Mirror of `Step` in `shaders/common.wgsl`: what changes between training steps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct StepParams {
+    pub batch_size: u32,
+    pub batch_start: u32,
+    pub step: u32,
+    pub training: u32,
+    pub seed: u32,
+    pub adam_alpha: f32,
+    pub penalty_slot: u32,
+    pub _pad: u32,
+}
+
+/// A uniform buffer holding `value`, for a layer's shape or the step parameters.
+pub fn uniform_buffer<T: Pod>(device: &wgpu::Device, label: &str, value: &T) -> wgpu::Buffer {
+    use wgpu::util::DeviceExt;
+    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some(label),
+        contents: bytemuck::bytes_of(value),
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+    })
+}
