@@ -14,8 +14,8 @@
 //   5  probs      storage, read_write  [N, K]: logits, then softmax in place  logits, softmax_cross_entropy
 //   6  dlogits    storage, read_write  dL/dlogits of the batch-mean loss      softmax_cross_entropy writes,
 //                                      [N, K]                                 backward_* read
-//   7  metrics    storage, read_write  per sample of the epoch (position      softmax_cross_entropy
-//                                      batch_start + n): [loss, correct]
+//   7  metrics    storage, read_write  per sample, at position batch_start    softmax_cross_entropy
+//                                      + n of the epoch: [loss, predicted class]
 //   8  grads      storage, read_write  flat gradients                         backward_weight
 //   9  dx         storage, read_write  dL/dx [N, F]                           backward_input
 //  10  penalties  storage, read_write  λ·Σ|W|, at step.penalty_slot         l1_penalty
@@ -62,8 +62,8 @@ fn logits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     probs[i] = sum;
 }
 
-// Per sample: softmax in place, cross-entropy loss = logsumexp(logits) − logits[label],
-// correct = (first arg-max == label), dlogits = (softmax − one_hot) / batch_size.
+// Per sample: softmax in place, cross-entropy loss = logsumexp(logits) − logits[label], the
+// predicted class (the first arg-max, as np.argmax), dlogits = (softmax − one_hot) / batch_size.
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn softmax_cross_entropy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let n = linear_index(gid, groups);
@@ -94,7 +94,7 @@ fn softmax_cross_entropy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin
     }
     let position = step.batch_start + n;
     metrics[2u * position] = loss;
-    metrics[2u * position + 1u] = select(0.0, 1.0, top_class == label);
+    metrics[2u * position + 1u] = f32(top_class);
 }
 
 // dkernel[f, j] = Σ_n x[n, f] · dlogits[n, j] + λ·sign(kernel[f, j]) for i < F·K;

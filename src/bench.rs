@@ -119,3 +119,16 @@ pub fn conv_timings(
     }
     Ok(rows)
 }
+
+/// Training throughput of a backend, in images/s:
+/// whole epochs over `data` (so that the GPU's per-epoch metric readback counts), after one
+/// untimed warm-up epoch that lets drivers finish compiling.
+pub fn train_images_per_second(
+    backend: &mut dyn crate::train::Backend,
+    data: &crate::data::Dataset,
+    budget: Duration,
+) -> Result<f64> {
+    let order: Vec<u32> = (0..data.len() as u32).collect();
+    let per_epoch = measure(budget, 1, || backend.train_epoch(&order, &mut |_| {}).map(|_| ()))?;
+    Ok(data.len() as f64 / per_epoch.as_secs_f64())
+}

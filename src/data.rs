@@ -85,7 +85,7 @@ const _: () = assert!(IMAGE_BYTES == HEIGHT * WIDTH * CHANNELS && RECORD_BYTES =
 /// `images`: `[N, H, W, C]` = `[len, 32, 32, 3]` `u8`, **NHWC** — channel `c` of pixel (`y`, `x`)
 /// of image `n` is at `n * 3072 + (y * 32 + x) * 3 + c`, converted from the file's planar CHW at
 /// load. `labels`: `[N]`, each in `0..10`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Dataset {
     /// Pixels, `len * 3072` bytes, NHWC.
     pub images: Vec<u8>,

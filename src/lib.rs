@@ -19,6 +19,7 @@
 //! coordinates, `ky`/`kx` kernel taps.
 
 pub mod bench;
+pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod filter;
@@ -26,9 +27,12 @@ pub mod gpu;
 pub mod io;
 pub mod kernel;
 pub mod layers;
+pub mod metrics;
 pub mod model;
 pub mod picture;
+pub mod plot;
 pub mod rng;
 pub mod shaders;
 
 pub use error::{Error, Result};
+pub mod train;

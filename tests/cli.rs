@@ -30,16 +30,89 @@ fn fails(dir: &Path, args: &[&str]) -> String {
 }
 
 #[test]
-fn the_demo_with_no_arguments_writes_the_assignments_figure() {
+fn the_demo_with_no_arguments_writes_the_figure_then_starts_training() {
+    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let out = wgpu_cnn(dir.path(), &[]);
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "demo failed: {}{}", stdout, text(&out.stderr));
+    // The demo trains for 20 epochs (minutes): watch it reach the first epoch, then stop it.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wgpu-cnn"))
+        .current_dir(dir.path())
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        stdout += &line;
+        stdout.push('\n');
+        if line.starts_with("Epoch 1/20") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
     assert!(stdout.contains("451×300, channel B"), "{stdout}");
     assert_eq!(stdout.matches("result vs CPU reference: identical").count(), 2, "{stdout}");
+    assert!(stdout.contains("Model: base (c16,c16s2,c32,c32s2,d0.5,f10) — 37,146 parameters"), "{stdout}");
+    assert!(stdout.contains("4,194 training, 466 validation, 846 test images"), "{stdout}");
+    assert!(stdout.contains("Epoch 1/20"), "training did not start: {stdout}");
     // 2×3 tiles of 451×300 with 8-pixel gaps.
     let figure = image::open(dir.path().join("R_conv.jpg")).expect("R_conv.jpg is a valid JPEG");
     assert_eq!((figure.width(), figure.height()), (8 + 3 * (451 + 8), 8 + 2 * (300 + 8)));
+}
+
+#[test]
+fn train_prints_keras_style_epochs_and_writes_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wgpu_cnn(
+        dir.path(),
+        &[
+            "train",
+            "--model",
+            "c8s2,d0.5,f10",
+            "--epochs",
+            "2",
+            "--train-size",
+            "300",
+            "--batch-size",
+            "64",
+            "--out",
+            "run",
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert_eq!(stdout.matches(" - loss: ").count(), 2, "{stdout}");
+    assert!(
+        stdout.contains("Epoch 2/2") && stdout.contains("val_accuracy: ") && stdout.contains("Running time: "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Test: loss "), "{stdout}");
+    let history: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("run/history.json")).unwrap()).unwrap();
+    for key in ["loss", "accuracy", "val_loss", "val_accuracy"] {
+        assert_eq!(history[key].as_array().map(Vec::len), Some(2), "history.json lacks two values of {key}: {history}");
+    }
+}
+
+#[test]
+fn bad_training_settings_are_rejected_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, message) in [
+        (&["train", "--epochs", "0"][..], "--epochs must be at least 1"),
+        (&["train", "--batch-size", "0"][..], "--batch-size must be between 1 and 65536, got 0"),
+        (&["train", "--validation-split", "1"][..], "--validation-split must be in [0, 1), got 1"),
+        (&["train", "--model", "c16,q,f10"][..], "unknown layer type"),
+        (&["train", "--train-size", "0"][..], "--train-size must be at least 1"),
+        (&["train", "--data", "no-such-folder"][..], "no-such-folder"),
+    ] {
+        let stderr = fails(dir.path(), args);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+    std::fs::create_dir(dir.path().join("empty")).unwrap();
+    let stderr = fails(dir.path(), &["train", "--data", "empty"]);
+    assert!(stderr.contains("not a CIFAR-10 binary folder"), "{stderr}");
 }
 
 #[test]

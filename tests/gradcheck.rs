@@ -134,14 +134,14 @@ fn dense_softmax_gradients_match_finite_differences_of_mean_cross_entropy_plus_l
     let bias = random(&mut rng, classes, 0.1);
     let labels = [0u32, 4, 2];
     let loss = |x: &[f64], kernel: &[f64], bias: &[f64]| {
-        let (mut probs, mut dlogits, mut losses, mut correct) =
-            (vec![0.0; batch * classes], vec![0.0; batch * classes], vec![0.0; batch], vec![0.0; batch]);
-        dense_softmax::forward(&mut probs, &mut dlogits, &mut losses, &mut correct, x, kernel, bias, &labels, &s);
+        let (mut probs, mut dlogits, mut losses, mut predicted) =
+            (vec![0.0; batch * classes], vec![0.0; batch * classes], vec![0.0; batch], vec![0u32; batch]);
+        dense_softmax::forward(&mut probs, &mut dlogits, &mut losses, &mut predicted, x, kernel, bias, &labels, &s);
         losses.iter().sum::<f64>() / batch as f64 + dense_softmax::l1_penalty(kernel, &s)
     };
-    let (mut probs, mut dlogits, mut losses, mut correct) =
-        (vec![0.0; batch * classes], vec![0.0; batch * classes], vec![0.0; batch], vec![0.0; batch]);
-    dense_softmax::forward(&mut probs, &mut dlogits, &mut losses, &mut correct, &x, &kernel, &bias, &labels, &s);
+    let (mut probs, mut dlogits, mut losses, mut predicted) =
+        (vec![0.0; batch * classes], vec![0.0; batch * classes], vec![0.0; batch], vec![0u32; batch]);
+    dense_softmax::forward(&mut probs, &mut dlogits, &mut losses, &mut predicted, &x, &kernel, &bias, &labels, &s);
     for n in 0..batch {
         let row = &probs[n * classes..][..classes];
         assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-12, "softmax rows sum to 1");
@@ -159,14 +159,14 @@ fn dense_softmax_gradients_match_finite_differences_of_mean_cross_entropy_plus_l
 #[test]
 fn cross_entropy_is_stable_for_huge_logits() {
     let s = dense_softmax::DenseShape::new(1, 1, 3, 0.0);
-    let (mut probs, mut dlogits, mut losses, mut correct) =
-        (vec![0.0f32; 3], vec![0.0f32; 3], vec![0.0f32; 1], vec![0.0f32; 1]);
+    let (mut probs, mut dlogits, mut losses, mut predicted) =
+        (vec![0.0f32; 3], vec![0.0f32; 3], vec![0.0f32; 1], vec![0u32; 1]);
     // Logits 1000, 0, −1000: a naive exp() overflows.
     dense_softmax::forward(
         &mut probs,
         &mut dlogits,
         &mut losses,
-        &mut correct,
+        &mut predicted,
         &[1.0],
         &[1000.0, 0.0, -1000.0],
         &[0.0; 3],
@@ -174,6 +174,6 @@ fn cross_entropy_is_stable_for_huge_logits() {
         &s,
     );
     assert_eq!(losses[0], 1000.0);
-    assert_eq!(correct[0], 0.0);
+    assert_eq!(predicted[0], 0, "the largest logit is class 0");
     assert!(probs.iter().all(|p| p.is_finite()) && dlogits.iter().all(|d| d.is_finite()));
 }

@@ -9,7 +9,7 @@ use common::{gpu, Rng};
 use wgpu_cnn::gpu::GpuContext;
 use wgpu_cnn::kernel::begin_pass;
 use wgpu_cnn::layers::adam::{self, Adam, AdamBuffers, AdamConfig};
-use wgpu_cnn::layers::conv2d::{self, Conv2d, Conv2dBuffers, Conv2dShape};
+use wgpu_cnn::layers::conv2d::{self, Conv2d, Conv2dBuffers, Conv2dShape, Conv2dVariant};
 use wgpu_cnn::layers::dense_softmax::{self, DenseBuffers, DenseShape, DenseSoftmax};
 use wgpu_cnn::layers::dropout::{self, Dropout, DropoutBuffers, DropoutShape};
 use wgpu_cnn::layers::gather::{self, Gather, GatherBuffers, GpuDataset};
@@ -69,6 +69,22 @@ fn conv_case(
     stride: usize,
     first: bool,
 ) {
+    for variant in [Conv2dVariant::Tiled, Conv2dVariant::Naive] {
+        conv_variant_case(ctx, variant, batch, used, input, filters, stride, first);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv_variant_case(
+    ctx: &GpuContext,
+    variant: Conv2dVariant,
+    batch: usize,
+    used: usize,
+    input: [usize; 3],
+    filters: usize,
+    stride: usize,
+    first: bool,
+) {
     let mut rng = Rng::new((batch * 131 + input[0] * 17 + filters * 3 + stride) as u64);
     let shape = Conv2dShape::new(batch, input, filters, stride);
     let used_shape = shape.with_batch(used);
@@ -88,25 +104,25 @@ fn conv_case(
     let step = step(ctx, used);
     let (x_b, params_b, dy_b) = (upload(ctx, &x), upload(ctx, &params), upload(ctx, &dy));
     let (y_b, dx_b, grads_b) = (sentinel(ctx, y.len()), sentinel(ctx, x.len()), sentinel(ctx, params.len()));
+    let (dpre_b, partials_b) = (sentinel(ctx, y.len()), sentinel(ctx, shape.partials_len()));
     let conv = Conv2d::new(&ctx.device).unwrap();
-    let bound = conv.bind(
-        &ctx.device,
-        &shape,
-        &Conv2dBuffers {
-            step: &step,
-            x: &x_b,
-            params: &params_b,
-            y: &y_b,
-            dy: &dy_b,
-            dx: (!first).then_some(&dx_b),
-            grads: &grads_b,
-        },
-    );
+    let buffers = Conv2dBuffers {
+        step: &step,
+        x: &x_b,
+        params: &params_b,
+        y: &y_b,
+        dy: &dy_b,
+        dx: (!first).then_some(&dx_b),
+        grads: &grads_b,
+        dpre: &dpre_b,
+        partials: &partials_b,
+    };
+    let bound = conv.bind(&ctx.device, &shape, &buffers, variant);
     run(ctx, |pass| bound.record_forward(pass));
     // The backward pass reads the GPU's own y; feed it the CPU's dy.
     run(ctx, |pass| bound.record_backward(pass));
 
-    let what = format!("conv2d batch {used}/{batch} {input:?}→{filters} stride {stride}");
+    let what = format!("conv2d ({variant:?}) batch {used}/{batch} {input:?}→{filters} stride {stride}");
     let gpu_y = read(ctx, &y_b, y.len());
     let used_y = used_shape.output_len();
     assert_close(&format!("{what} y"), &gpu_y[..used_y], &y[..used_y], 1e-5, 1e-4);
@@ -130,6 +146,8 @@ fn conv2d_kernels_match_the_cpu_reference() {
     conv_case(ctx, 4, 3, [8, 8, 5], 6, 2, false); // partial batch, even input at stride 2
     conv_case(ctx, 2, 2, [7, 5, 2], 3, 2, true); // odd input at stride 2, first layer
     conv_case(ctx, 5, 5, [32, 32, 3], 16, 1, true); // the base net's first layer
+    conv_case(ctx, 3, 2, [9, 13, 6], 5, 1, false); // channel counts that are not multiples of 4
+    conv_case(ctx, 2, 2, [33, 31, 2], 3, 2, false); // more than one partial-sum chunk per image
 }
 
 #[test]
@@ -202,9 +220,19 @@ fn dense_softmax_kernels_match_the_cpu_reference() {
     let labels: Vec<u32> = (0..batch as u32).map(|n| (n * 7) % classes as u32).collect();
     let (kernel, bias) = params.split_at(features * classes);
 
-    let (mut probs, mut dlogits, mut losses, mut correct) =
-        (vec![0.0; batch * classes], vec![0.0; batch * classes], vec![0.0; batch], vec![0.0; batch]);
-    dense_softmax::forward(&mut probs, &mut dlogits, &mut losses, &mut correct, &x, kernel, bias, &labels, &used_shape);
+    let (mut probs, mut dlogits, mut losses, mut predicted) =
+        (vec![0.0; batch * classes], vec![0.0; batch * classes], vec![0.0; batch], vec![0u32; batch]);
+    dense_softmax::forward(
+        &mut probs,
+        &mut dlogits,
+        &mut losses,
+        &mut predicted,
+        &x,
+        kernel,
+        bias,
+        &labels,
+        &used_shape,
+    );
     let (mut dkernel, mut dbias, mut dx) = (vec![0.0; kernel.len()], vec![0.0; classes], vec![0.0; x.len()]);
     dense_softmax::backward_weight(&mut dkernel, &mut dbias, &dlogits, &x, kernel, &used_shape);
     dense_softmax::backward_input(&mut dx, &dlogits, kernel, &used_shape);
@@ -246,9 +274,9 @@ fn dense_softmax_kernels_match_the_cpu_reference() {
     let metrics = read(ctx, &metrics_b, 2 * (batch + 3));
     assert!(metrics[..6].iter().all(|v| v.is_nan()), "positions before batch_start untouched");
     let gpu_losses: Vec<f32> = (0..used).map(|i| metrics[6 + 2 * i]).collect();
-    let gpu_correct: Vec<f32> = (0..used).map(|i| metrics[7 + 2 * i]).collect();
+    let gpu_predicted: Vec<u32> = (0..used).map(|i| metrics[7 + 2 * i] as u32).collect();
     assert_close("losses", &gpu_losses, &losses[..used], 1e-5, 1e-4);
-    assert_eq!(gpu_correct, correct[..used]);
+    assert_eq!(gpu_predicted, predicted[..used]);
     let grads = read(ctx, &grads_b, params.len());
     assert_close("dkernel", &grads[..kernel.len()], &dkernel, 1e-5, 1e-4);
     assert_close("dbias", &grads[kernel.len()..], &dbias, 1e-5, 1e-4);

@@ -98,7 +98,24 @@ fn training_uniforms_match_their_wgsl_structs() {
         shaders::CONV2D,
         "Conv2dShape",
         Conv2dShape,
-        [batch, in_h, in_w, in_c, out_h, out_w, out_c, stride, pad_top, pad_left, kernel_offset, bias_offset]
+        [
+            batch,
+            in_h,
+            in_w,
+            in_c,
+            out_h,
+            out_w,
+            out_c,
+            stride,
+            pad_top,
+            pad_left,
+            kernel_offset,
+            bias_offset,
+            chunk_len,
+            chunks,
+            _pad,
+            _pad + 4
+        ]
     );
     assert_layout!(
         shaders::MAXPOOL2D,

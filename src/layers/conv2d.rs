@@ -31,7 +31,15 @@ pub struct Conv2dShape {
     pub pad_left: u32,
     pub kernel_offset: u32,
     pub bias_offset: u32,
+    /// Output positions per chunk of the split dkernel reduction, and the number of chunks.
+    pub chunk_len: u32,
+    pub chunks: u32,
+    pub _pad: [u32; 2],
 }
+
+/// Output positions summed by one invocation of `backward_weight_partial`: long enough to
+/// amortise the final reduction, short enough to give thousands of invocations.
+pub const CHUNK_LEN: usize = 512;
 
 impl Conv2dShape {
     /// The shape of a standalone convolution: kernel at offset 0, bias right after it.
@@ -53,6 +61,9 @@ impl Conv2dShape {
             pad_left: u(pad_left),
             kernel_offset: 0,
             bias_offset: u(9 * c * filters),
+            chunk_len: u(CHUNK_LEN),
+            chunks: u((batch * out_h * out_w).div_ceil(CHUNK_LEN).max(1)),
+            _pad: [0; 2],
         }
     }
 
@@ -70,7 +81,13 @@ impl Conv2dShape {
 
     /// The same shape for a different batch size (a partial batch on the CPU).
     pub fn with_batch(&self, batch: usize) -> Self {
-        Conv2dShape { batch: batch as u32, ..*self }
+        let chunks = (batch * (self.out_h * self.out_w) as usize).div_ceil(CHUNK_LEN).max(1) as u32;
+        Conv2dShape { batch: batch as u32, chunks, ..*self }
+    }
+
+    /// Floats of the partial-sum scratch buffer the tiled dkernel needs.
+    pub fn partials_len(&self) -> usize {
+        self.chunks as usize * (self.kernel_len() + self.out_c as usize)
     }
 
     pub fn input_len(&self) -> usize {
@@ -206,13 +223,28 @@ pub fn backward_weight<T: Float>(dkernel: &mut [T], dbias: &mut [T], dy: &[T], y
 // ---------------------------------------------------------------------------------------------
 // GPU twin.
 
-/// The four pipelines of `shaders/conv2d.wgsl`, built once per device.
+/// Which implementation of the convolution kernels to record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Conv2dVariant {
+    /// Register-tiled forward/backward_input and a split dkernel reduction (for training).
+    #[default]
+    Tiled,
+    /// One invocation per element, the math as written: the baseline the tiled ones beat.
+    Naive,
+}
+
+/// The pipelines of `shaders/conv2d.wgsl`, built once per device.
 #[derive(Clone, Debug)]
 pub struct Conv2d {
     forward: ComputeKernel,
+    relu_backward: ComputeKernel,
     backward_input: ComputeKernel,
-    backward_weight: ComputeKernel,
-    backward_bias: ComputeKernel,
+    backward_weight_partial: ComputeKernel,
+    backward_weight_reduce: ComputeKernel,
+    naive_forward: ComputeKernel,
+    naive_backward_input: ComputeKernel,
+    naive_backward_weight: ComputeKernel,
+    naive_backward_bias: ComputeKernel,
 }
 
 /// The buffers one convolution works on (see the binding table in `shaders/conv2d.wgsl`).
@@ -225,75 +257,141 @@ pub struct Conv2dBuffers<'a> {
     /// None for the first layer, whose input needs no gradient.
     pub dx: Option<&'a wgpu::Buffer>,
     pub grads: &'a wgpu::Buffer,
+    /// Scratch shaped like y (tiled variant).
+    pub dpre: &'a wgpu::Buffer,
+    /// Scratch of at least [`Conv2dShape::partials_len`] floats (tiled variant); layers may share it.
+    pub partials: &'a wgpu::Buffer,
 }
 
 /// One convolution bound to its buffers: record its forward or backward passes.
 #[derive(Debug)]
 pub struct Conv2dPass {
-    kernels: Conv2d,
+    variant: Conv2dVariant,
     shape: Conv2dShape,
     _shape_buffer: wgpu::Buffer,
-    forward: wgpu::BindGroup,
-    backward_input: Option<wgpu::BindGroup>,
-    backward_weight: wgpu::BindGroup,
-    backward_bias: wgpu::BindGroup,
-    max_groups: u32,
+    /// Bind groups in recording order for the chosen variant.
+    forward: Vec<(ComputeKernel, wgpu::BindGroup, [u32; 3])>,
+    backward: Vec<(ComputeKernel, wgpu::BindGroup, [u32; 3])>,
 }
 
 impl Conv2d {
     pub fn new(device: &wgpu::Device) -> Result<Self> {
         let module = shader_module(device, "conv2d.wgsl", shaders::CONV2D)?;
+        let kernel = |name| ComputeKernel::new(device, &module, name);
         Ok(Conv2d {
-            forward: ComputeKernel::new(device, &module, "forward")?,
-            backward_input: ComputeKernel::new(device, &module, "backward_input")?,
-            backward_weight: ComputeKernel::new(device, &module, "backward_weight")?,
-            backward_bias: ComputeKernel::new(device, &module, "backward_bias")?,
+            forward: kernel("forward")?,
+            relu_backward: kernel("relu_backward")?,
+            backward_input: kernel("backward_input")?,
+            backward_weight_partial: kernel("backward_weight_partial")?,
+            backward_weight_reduce: kernel("backward_weight_reduce")?,
+            naive_forward: kernel("naive_forward")?,
+            naive_backward_input: kernel("naive_backward_input")?,
+            naive_backward_weight: kernel("naive_backward_weight")?,
+            naive_backward_bias: kernel("naive_backward_bias")?,
         })
     }
 
     /// Binds a convolution of `shape` (for batches up to `shape.batch`) to `b`.
-    pub fn bind(&self, device: &wgpu::Device, shape: &Conv2dShape, b: &Conv2dBuffers<'_>) -> Conv2dPass {
+    pub fn bind(
+        &self,
+        device: &wgpu::Device,
+        shape: &Conv2dShape,
+        b: &Conv2dBuffers<'_>,
+        variant: Conv2dVariant,
+    ) -> Conv2dPass {
         let shape_buffer = uniform_buffer(device, "conv2d shape", shape);
+        let max = device.limits().max_compute_workgroups_per_dimension;
+        let grid = |invocations: usize| grid_for(invocations as u64, max);
+        let s = shape;
+        let blocks = |n: u32| n.div_ceil(4) as usize;
         let step = (0, b.step);
-        let shape_binding = (1, &shape_buffer);
-        let forward = self.forward.bind(device, &[step, shape_binding, (2, b.x), (3, b.params), (4, b.y)]);
-        let backward_input = b.dx.map(|dx| {
-            self.backward_input.bind(device, &[step, shape_binding, (3, b.params), (4, b.y), (5, b.dy), (6, dx)])
-        });
-        let backward_weight =
-            self.backward_weight.bind(device, &[step, shape_binding, (2, b.x), (4, b.y), (5, b.dy), (7, b.grads)]);
-        let backward_bias = self.backward_bias.bind(device, &[step, shape_binding, (4, b.y), (5, b.dy), (7, b.grads)]);
-        Conv2dPass {
-            kernels: self.clone(),
-            shape: *shape,
-            _shape_buffer: shape_buffer,
-            forward,
-            backward_input,
-            backward_weight,
-            backward_bias,
-            max_groups: device.limits().max_compute_workgroups_per_dimension,
+        // Every kernel reads the shape; all but the final reduction also read the step.
+        let bind = |kernel: &ComputeKernel, extra: &[(u32, &wgpu::Buffer)], groups: [u32; 3]| {
+            let entries: Vec<(u32, &wgpu::Buffer)> = [&[(1, &shape_buffer)], extra].concat();
+            (kernel.clone(), kernel.bind(device, &entries), groups)
+        };
+        let pixels = |h: u32, w: u32| (s.batch * h) as usize * blocks(w);
+        let (mut forward, mut backward) = (Vec::new(), Vec::new());
+        match variant {
+            Conv2dVariant::Tiled => {
+                forward.push(bind(
+                    &self.forward,
+                    &[step, (2, b.x), (3, b.params), (4, b.y)],
+                    grid(pixels(s.out_h, s.out_w) * blocks(s.out_c)),
+                ));
+                backward.push(bind(
+                    &self.relu_backward,
+                    &[step, (4, b.y), (5, b.dy), (8, b.dpre)],
+                    grid(s.output_len()),
+                ));
+                if let Some(dx) = b.dx {
+                    // Column slots of same-phase blocks: stride · ceil(W / (4 · stride)) per row.
+                    let slots = (s.stride * s.in_w.div_ceil(4 * s.stride)) as usize;
+                    let groups = grid((s.batch * s.in_h) as usize * slots * blocks(s.in_c));
+                    backward.push(bind(&self.backward_input, &[step, (3, b.params), (6, dx), (8, b.dpre)], groups));
+                }
+                let partial_groups = grid(s.chunks as usize * 9 * blocks(s.in_c) * blocks(s.out_c));
+                backward.push(bind(
+                    &self.backward_weight_partial,
+                    &[step, (2, b.x), (8, b.dpre), (9, b.partials)],
+                    partial_groups,
+                ));
+                let reduce_groups = grid(s.kernel_len() + s.out_c as usize);
+                backward.push(bind(&self.backward_weight_reduce, &[(7, b.grads), (9, b.partials)], reduce_groups));
+            }
+            Conv2dVariant::Naive => {
+                forward.push(bind(
+                    &self.naive_forward,
+                    &[step, (2, b.x), (3, b.params), (4, b.y)],
+                    grid(s.output_len()),
+                ));
+                if let Some(dx) = b.dx {
+                    backward.push(bind(
+                        &self.naive_backward_input,
+                        &[step, (3, b.params), (4, b.y), (5, b.dy), (6, dx)],
+                        grid(s.input_len()),
+                    ));
+                }
+                backward.push(bind(
+                    &self.naive_backward_weight,
+                    &[step, (2, b.x), (4, b.y), (5, b.dy), (7, b.grads)],
+                    grid(s.kernel_len()),
+                ));
+                backward.push(bind(
+                    &self.naive_backward_bias,
+                    &[step, (4, b.y), (5, b.dy), (7, b.grads)],
+                    [s.out_c, 1, 1],
+                ));
+            }
         }
+        Conv2dPass { variant, shape: *shape, _shape_buffer: shape_buffer, forward, backward }
     }
 }
 
 impl Conv2dPass {
     pub fn record_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
-        let grid = grid_for(self.shape.output_len() as u64, self.max_groups);
-        self.kernels.forward.dispatch(pass, &self.forward, grid);
+        for (kernel, bind_group, groups) in &self.forward {
+            kernel.dispatch(pass, bind_group, *groups);
+        }
     }
 
     /// dx (unless this is the first layer), dkernel and dbias.
     pub fn record_backward(&self, pass: &mut wgpu::ComputePass<'_>) {
-        if let Some(bind_group) = &self.backward_input {
-            let grid = grid_for(self.shape.input_len() as u64, self.max_groups);
-            self.kernels.backward_input.dispatch(pass, bind_group, grid);
+        for (kernel, bind_group, groups) in &self.backward {
+            kernel.dispatch(pass, bind_group, *groups);
         }
-        let grid = grid_for(self.shape.kernel_len() as u64, self.max_groups);
-        self.kernels.backward_weight.dispatch(pass, &self.backward_weight, grid);
-        self.kernels.backward_bias.dispatch(pass, &self.backward_bias, [self.shape.out_c, 1, 1]);
     }
 
     pub fn shape(&self) -> &Conv2dShape {
         &self.shape
+    }
+
+    pub fn variant(&self) -> Conv2dVariant {
+        self.variant
+    }
+
+    /// Dispatches per training step (forward + backward).
+    pub fn dispatches(&self) -> usize {
+        self.forward.len() + self.backward.len()
     }
 }

@@ -63,14 +63,14 @@ impl DenseShape {
 }
 
 /// Per sample: `probs = softmax(x·kernel + bias)`, `losses = −log probs[label]` (as
-/// logsumexp − logit), `correct = 1` when the first arg-max is the label, and
+/// logsumexp − logit), `predicted` = the first arg-max (as `np.argmax`), and
 /// `dlogits = (probs − one_hot) / N`.
 #[allow(clippy::too_many_arguments)]
 pub fn forward<T: Float>(
     probs: &mut [T],
     dlogits: &mut [T],
     losses: &mut [T],
-    correct: &mut [T],
+    predicted: &mut [u32],
     x: &[T],
     kernel: &[T],
     bias: &[T],
@@ -98,7 +98,7 @@ pub fn forward<T: Float>(
         let top = logits[top_class];
         let total = logits.iter().fold(T::zero(), |t, &l| t + (l - top).exp());
         losses[n] = total.ln() - (logits[label] - top);
-        correct[n] = if top_class == label { T::one() } else { T::zero() };
+        predicted[n] = top_class as u32;
         for j in 0..classes {
             let p = (logits[j] - top).exp() / total;
             logits[j] = p;
@@ -235,7 +235,7 @@ impl DenseSoftmax {
 }
 
 impl DenseSoftmaxPass {
-    /// Logits, softmax, per-sample loss and correctness, and dlogits (needed only in training).
+    /// Logits, softmax, per-sample loss and predicted class, and dlogits (needed only in training).
     pub fn record_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
         let s = &self.shape;
         let k = &self.kernels;

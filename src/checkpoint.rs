@@ -1,0 +1,480 @@
+//! Checkpoints: a trained model, Adam's state and the run's bookkeeping in one `.safetensors`
+//! file — our counterpart of the assignment's `model.save("cifar.model")` / `load_model`.
+//!
+//! It is **not** a Keras `.keras` or HDF5 file: Keras cannot open it with `load_model`, but the
+//! tensors carry Keras' layer names and layouts, so [`PYTHON_LOADING_SNIPPET`] moves them into a
+//! Keras (or PyTorch) model in a few lines. Format: <https://github.com/huggingface/safetensors>.
+//!
+//! # File layout (format version 1)
+//! Tensors, all F32 little-endian, each exactly one slice of the model's flat parameter vector:
+//! - `<layer>/kernel`, `<layer>/bias` for every layer with parameters, named as Keras names them:
+//!   `conv2d/kernel` `[3, 3, C, K]`, `conv2d/bias` `[K]`, `conv2d_1/...`, ..., `dense/kernel`
+//!   `[F, K]` (F in NHWC flatten order), `dense/bias` `[K]`;
+//! - with Adam's state: `optimizer/m/<same name>` and `optimizer/v/<same name>` for each of them.
+//!
+//! Metadata (safetensors' `__metadata__`, string → string): `format` = `wgpu-cnn checkpoint`,
+//! `format_version` = `1`, `architecture` (the description, e.g. `c16,c16s2,c32,c32s2,d0.5,f10`),
+//! `model_name`, `config` (JSON of [`TrainConfig`]), `epochs_done`, `history` (JSON of
+//! [`History`]), `data`, and `optimizer_steps` when Adam's state is stored.
+//!
+//! Tensors and counts round-trip bit-exactly. The floats of `config` and `history` go through
+//! JSON, and serde_json as built here (without its `float_roundtrip` feature) reads about one
+//! 17-digit f64 in nine back a unit in the last place off; short decimals such as `0.0005` are exact.
+//!
+//! Every write goes through [`write_atomic`]: a crash leaves the previous checkpoint or the new
+//! one, never half of one.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::io::write_atomic;
+use crate::model::{Architecture, LayerSpec, Model, CIFAR_INPUT};
+use crate::train::{EpochRecord, History, TrainConfig};
+
+/// The value of the `format` metadata entry, which tells our checkpoints from other safetensors files.
+pub const FORMAT: &str = "wgpu-cnn checkpoint";
+/// The layout version this build writes and reads.
+pub const FORMAT_VERSION: &str = "1";
+
+/// The Python lines that load a checkpoint into Keras or PyTorch (for the README and `--help`).
+pub const PYTHON_LOADING_SNIPPET: &str = r#"# Keras: build the same layers in a fresh session (so they are named conv2d, conv2d_1, ..., dense),
+# e.g. for `base` (safe_open(path, "np").metadata()["architecture"] tells which):
+import keras
+from safetensors.numpy import load_file
+t = load_file("cifar.safetensors")
+conv = lambda k, s=1: keras.layers.Conv2D(k, 3, strides=s, padding="same", activation="relu")
+model = keras.Sequential([keras.Input((32, 32, 3)), conv(16), conv(16, 2), conv(32), conv(32, 2),
+                          keras.layers.Dropout(0.5), keras.layers.Flatten(),
+                          keras.layers.Dense(10, activation="softmax")])
+for name in {k.split("/")[0] for k in t if not k.startswith("optimizer/")}:
+    model.get_layer(name).set_weights([t[name + "/kernel"], t[name + "/bias"]])
+
+# PyTorch (NCHW): conv kernel [3,3,C,K] -> [K,C,3,3]. torch's flatten runs (c,h,w), ours (h,w,c),
+# so the dense rows are reordered too: [H*W*C, K] -> [K, C*H*W]. Keras 'same' padding with
+# stride 2 on an even size pads 0 before and 1 after: use F.pad(x, (0, 1, 0, 1)) and padding=0
+# there (padding=1 is right for stride 1). The dense layer gives logits; softmax is separate.
+import torch
+from safetensors.torch import load_file
+t = load_file("cifar.safetensors")
+conv_weight = lambda name: t[name + "/kernel"].permute(3, 2, 0, 1).contiguous()
+H, W, C = 8, 8, 32  # the dense layer's input (base: 8x8x32)
+K = t["dense/kernel"].shape[1]
+dense_weight = t["dense/kernel"].reshape(H, W, C, K).permute(3, 2, 0, 1).reshape(K, C * H * W)
+# (or keep our order: dense_weight = t["dense/kernel"].T with x.permute(0, 2, 3, 1).flatten(1))
+"#;
+
+/// Adam's state, so training can resume exactly: the first and second moments over the flat
+/// parameter vector (same layout), and the number of steps taken (Adam's t).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptimizerState {
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+    pub steps: u64,
+}
+
+/// Everything needed to evaluate a trained model or to resume its training.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    /// Name and layers.
+    pub architecture: Architecture,
+    /// The model's flat parameter vector (see [`Model`]).
+    pub params: Vec<f32>,
+    pub optimizer: Option<OptimizerState>,
+    /// The training settings of the run.
+    pub config: TrainConfig,
+    pub epochs_done: usize,
+    pub history: History,
+    /// Free text: where the training data came from.
+    pub data: String,
+}
+
+/// One tensor of the file: its name and shape, and the slice of the flat vector it holds.
+struct Slot {
+    name: String,
+    shape: Vec<usize>,
+    offset: usize,
+    len: usize,
+}
+
+/// The parameter tensors of `model` in layer order, kernel then bias, with Keras' names and shapes.
+fn parameter_slots(model: &Model) -> Vec<Slot> {
+    let mut slots = Vec::new();
+    for layer in model.layers.iter().filter(|l| l.param_count() > 0) {
+        let kernel_shape = match layer.spec {
+            LayerSpec::Conv { filters, .. } => vec![3, 3, layer.input[2], filters],
+            LayerSpec::Dense { units } => vec![layer.input_len(), units],
+            LayerSpec::MaxPool | LayerSpec::Dropout { .. } => {
+                unreachable!("only conv and dense layers have parameters")
+            }
+        };
+        debug_assert_eq!(kernel_shape.iter().product::<usize>(), layer.kernel_len);
+        slots.push(Slot {
+            name: format!("{}/kernel", layer.name),
+            shape: kernel_shape,
+            offset: layer.kernel_offset,
+            len: layer.kernel_len,
+        });
+        slots.push(Slot {
+            name: format!("{}/bias", layer.name),
+            shape: vec![layer.bias_len],
+            offset: layer.bias_offset,
+            len: layer.bias_len,
+        });
+    }
+    slots
+}
+
+/// The three flat vectors a checkpoint may hold, with the prefix of their tensor names.
+fn stored_vectors<'a>(params: &'a [f32], optimizer: Option<&'a OptimizerState>) -> Vec<(&'static str, &'a [f32])> {
+    let mut vectors = vec![("", params)];
+    if let Some(optimizer) = optimizer {
+        vectors.push(("optimizer/m/", &optimizer.m[..]));
+        vectors.push(("optimizer/v/", &optimizer.v[..]));
+    }
+    vectors
+}
+
+/// The first NaN or infinity among the stored tensors, as "'name' holds NaN at index i".
+fn first_non_finite(slots: &[Slot], vectors: &[(&str, &[f32])]) -> Option<String> {
+    for (prefix, values) in vectors {
+        for slot in slots {
+            let tensor = &values[slot.offset..][..slot.len];
+            if let Some(i) = tensor.iter().position(|x| !x.is_finite()) {
+                return Some(format!("'{prefix}{}' holds {} at index {i}", slot.name, tensor[i]));
+            }
+        }
+    }
+    None
+}
+
+impl Checkpoint {
+    /// Writes the checkpoint to `path` as a `.safetensors` file, atomically (see the module docs
+    /// for the layout). Refuses parameter vectors of the wrong length and non-finite values, which
+    /// [`Checkpoint::load`] would reject.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let model = self.model()?;
+        let slots = parameter_slots(&model);
+        let cannot = |why: String| Error::invalid(format!("{}: cannot save the checkpoint: {why}", path.display()));
+        let count = model.param_count;
+        if self.params.len() != count {
+            return Err(cannot(format!(
+                "there are {} parameters, but the architecture {} has {count}",
+                self.params.len(),
+                self.architecture
+            )));
+        }
+        if let Some(optimizer) = &self.optimizer {
+            if optimizer.m.len() != count || optimizer.v.len() != count {
+                return Err(cannot(format!(
+                    "Adam's moments have {} and {} values, but the architecture {} has {count} parameters",
+                    optimizer.m.len(),
+                    optimizer.v.len(),
+                    self.architecture
+                )));
+            }
+        }
+        let vectors = stored_vectors(&self.params, self.optimizer.as_ref());
+        if let Some(what) = first_non_finite(&slots, &vectors) {
+            return Err(cannot(format!("{what}; training diverged, try a lower learning rate")));
+        }
+
+        // safetensors takes views of byte buffers: encode every tensor first, then borrow them.
+        let mut encoded: Vec<(String, &[usize], Vec<u8>)> = Vec::new();
+        for (prefix, values) in &vectors {
+            for slot in &slots {
+                let bytes = values[slot.offset..][..slot.len].iter().flat_map(|x| x.to_le_bytes()).collect();
+                encoded.push((format!("{prefix}{}", slot.name), &slot.shape, bytes));
+            }
+        }
+        let views = encoded.iter().map(|(name, shape, bytes)| {
+            let view = TensorView::new(Dtype::F32, shape.to_vec(), bytes)
+                .expect("a slot's shape covers exactly its slice of the flat vector");
+            (name.as_str(), view)
+        });
+
+        let json = |what: &str, result: serde_json::Result<String>| {
+            result.map_err(|e| cannot(format!("the {what} cannot be written as JSON: {e}")))
+        };
+        let mut metadata = HashMap::from([
+            ("format".to_string(), FORMAT.to_string()),
+            ("format_version".to_string(), FORMAT_VERSION.to_string()),
+            ("architecture".to_string(), self.architecture.description()),
+            ("model_name".to_string(), self.architecture.name.clone()),
+            ("config".to_string(), json("training configuration", serde_json::to_string(&self.config))?),
+            ("epochs_done".to_string(), self.epochs_done.to_string()),
+            ("history".to_string(), json("history", serde_json::to_string(&self.history))?),
+            ("data".to_string(), self.data.clone()),
+        ]);
+        if let Some(optimizer) = &self.optimizer {
+            metadata.insert("optimizer_steps".to_string(), optimizer.steps.to_string());
+        }
+        let bytes = safetensors::tensor::serialize(views, Some(metadata)).map_err(|e| cannot(e.to_string()))?;
+        write_atomic(path, &bytes)
+    }
+
+    /// Reads and validates a checkpoint written by [`Checkpoint::save`]: every error names the
+    /// file and says what is wrong with it (not a safetensors file, truncated, not ours, unreadable
+    /// metadata, a tensor missing or of the wrong shape or dtype, non-finite values).
+    pub fn load(path: &Path) -> Result<Checkpoint> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bad = |why: String| Error::invalid(format!("{}: {why}", path.display()));
+        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(unreadable(&bytes, e)))?;
+        let file = SafeTensors::deserialize(&bytes).map_err(|e| bad(unreadable(&bytes, e)))?;
+        let empty = HashMap::new();
+        let metadata = header.metadata().as_ref().unwrap_or(&empty);
+
+        match metadata.get("format") {
+            Some(format) if format == FORMAT => {}
+            Some(format) => {
+                return Err(bad(format!("not a wgpu-cnn checkpoint: its format is '{format}', expected '{FORMAT}'")))
+            }
+            None => {
+                return Err(bad(format!(
+                    "a safetensors file, but not a wgpu-cnn checkpoint: it has no \"format\" metadata \
+                     (expected '{FORMAT}'), so another program wrote it"
+                )))
+            }
+        }
+        let entry = |key: &str| {
+            metadata.get(key).ok_or_else(|| {
+                bad(format!("the checkpoint's metadata has no '{key}' entry; the file is damaged, save it again"))
+            })
+        };
+        let version = entry("format_version")?;
+        if version != FORMAT_VERSION {
+            return Err(bad(format!(
+                "checkpoint format version {version}, but this build of wgpu-cnn reads version {FORMAT_VERSION}; \
+                 use the wgpu-cnn that wrote it"
+            )));
+        }
+
+        let description = entry("architecture")?;
+        let mut architecture = Architecture::parse(description)
+            .map_err(|e| bad(format!("the architecture in the metadata cannot be read: {e}")))?;
+        architecture.name = entry("model_name")?.clone();
+        let config: TrainConfig = serde_json::from_str(entry("config")?)
+            .map_err(|e| bad(format!("the 'config' metadata is not a training configuration: {e}")))?;
+        let epochs_done = entry("epochs_done")?;
+        let epochs_done: usize =
+            epochs_done.parse().map_err(|_| bad(format!("'epochs_done' is '{epochs_done}', not a whole number")))?;
+        let history = serde_json::from_str::<StoredHistory>(entry("history")?)
+            .map_err(|e| bad(format!("the 'history' metadata is not a training history: {e}")))?
+            .into();
+        let data = entry("data")?.clone();
+
+        let model = Model::new(&architecture, CIFAR_INPUT).map_err(|e| bad(e.to_string()))?;
+        let slots = parameter_slots(&model);
+        // Adam's state is there when its step count or any of its tensors is; then all of it must be.
+        let has_optimizer =
+            metadata.contains_key("optimizer_steps") || file.names().iter().any(|n| n.starts_with("optimizer/"));
+        let prefixes: &[&str] = if has_optimizer { &["", "optimizer/m/", "optimizer/v/"] } else { &[""] };
+
+        let expected: Vec<String> =
+            prefixes.iter().flat_map(|p| slots.iter().map(move |s| format!("{p}{}", s.name))).collect();
+        let mut unexpected: Vec<&str> = file.names().into_iter().filter(|n| !expected.iter().any(|e| e == n)).collect();
+        if !unexpected.is_empty() {
+            unexpected.sort_unstable();
+            return Err(bad(format!(
+                "tensors {unexpected:?} do not belong to the architecture {architecture}, which has {expected:?}"
+            )));
+        }
+
+        let mut vectors = Vec::new();
+        for prefix in prefixes {
+            let mut values = vec![0f32; model.param_count];
+            for slot in &slots {
+                let name = format!("{prefix}{}", slot.name);
+                let tensor = file.tensor(&name).map_err(|_| {
+                    bad(format!(
+                        "tensor '{name}' is missing; the architecture {architecture} needs it with shape {:?}",
+                        slot.shape
+                    ))
+                })?;
+                if tensor.dtype() != Dtype::F32 || tensor.shape() != slot.shape {
+                    return Err(bad(format!(
+                        "tensor '{name}' is {} {:?}, but the architecture {architecture} needs F32 {:?}",
+                        tensor.dtype(),
+                        tensor.shape(),
+                        slot.shape
+                    )));
+                }
+                let slice = &mut values[slot.offset..][..slot.len];
+                for (x, le) in slice.iter_mut().zip(tensor.data().chunks_exact(4)) {
+                    *x = f32::from_le_bytes(le.try_into().expect("chunks_exact(4) yields 4 bytes"));
+                }
+            }
+            vectors.push(values);
+        }
+        let as_slices: Vec<(&str, &[f32])> = prefixes.iter().copied().zip(vectors.iter().map(|v| &v[..])).collect();
+        if let Some(what) = first_non_finite(&slots, &as_slices) {
+            return Err(bad(format!("tensor {what}; the checkpoint cannot be used")));
+        }
+
+        let mut vectors = vectors.into_iter();
+        let params = vectors.next().expect("the parameters are always read");
+        let optimizer = match (vectors.next(), vectors.next()) {
+            (Some(m), Some(v)) => {
+                let steps = entry("optimizer_steps")?;
+                let steps =
+                    steps.parse().map_err(|_| bad(format!("'optimizer_steps' is '{steps}', not a whole number")))?;
+                Some(OptimizerState { m, v, steps })
+            }
+            _ => None,
+        };
+        Ok(Checkpoint { architecture, params, optimizer, config, epochs_done, history, data })
+    }
+
+    /// The model of this checkpoint, laid out on CIFAR-10's 32×32×3 input.
+    pub fn model(&self) -> Result<Model> {
+        Model::new(&self.architecture, CIFAR_INPUT)
+    }
+
+    /// Fails, saying both, when this checkpoint's layers differ from `expected`'s (the name alone
+    /// may differ: `base` and `c16,c16s2,c32,c32s2,d0.5,f10` are the same net).
+    pub fn check_architecture(&self, expected: &Architecture) -> Result<()> {
+        if self.architecture.layers == expected.layers {
+            return Ok(());
+        }
+        Err(Error::invalid(format!(
+            "the checkpoint was trained with architecture {}, but {expected} was asked for; resume with the \
+             checkpoint's architecture ({}) or start a new run",
+            self.architecture,
+            self.architecture.description()
+        )))
+    }
+}
+
+/// Why safetensors could not read `bytes`, in words a user can act on.
+fn unreadable(bytes: &[u8], error: SafeTensorError) -> String {
+    let size = bytes.len();
+    let announced = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+    match (error, announced) {
+        (SafeTensorError::HeaderTooSmall, _) => {
+            format!("not a checkpoint: {size} bytes is too short for a safetensors file (an empty or truncated file?)")
+        }
+        (SafeTensorError::HeaderTooLarge | SafeTensorError::InvalidHeaderLength, Some(header)) => format!(
+            "not a safetensors checkpoint: its first 8 bytes should give the header's length, but they say \
+             {header} bytes and the file has {size} (a text file, a Keras .keras/.h5 file, or a truncated checkpoint?)"
+        ),
+        (SafeTensorError::InvalidHeader(_) | SafeTensorError::InvalidHeaderDeserialization(_), _) => {
+            "not a safetensors checkpoint: its header is not JSON".to_string()
+        }
+        (SafeTensorError::MetadataIncompleteBuffer, Some(header)) => {
+            let data = size.saturating_sub(8 + header as usize);
+            match described_data_len(bytes, header as usize) {
+                Some(described) if described > data => format!(
+                    "truncated: the header describes {described} bytes of tensor data but the file holds {data} \
+                     (was the write interrupted? save the checkpoint again)"
+                ),
+                _ => format!("damaged: the tensor data does not match the header ({data} bytes after it)"),
+            }
+        }
+        (error, _) => format!("not a valid safetensors file: {error}"),
+    }
+}
+
+/// The tensor data length a safetensors header describes: the largest end offset.
+fn described_data_len(bytes: &[u8], header: usize) -> Option<usize> {
+    let json: serde_json::Value = serde_json::from_slice(bytes.get(8..8 + header)?).ok()?;
+    json.as_object()?.values().filter_map(|info| info.get("data_offsets")?.get(1)?.as_u64()).max().map(|e| e as usize)
+}
+
+/// [`History`] as stored: serde_json writes NaN and infinities as `null`, which an `f64` field
+/// refuses; read those back as NaN so a run whose loss blew up still loads.
+#[derive(Deserialize)]
+struct StoredHistory {
+    epochs: Vec<StoredEpoch>,
+}
+
+#[derive(Deserialize)]
+struct StoredEpoch {
+    epoch: usize,
+    loss: Option<f64>,
+    accuracy: Option<f64>,
+    val_loss: Option<f64>,
+    val_accuracy: Option<f64>,
+    seconds: Option<f64>,
+}
+
+impl From<StoredHistory> for History {
+    fn from(stored: StoredHistory) -> Self {
+        let epochs = stored
+            .epochs
+            .into_iter()
+            .map(|e| EpochRecord {
+                epoch: e.epoch,
+                loss: e.loss.unwrap_or(f64::NAN),
+                accuracy: e.accuracy.unwrap_or(f64::NAN),
+                val_loss: e.val_loss,
+                val_accuracy: e.val_accuracy,
+                seconds: e.seconds.unwrap_or(f64::NAN),
+            })
+            .collect();
+        History { epochs }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_base_nets_tensors_tile_the_flat_vector_with_keras_shapes() {
+        let model = Model::new(&Architecture::parse("base").unwrap(), CIFAR_INPUT).unwrap();
+        let slots = parameter_slots(&model);
+        let names: Vec<&str> = slots.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "conv2d/kernel",
+                "conv2d/bias",
+                "conv2d_1/kernel",
+                "conv2d_1/bias",
+                "conv2d_2/kernel",
+                "conv2d_2/bias",
+                "conv2d_3/kernel",
+                "conv2d_3/bias",
+                "dense/kernel",
+                "dense/bias"
+            ]
+        );
+        assert_eq!(slots[0].shape, [3, 3, 3, 16]);
+        assert_eq!(slots[2].shape, [3, 3, 16, 16]);
+        assert_eq!(slots[8].shape, [2048, 10]);
+        // Back to back, covering all 37,146 parameters.
+        let mut next = 0;
+        for slot in &slots {
+            assert_eq!(slot.offset, next, "{}", slot.name);
+            assert_eq!(slot.shape.iter().product::<usize>(), slot.len, "{}", slot.name);
+            next += slot.len;
+        }
+        assert_eq!(next, 37_146);
+    }
+
+    #[test]
+    fn a_history_with_a_nan_loss_reads_back_as_nan() {
+        let history = History {
+            epochs: vec![EpochRecord {
+                epoch: 1,
+                loss: f64::NAN,
+                accuracy: 0.1,
+                val_loss: None,
+                val_accuracy: Some(0.1),
+                seconds: 2.0,
+            }],
+        };
+        let json = serde_json::to_string(&history).unwrap();
+        assert!(
+            serde_json::from_str::<History>(&json).is_err(),
+            "serde_json now reads null as f64: drop StoredHistory"
+        );
+        let back: History = serde_json::from_str::<StoredHistory>(&json).unwrap().into();
+        assert!(back.epochs[0].loss.is_nan());
+        assert_eq!(back.epochs[0].accuracy, 0.1);
+        assert_eq!(back.epochs[0].val_accuracy, Some(0.1));
+    }
+}

@@ -1,0 +1,201 @@
+//! `wgpu-cnn convolve` and `wgpu-cnn bench conv`: Part I.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+
+use super::{choose_gpu, ms, Device, GpuArgs};
+use wgpu_cnn::bench::{self, ConvTiming};
+use wgpu_cnn::filter::{cpu, Conv3x3, Kernel3x3, Plane};
+use wgpu_cnn::gpu::GpuContext;
+use wgpu_cnn::picture::{self, Tile};
+use wgpu_cnn::{Error, Result};
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Channel {
+    R,
+    G,
+    B,
+    /// All three, convolved separately and shown in colour.
+    All,
+}
+
+#[derive(Args)]
+pub struct ConvolveArgs {
+    /// Image to convolve (PNG or JPEG). Default: the embedded photo (assets/chelsea.png).
+    pub image: Option<PathBuf>,
+    /// Kernel: a name or nine numbers "a,b,c;d,e,f;g,h,i" (repeatable). Default: the assignment's k1 and k2.
+    /// Names: k1, k2, vertical-edge, identity, sharpen, sobel-x, sobel-y, box.
+    #[arg(long = "kernel", short = 'k', allow_hyphen_values = true)]
+    pub kernels: Vec<String>,
+    /// Channel to convolve.
+    #[arg(long, value_enum, default_value_t = Channel::B)]
+    pub channel: Channel,
+    /// Figure to write (.jpg or .png).
+    #[arg(long, short = 'o', default_value = "R_conv.jpg")]
+    pub out: PathBuf,
+    /// Where to run the convolution; the CPU is always timed too, for comparison.
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    pub device: Device,
+}
+
+impl ConvolveArgs {
+    /// The assignment's figure: embedded photo, B channel, kernels k1 and k2.
+    pub fn demo() -> Self {
+        ConvolveArgs {
+            image: None,
+            kernels: Vec::new(),
+            channel: Channel::B,
+            out: PathBuf::from("R_conv.jpg"),
+            device: Device::Auto,
+        }
+    }
+}
+
+pub fn convolve(gpu_args: &GpuArgs, args: &ConvolveArgs) -> Result<()> {
+    picture::output_format(&args.out)?;
+    let kernels: Vec<(String, Kernel3x3)> = if args.kernels.is_empty() {
+        vec![("k1".into(), Kernel3x3::K1), ("k2".into(), Kernel3x3::K2)]
+    } else {
+        args.kernels.iter().map(|k| Ok((k.clone(), Kernel3x3::parse(k)?))).collect::<Result<_>>()?
+    };
+    let (source, planes) = match &args.image {
+        Some(path) => (path.display().to_string(), picture::load_rgb(path)?),
+        None => (
+            "assets/chelsea.png (embedded)".to_string(),
+            picture::decode_rgb(picture::DEMO_IMAGE).map_err(Error::invalid)?,
+        ),
+    };
+    let [r, g, b] = &planes;
+    let (channel_name, channels): (&str, Vec<&Plane>) = match args.channel {
+        Channel::R => ("R", vec![r]),
+        Channel::G => ("G", vec![g]),
+        Channel::B => ("B", vec![b]),
+        Channel::All => ("RGB", vec![r, g, b]),
+    };
+    println!("Image: {source}, {}×{}, channel {channel_name}", r.width, r.height);
+
+    // The 3×3 filter is cheap enough that a software adapter is fine for it.
+    let (ctx, why) = choose_gpu(gpu_args, args.device, true)?;
+    let conv = match &ctx {
+        Some(ctx) => {
+            Conv3x3::check_fits(&ctx.device, r.width, r.height)?;
+            let start = Instant::now();
+            let conv = Conv3x3::new(&ctx.device)?;
+            // Drivers finish compiling a pipeline on its first dispatch: do that here, untimed.
+            for kernel in [Kernel3x3::K1, Kernel3x3::new([[0.5; 3]; 3])] {
+                conv.run(&ctx.device, &ctx.queue, &Plane::zeros(1, 1)?, &kernel)?;
+            }
+            println!("Device: {why} — pipelines built and warmed up in {}", ms(start.elapsed()));
+            if ctx.is_software() {
+                println!("        (a software adapter: correct, but slower than the CPU; timings here say nothing of a real GPU)");
+            }
+            Some(conv)
+        }
+        None => {
+            println!("Device: {why} — {}, {} thread(s)", bench::cpu_name(), rayon::current_num_threads());
+            None
+        }
+    };
+
+    let mut bottom = vec![tile(&channels.iter().map(|p| (*p).clone()).collect::<Vec<_>>())];
+    for (name, kernel) in &kernels {
+        let mut results = Vec::new();
+        let (mut t_gpu, mut t_fast, mut t_reference) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+        let mut max_difference = 0u8;
+        for plane in &channels {
+            let start = Instant::now();
+            let reference = cpu::conv3x3_reference(plane, kernel);
+            t_reference += start.elapsed();
+            let start = Instant::now();
+            let fast = cpu::conv3x3_fast(plane, kernel);
+            t_fast += start.elapsed();
+            let result = match (&ctx, &conv) {
+                (Some(ctx), Some(conv)) => {
+                    let start = Instant::now();
+                    let out = conv.run(&ctx.device, &ctx.queue, plane, kernel)?;
+                    t_gpu += start.elapsed();
+                    out
+                }
+                _ => fast,
+            };
+            max_difference = max_difference.max(max_abs_difference(&result, &reference));
+            results.push(result);
+        }
+        let agreement =
+            if max_difference == 0 { "identical".to_string() } else { format!("max difference {max_difference}") };
+        let gpu_part = if ctx.is_some() { format!("GPU {} (end to end) | ", ms(t_gpu)) } else { String::new() };
+        println!(
+            "Kernel {name} {kernel}: {gpu_part}CPU fast {} | CPU reference {} | result vs CPU reference: {agreement}",
+            ms(t_fast),
+            ms(t_reference)
+        );
+        bottom.push(tile(&results));
+    }
+    let top = vec![Tile::Gray(r.clone()), Tile::Gray(g.clone()), Tile::Gray(b.clone())];
+    picture::save_grid(&args.out, &[top, bottom])?;
+    let names: Vec<String> = kernels.iter().map(|(n, _)| format!("{channel_name}∗{n}")).collect();
+    println!("Wrote {} (top: R, G, B; bottom: {channel_name}, {})", args.out.display(), names.join(", "));
+    Ok(())
+}
+
+fn tile(planes: &[Plane]) -> Tile {
+    match planes {
+        [r, g, b] => Tile::Rgb([r.clone(), g.clone(), b.clone()]),
+        [p, ..] => Tile::Gray(p.clone()),
+        [] => unreachable!("a channel selection has at least one plane"),
+    }
+}
+
+fn max_abs_difference(a: &Plane, b: &Plane) -> u8 {
+    a.pixels.iter().zip(&b.pixels).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0)
+}
+
+pub fn parse_size(text: &str) -> std::result::Result<(u32, u32), String> {
+    let bad = || format!("'{text}' is not a size: use WIDTHxHEIGHT with positive numbers, e.g. 451x300");
+    let (w, h) = text.split_once(['x', '×']).ok_or_else(bad)?;
+    let (w, h): (u32, u32) = (w.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?);
+    if w == 0 || h == 0 {
+        return Err(bad());
+    }
+    Ok((w, h))
+}
+
+pub fn bench_conv(args: &GpuArgs, sizes: &[(u32, u32)], budget: Duration, cpu_only: bool) -> Result<()> {
+    let ctx = if cpu_only { None } else { Some(GpuContext::new(&args.options())?) };
+    println!(
+        "CPU: {} ({} rayon thread(s); set RAYON_NUM_THREADS to change)",
+        bench::cpu_name(),
+        rayon::current_num_threads()
+    );
+    if let Some(ctx) = &ctx {
+        println!("GPU: {}, driver {} {}", ctx.describe(), ctx.info.driver, ctx.info.driver_info);
+        if ctx.is_software() {
+            println!("     (a software adapter: its timings measure a CPU emulating a GPU)");
+        }
+    }
+    let kernel = Kernel3x3::K1;
+    println!("Kernel k1 {kernel}, u8 in, u8 out; each figure is the mean over at least {} ms.\n", budget.as_millis());
+    println!("{:<12} {:<16} {:>12} {:>12} {:>12}", "size", "method", "time", "Mpx/s", "vs CPU fast");
+    for &(width, height) in sizes {
+        let rows = bench::conv_timings(ctx.as_ref(), width, height, &kernel, budget)?;
+        let fast = rows.iter().find(|r| r.method == "CPU fast").map(|r| r.seconds).unwrap_or(f64::NAN);
+        for row in &rows {
+            let ConvTiming { width, height, method, seconds } = row;
+            println!(
+                "{:<12} {:<16} {:>12} {:>12.1} {:>11.2}×",
+                format!("{width}×{height}"),
+                method,
+                ms(Duration::from_secs_f64(*seconds)),
+                row.megapixels_per_second(),
+                fast / seconds
+            );
+        }
+    }
+    println!(
+        "\n'vs CPU fast' > 1 means faster than the fast CPU path. GPU kernel = device-resident buffers, {} dispatches per submit; end to end adds upload and readback.",
+        bench::DISPATCHES_PER_SUBMIT
+    );
+    Ok(())
+}
