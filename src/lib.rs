@@ -22,6 +22,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod fast;
 pub mod filter;
 pub mod gpu;
 pub mod io;
@@ -32,6 +33,7 @@ pub mod model;
 pub mod picture;
 pub mod plot;
 pub mod rng;
+pub mod selftest;
 pub mod shaders;
 
 pub use error::{Error, Result};

@@ -44,6 +44,8 @@ enum Command {
         #[arg(long, default_value = "base")]
         model: String,
     },
+    /// Run every kernel on the chosen adapter against the CPU reference: pass/fail and max error.
+    Selftest,
     /// Time the work on every device, side by side in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -88,6 +90,7 @@ fn main() -> ExitCode {
         Some(Command::Convolve(args)) => convolve::convolve(&cli.gpu, &args),
         Some(Command::Train(args)) => train::train(&cli.gpu, &args),
         Some(Command::Summary { model }) => train::summary(&model),
+        Some(Command::Selftest) => cli::selftest(&cli.gpu),
         Some(Command::Bench(BenchCommand::Conv { sizes, budget_ms, cpu_only })) => {
             convolve::bench_conv(&cli.gpu, &sizes, Duration::from_millis(budget_ms), cpu_only)
         }

@@ -140,3 +140,22 @@ fn bytes(n: u64) -> String {
         format!("{} KiB ({n} bytes)", n / 1024)
     }
 }
+
+pub fn selftest(args: &GpuArgs) -> Result<()> {
+    let ctx = GpuContext::new(&args.options())?;
+    println!("Adapter: {}, driver {} {}", ctx.describe(), ctx.info.driver, ctx.info.driver_info);
+    let start = std::time::Instant::now();
+    let checks = wgpu_cnn::selftest::run_all(&ctx)?;
+    for check in &checks {
+        println!("{check}");
+    }
+    let failed = checks.iter().filter(|c| !c.passed()).count();
+    println!("\n{} passed, {failed} failed ({})", checks.len() - failed, seconds(start.elapsed().as_secs_f64()));
+    if failed > 0 {
+        return Err(Error::invalid(format!(
+            "{failed} kernel check(s) failed on {}: this driver computes differently from the CPU reference",
+            ctx.describe()
+        )));
+    }
+    Ok(())
+}
