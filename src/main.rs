@@ -38,6 +38,13 @@ enum Command {
     Convolve(ConvolveArgs),
     /// Part II: train a CNN on CIFAR-10 (Keras semantics), printing Keras-style progress.
     Train(TrainArgs),
+    /// Evaluate a checkpoint on the training and test sets: classification reports, confusion
+    /// matrices, the most-common-label baseline.
+    Evaluate(train::EvaluateArgs),
+    /// Classify image files with a checkpoint.
+    Predict(train::PredictArgs),
+    /// Run the assignment's experiments (data size, L1 weight, architecture) and write a report.
+    Experiment(train::ExperimentArgs),
     /// Print a Keras-like summary of a model: layers, output shapes, parameters.
     Summary {
         /// base, maxpool, deep, or a description such as c16,c16s2,c32,c32s2,d0.5,f10.
@@ -89,6 +96,9 @@ fn main() -> ExitCode {
         Some(Command::Info) => cli::info(&cli.gpu),
         Some(Command::Convolve(args)) => convolve::convolve(&cli.gpu, &args),
         Some(Command::Train(args)) => train::train(&cli.gpu, &args),
+        Some(Command::Evaluate(args)) => train::evaluate(&cli.gpu, &args),
+        Some(Command::Predict(args)) => train::predict(&cli.gpu, &args),
+        Some(Command::Experiment(args)) => train::experiment(&cli.gpu, &args),
         Some(Command::Summary { model }) => train::summary(&model),
         Some(Command::Selftest) => cli::selftest(&cli.gpu),
         Some(Command::Bench(BenchCommand::Conv { sizes, budget_ms, cpu_only })) => {

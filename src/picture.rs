@@ -45,6 +45,19 @@ pub fn decode_rgb(bytes: &[u8]) -> std::result::Result<[Plane; 3], String> {
     Ok([plane(r)?, plane(g)?, plane(b)?])
 }
 
+/// Decodes an image file and resizes it to `width × height` (bilinear), as NHWC RGB bytes: the
+/// input of `wgpu-cnn predict`.
+pub fn load_resized(path: &Path, width: u32, height: u32) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|source| Error::io(path, source))?;
+    let decoded = image::load_from_memory(&bytes)
+        .map_err(|e| Error::Image { path: path.to_path_buf(), message: format!("not a valid image: {e}") })?;
+    if decoded.width() == 0 || decoded.height() == 0 {
+        return Err(Error::Image { path: path.to_path_buf(), message: "the image is empty".to_string() });
+    }
+    let resized = image::imageops::resize(&decoded.into_rgb8(), width, height, image::imageops::FilterType::Triangle);
+    Ok(resized.into_raw())
+}
+
 /// One cell of a figure: a grey plane, or three planes shown in colour.
 #[derive(Clone, Debug)]
 pub enum Tile {

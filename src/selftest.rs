@@ -51,7 +51,8 @@ impl Check {
                 }
             }
             // f32::max ignores NaN; an unwritten element must stay visible in the maximum.
-            check.max_error = if error.is_nan() || check.max_error.is_nan() { f32::NAN } else { check.max_error.max(error) };
+            check.max_error =
+                if error.is_nan() || check.max_error.is_nan() { f32::NAN } else { check.max_error.max(error) };
         }
         check
     }
@@ -147,11 +148,19 @@ pub fn conv3x3(ctx: &GpuContext) -> Result<Vec<Check>> {
     for (width, height) in [(1, 1), (37, 23), (64, 3)] {
         let pixels: Vec<u8> = (0..width * height).map(|_| rng.below(256) as u8).collect();
         let plane = Plane::new(width, height, pixels)?;
-        for (kernel, name, tolerance) in [(Kernel3x3::K1, "int", 0.0), (Kernel3x3::new([[0.3, -1.7, 0.1]; 3]), "float", 1.0)] {
+        for (kernel, name, tolerance) in
+            [(Kernel3x3::K1, "int", 0.0), (Kernel3x3::new([[0.3, -1.7, 0.1]; 3]), "float", 1.0)]
+        {
             let gpu = conv.run(&ctx.device, &ctx.queue, &plane, &kernel)?;
             let cpu = filter_cpu::conv3x3_reference(&plane, &kernel);
             let as_f32 = |p: &Plane| p.pixels.iter().map(|&v| f32::from(v)).collect::<Vec<_>>();
-            checks.push(Check::compare(format!("conv3x3 {name} {width}×{height}"), &as_f32(&gpu), &as_f32(&cpu), tolerance, 0.0));
+            checks.push(Check::compare(
+                format!("conv3x3 {name} {width}×{height}"),
+                &as_f32(&gpu),
+                &as_f32(&cpu),
+                tolerance,
+                0.0,
+            ));
         }
     }
     Ok(checks)
@@ -204,7 +213,10 @@ pub fn conv2d(
     run(ctx, |pass| bound.record_forward(pass));
     run(ctx, |pass| bound.record_backward(pass));
 
-    let what = format!("conv2d {} {input:?}→{filters} stride {stride}, batch {used}/{batch}", format!("{variant:?}").to_lowercase());
+    let what = format!(
+        "conv2d {} {input:?}→{filters} stride {stride}, batch {used}/{batch}",
+        format!("{variant:?}").to_lowercase()
+    );
     let (used_y, used_x) = (used_shape.output_len(), used_shape.input_len());
     let gpu_y = read(ctx, &y_b, y.len())?;
     let grads = read(ctx, &grads_b, params.len())?;
@@ -237,15 +249,32 @@ pub fn maxpool2d(ctx: &GpuContext) -> Result<Vec<Check>> {
     maxpool2d::backward_input(&mut dx, &dy, &x, &used);
 
     let step = step(ctx, training_step(2));
-    let (x_b, dy_b, y_b, dx_b) = (upload(ctx, &x)?, upload(ctx, &dy)?, sentinel(ctx, y.len())?, sentinel(ctx, x.len())?);
-    let bound = MaxPool2d::new(&ctx.device)?.bind(&ctx.device, &shape, &PoolBuffers { step: &step, x: &x_b, y: &y_b, dy: &dy_b, dx: &dx_b });
+    let (x_b, dy_b, y_b, dx_b) =
+        (upload(ctx, &x)?, upload(ctx, &dy)?, sentinel(ctx, y.len())?, sentinel(ctx, x.len())?);
+    let bound = MaxPool2d::new(&ctx.device)?.bind(
+        &ctx.device,
+        &shape,
+        &PoolBuffers { step: &step, x: &x_b, y: &y_b, dy: &dy_b, dx: &dx_b },
+    );
     run(ctx, |pass| {
         bound.record_forward(pass);
         bound.record_backward(pass);
     });
     Ok(vec![
-        Check::compare("maxpool2d [7, 6, 5]: y".into(), &read(ctx, &y_b, used.output_len())?, &y[..used.output_len()], 0.0, 0.0),
-        Check::compare("maxpool2d [7, 6, 5]: dx".into(), &read(ctx, &dx_b, used.input_len())?, &dx[..used.input_len()], 0.0, 0.0),
+        Check::compare(
+            "maxpool2d [7, 6, 5]: y".into(),
+            &read(ctx, &y_b, used.output_len())?,
+            &y[..used.output_len()],
+            0.0,
+            0.0,
+        ),
+        Check::compare(
+            "maxpool2d [7, 6, 5]: dx".into(),
+            &read(ctx, &dx_b, used.input_len())?,
+            &dx[..used.input_len()],
+            0.0,
+            0.0,
+        ),
     ])
 }
 
@@ -261,8 +290,13 @@ pub fn dropout(ctx: &GpuContext) -> Result<Vec<Check>> {
     dropout::backward_input(&mut dx, &dy, Some((42, 9)), &shape);
 
     let step = step(ctx, training_step(4));
-    let (x_b, dy_b, y_b, dx_b) = (upload(ctx, &x)?, upload(ctx, &dy)?, sentinel(ctx, y.len())?, sentinel(ctx, x.len())?);
-    let bound = Dropout::new(&ctx.device)?.bind(&ctx.device, &shape, &DropoutBuffers { step: &step, x: &x_b, y: &y_b, dy: &dy_b, dx: &dx_b });
+    let (x_b, dy_b, y_b, dx_b) =
+        (upload(ctx, &x)?, upload(ctx, &dy)?, sentinel(ctx, y.len())?, sentinel(ctx, x.len())?);
+    let bound = Dropout::new(&ctx.device)?.bind(
+        &ctx.device,
+        &shape,
+        &DropoutBuffers { step: &step, x: &x_b, y: &y_b, dy: &dy_b, dx: &dx_b },
+    );
     run(ctx, |pass| {
         bound.record_forward(pass);
         bound.record_backward(pass);
@@ -288,17 +322,31 @@ pub fn dense_softmax(ctx: &GpuContext) -> Result<Vec<Check>> {
 
     let (mut probs, mut dlogits, mut losses, mut predicted) =
         (vec![0.0; batch * classes], vec![0.0; batch * classes], vec![0.0; batch], vec![0u32; batch]);
-    dense_softmax::forward(&mut probs, &mut dlogits, &mut losses, &mut predicted, &x, kernel, bias, &labels, &used_shape);
+    dense_softmax::forward(
+        &mut probs,
+        &mut dlogits,
+        &mut losses,
+        &mut predicted,
+        &x,
+        kernel,
+        bias,
+        &labels,
+        &used_shape,
+    );
     let (mut dkernel, mut dbias, mut dx) = (vec![0.0; kernel.len()], vec![0.0; classes], vec![0.0; x.len()]);
     dense_softmax::backward_weight(&mut dkernel, &mut dbias, &dlogits, &x, kernel, &used_shape);
     dense_softmax::backward_input(&mut dx, &dlogits, kernel, &used_shape);
     let penalty = dense_softmax::l1_penalty(kernel, &shape);
 
     // This batch's metrics go to positions 3.. of the epoch and its penalty to slot 2.
-    let step = step(ctx, StepParams { batch_size: used as u32, batch_start: 3, penalty_slot: 2, training: 1, ..Default::default() });
+    let step = step(
+        ctx,
+        StepParams { batch_size: used as u32, batch_start: 3, penalty_slot: 2, training: 1, ..Default::default() },
+    );
     let labels_b = ctx.upload("labels", bytemuck::cast_slice(&labels), wgpu::BufferUsages::empty())?;
     let (x_b, params_b) = (upload(ctx, &x)?, upload(ctx, &params)?);
-    let (probs_b, dlogits_b, metrics_b) = (sentinel(ctx, probs.len())?, sentinel(ctx, dlogits.len())?, sentinel(ctx, 2 * (batch + 3))?);
+    let (probs_b, dlogits_b, metrics_b) =
+        (sentinel(ctx, probs.len())?, sentinel(ctx, dlogits.len())?, sentinel(ctx, 2 * (batch + 3))?);
     let (grads_b, dx_b, penalties_b) = (sentinel(ctx, params.len())?, sentinel(ctx, x.len())?, sentinel(ctx, 4)?);
     let bound = DenseSoftmax::new(&ctx.device)?.bind(
         &ctx.device,
@@ -335,7 +383,13 @@ pub fn dense_softmax(ctx: &GpuContext) -> Result<Vec<Check>> {
         Check::compare("dense_softmax: predicted class".into(), &gpu_predicted, &cpu_predicted, 0.0, 0.0),
         Check::compare("dense_softmax: dkernel (with L1)".into(), &grads[..kernel.len()], &dkernel, 1e-5, 1e-4),
         Check::compare("dense_softmax: dbias".into(), &grads[kernel.len()..], &dbias, 1e-5, 1e-4),
-        Check::compare("dense_softmax: dx".into(), &read(ctx, &dx_b, used * features)?, &dx[..used * features], 1e-6, 1e-4),
+        Check::compare(
+            "dense_softmax: dx".into(),
+            &read(ctx, &dx_b, used * features)?,
+            &dx[..used * features],
+            1e-6,
+            1e-4,
+        ),
         Check::compare("dense_softmax: L1 penalty".into(), &read(ctx, &penalties_b, 4)?[2..3], &[penalty], 1e-6, 1e-5),
     ])
 }
@@ -355,7 +409,11 @@ pub fn adam(ctx: &GpuContext) -> Result<Vec<Check>> {
         adam::update(&mut params, &mut m, &mut v, &grads, config.alpha(t), &shape);
         let step = step(ctx, StepParams { adam_alpha: config.alpha(t), ..Default::default() });
         let grads_b = upload(ctx, &grads)?;
-        let bound = kernel.bind(&ctx.device, &shape, &AdamBuffers { step: &step, params: &params_b, grads: &grads_b, m: &m_b, v: &v_b });
+        let bound = kernel.bind(
+            &ctx.device,
+            &shape,
+            &AdamBuffers { step: &step, params: &params_b, grads: &grads_b, m: &m_b, v: &v_b },
+        );
         run(ctx, |pass| bound.record(pass));
     }
     Ok(vec![
@@ -389,10 +447,17 @@ pub fn gather(ctx: &GpuContext) -> Result<Vec<Check>> {
     let buffers = GatherBuffers { step: &step, data: &data, order: &order_b, x: &x_b, batch_labels: &labels_b };
     let bound = Gather::new(&ctx.device)?.bind(&ctx.device, batch, &buffers);
     run(ctx, |pass| bound.record(pass));
-    let gpu_labels: Vec<f32> = bytemuck::cast_slice::<u8, u32>(&ctx.read_buffer(&labels_b)?)[..used].iter().map(|&l| l as f32).collect();
+    let gpu_labels: Vec<f32> =
+        bytemuck::cast_slice::<u8, u32>(&ctx.read_buffer(&labels_b)?)[..used].iter().map(|&l| l as f32).collect();
     let cpu_labels: Vec<f32> = batch_labels[..used].iter().map(|&l| l as f32).collect();
     Ok(vec![
-        Check::compare("gather: images scaled to [0, 1]".into(), &read(ctx, &x_b, used * sample_len)?, &x[..used * sample_len], 0.0, 1e-6),
+        Check::compare(
+            "gather: images scaled to [0, 1]".into(),
+            &read(ctx, &x_b, used * sample_len)?,
+            &x[..used * sample_len],
+            0.0,
+            1e-6,
+        ),
         Check::compare("gather: labels".into(), &gpu_labels, &cpu_labels, 0.0, 0.0),
     ])
 }

@@ -8,13 +8,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{choose_gpu, seconds, Device, GpuArgs};
 use wgpu_cnn::bench;
+use wgpu_cnn::checkpoint::Checkpoint;
 use wgpu_cnn::data::{self, Cifar10, Dataset};
 use wgpu_cnn::gpu::GpuContext;
 use wgpu_cnn::io::write_atomic;
+use wgpu_cnn::metrics::{baseline_accuracy, ClassificationReport, ConfusionMatrix};
 use wgpu_cnn::model::{group_thousands, Architecture, Model, CIFAR_INPUT};
 use wgpu_cnn::train::cpu::CpuBackend;
 use wgpu_cnn::train::gpu::GpuBackend;
 use wgpu_cnn::train::{fit, Backend, EpochRecord, Event, History, TrainConfig};
+use wgpu_cnn::{picture, plot};
 use wgpu_cnn::{Error, Result};
 
 #[derive(Args, Clone)]
@@ -76,9 +79,14 @@ pub struct TrainArgs {
     pub device: Device,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Folder for history.json (created if missing).
+    /// Folder for model.safetensors (saved after every epoch), history.json and history.png
+    /// (created if missing).
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
+    /// Continue the run saved in this checkpoint up to --epochs (settings and architecture come
+    /// from the checkpoint; give the same --data and --train-size as the original run).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
 }
 
 impl TrainArgs {
@@ -164,10 +172,40 @@ pub fn progress_printer() -> impl FnMut(Event) {
 }
 
 pub fn train(gpu_args: &GpuArgs, args: &TrainArgs) -> Result<()> {
-    let config = args.config();
-    config.validate()?;
-    let model = model(&args.model)?;
+    let resumed = args.resume.as_deref().map(Checkpoint::load).transpose()?;
+    let (model, config, history, initial) = match &resumed {
+        None => {
+            let config = args.config();
+            config.validate()?;
+            let model = model(&args.model)?;
+            let params = model.init_params(config.seed);
+            (model, config, History::default(), params)
+        }
+        Some(checkpoint) => {
+            // The run's settings are the checkpoint's, except how many epochs to reach.
+            let config = TrainConfig { epochs: args.epochs, ..checkpoint.config.clone() };
+            config.validate()?;
+            (checkpoint.model()?, config, checkpoint.history.clone(), checkpoint.params.clone())
+        }
+    };
     let data = args.data.load()?;
+    let data_description = describe_data(&data, args.data.train_size);
+    if let (Some(checkpoint), Some(path)) = (&resumed, &args.resume) {
+        if checkpoint.data != data_description {
+            return Err(Error::invalid(format!(
+                "{}: the run was trained on \"{}\", but this one would use \"{data_description}\"; resume with the same --data and --train-size",
+                path.display(),
+                checkpoint.data
+            )));
+        }
+        if checkpoint.epochs_done >= config.epochs {
+            return Err(Error::invalid(format!(
+                "{}: already trained for {} epochs; ask for more with --epochs",
+                path.display(),
+                checkpoint.epochs_done
+            )));
+        }
+    }
     let (train, validation) = data.train.split_validation(config.validation_split)?;
     println!("Model: {} — {} parameters", model.architecture, group_thousands(model.param_count));
     println!(
@@ -183,41 +221,204 @@ pub fn train(gpu_args: &GpuArgs, args: &TrainArgs) -> Result<()> {
         "Settings: {} epochs, batch {}, Adam lr {}, L1 {}, seed {}",
         config.epochs, config.batch_size, config.learning_rate, config.l1, config.seed
     );
+    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+    let checkpoint_path = args.out.join("model.safetensors");
 
     let start = Instant::now();
-    let mut backend = build_backend(ctx.as_ref(), &model, &train, model.init_params(config.seed), &config)?;
+    let mut backend = build_backend(ctx.as_ref(), &model, &train, initial, &config)?;
+    if let Some(checkpoint) = &resumed {
+        let state = checkpoint.optimizer.as_ref().ok_or_else(|| {
+            Error::invalid(format!(
+                "{}: the checkpoint has no optimiser state to resume from",
+                checkpoint_path.display()
+            ))
+        })?;
+        backend.set_optimizer_state(state)?;
+        println!("Resuming after epoch {} (step {})", checkpoint.epochs_done, state.steps);
+    }
     let build = start.elapsed();
     let start = Instant::now();
-    let history = fit(backend.as_mut(), &train, &validation, &config, 0, &mut progress_printer())?;
+    let mut save = |backend: &mut dyn Backend, history: &History| -> Result<()> {
+        Checkpoint {
+            architecture: model.architecture.clone(),
+            params: backend.params()?,
+            optimizer: Some(backend.optimizer_state()?),
+            config: config.clone(),
+            epochs_done: history.epochs.len(),
+            history: history.clone(),
+            data: data_description.clone(),
+        }
+        .save(&checkpoint_path)
+    };
+    let first_new_epoch = history.epochs.len();
+    let history = fit(backend.as_mut(), &train, &validation, &config, history, &mut progress_printer(), &mut save)?;
     let training = start.elapsed().as_secs_f64();
+    let epochs_run = (config.epochs - first_new_epoch).max(1);
     println!(
         "Running time: {} ({} per epoch; pipelines and buffers built in {})",
         seconds(training),
-        seconds(training / config.epochs as f64),
+        seconds(training / epochs_run as f64),
         seconds(build.as_secs_f64())
     );
 
     let test = backend.evaluate(&data.test)?;
     let (test_loss, test_accuracy) = test.summarise(data.test.labels.iter().copied(), usize::MAX);
-    let (label, baseline) = train.majority_baseline();
-    let test_baseline = data.test.labels.iter().filter(|&&l| l == label).count() as f64 / data.test.len().max(1) as f64;
+    let (label, baseline) = baseline_accuracy(&train.labels, &train.labels);
+    let (_, test_baseline) = baseline_accuracy(&train.labels, &data.test.labels);
     println!(
-        "Test: loss {test_loss:.4}, accuracy {test_accuracy:.4} (most-common-label baseline: {} — {:.4} train, {:.4} test)",
-        data::CLASS_NAMES[label as usize],
-        baseline,
-        test_baseline
+        "Test: loss {test_loss:.4}, accuracy {test_accuracy:.4} (most-common-label baseline, always '{}': {baseline:.4} train, {test_baseline:.4} test)",
+        data.class_names.get(label as usize).map_or("?", String::as_str),
     );
 
-    write_history(&args.out, &history)?;
+    let history_path = args.out.join("history.json");
+    let text = serde_json::to_string_pretty(&history.to_keras_json()).expect("a history serialises");
+    write_atomic(&history_path, text.as_bytes())?;
+    let plot_path = args.out.join("history.png");
+    plot::history_curves(&plot_path, &format!("{} on {}", model.architecture.name, data.source), &history)?;
+    println!("Wrote {}, {} and {}", checkpoint_path.display(), history_path.display(), plot_path.display());
     Ok(())
 }
 
-fn write_history(out: &std::path::Path, history: &History) -> Result<()> {
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let path = out.join("history.json");
-    let text = serde_json::to_string_pretty(&history.to_keras_json()).expect("a history serialises");
-    write_atomic(&path, text.as_bytes())?;
-    println!("Wrote {}", path.display());
+/// Where the training rows came from, stored in checkpoints so that --resume uses the same ones.
+fn describe_data(data: &Cifar10, train_size: Option<usize>) -> String {
+    match train_size {
+        Some(n) => format!("{}, first {} training images", data.source, n.min(data.train.len())),
+        None => data.source.clone(),
+    }
+}
+
+#[derive(Args)]
+pub struct EvaluateArgs {
+    /// A checkpoint written by `wgpu-cnn train` (model.safetensors).
+    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    pub device: Device,
+    /// Print one JSON document instead of the reports.
+    #[arg(long)]
+    pub json: bool,
+    /// Folder for the confusion-matrix heat maps (confusion_train.png, confusion_test.png).
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+}
+
+/// A backend holding a checkpoint's weights, for inference only.
+fn inference_backend(
+    gpu_args: &GpuArgs,
+    device: Device,
+    checkpoint: &Checkpoint,
+) -> Result<(Box<dyn Backend>, String)> {
+    let model = checkpoint.model()?;
+    let config = TrainConfig { batch_size: 256, ..checkpoint.config.clone() };
+    let (ctx, why) = choose_gpu(gpu_args, device, false)?;
+    Ok((build_backend(ctx.as_ref(), &model, &Dataset::default(), checkpoint.params.clone(), &config)?, why))
+}
+
+pub fn evaluate(gpu_args: &GpuArgs, args: &EvaluateArgs) -> Result<()> {
+    let checkpoint = Checkpoint::load(&args.checkpoint)?;
+    let data = args.data.load()?;
+    let (mut backend, why) = inference_backend(gpu_args, args.device, &checkpoint)?;
+    let names = &data.class_names;
+    let mut sets = Vec::new();
+    for (name, set) in [("train", &data.train), ("test", &data.test)] {
+        let start = Instant::now();
+        let raw = backend.evaluate(set)?;
+        let seconds_taken = start.elapsed().as_secs_f64();
+        let (loss, accuracy) = raw.summarise(set.labels.iter().copied(), usize::MAX);
+        let matrix = ConfusionMatrix::new(names.len(), &set.labels, &raw.predictions)?;
+        let report = ClassificationReport::from_confusion(&matrix, names);
+        let (label, baseline) = baseline_accuracy(&data.train.labels, &set.labels);
+        sets.push((name, set.len(), loss, accuracy, matrix, report, label, baseline, seconds_taken));
+    }
+    if args.json {
+        let json: serde_json::Value = sets
+            .iter()
+            .map(|(name, n, loss, accuracy, matrix, report, label, baseline, secs)| {
+                (
+                    name.to_string(),
+                    serde_json::json!({
+                        "images": n, "loss": loss, "accuracy": accuracy, "confusion_matrix": matrix, "report": report,
+                        "baseline": { "label": label, "class": names.get(*label as usize), "accuracy": baseline },
+                        "seconds": secs,
+                    }),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({
+            "checkpoint": args.checkpoint.display().to_string(), "architecture": checkpoint.architecture.description(),
+            "device": why, "data": data.source, "sets": json,
+        })).expect("the report serialises"));
+    } else {
+        println!(
+            "Model: {} from {} ({} epochs)",
+            checkpoint.architecture,
+            args.checkpoint.display(),
+            checkpoint.epochs_done
+        );
+        println!("Data: {}\nDevice: {why}", data.source);
+        for (name, n, loss, accuracy, matrix, report, label, baseline, secs) in &sets {
+            println!("\n== {name} set: {} images, {} ==", group_thousands(*n), seconds(*secs));
+            println!("loss {loss:.4}, accuracy {accuracy:.4}");
+            println!(
+                "most-common-label baseline (always '{}', the most common training label): {baseline:.4}\n",
+                names.get(*label as usize).map_or("?", String::as_str)
+            );
+            println!("{}", report.render(2));
+            println!("Confusion matrix (rows: true class, columns: predicted):\n{}", matrix.render(names));
+        }
+    }
+    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+    for (name, _, _, accuracy, matrix, ..) in &sets {
+        let path = args.out.join(format!("confusion_{name}.png"));
+        plot::confusion_heatmap(
+            &path,
+            &format!("{} — {name} set, accuracy {accuracy:.3}", checkpoint.architecture.name),
+            matrix,
+            names,
+        )?;
+        if !args.json {
+            println!("Wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// A checkpoint written by `wgpu-cnn train`.
+    pub checkpoint: PathBuf,
+    /// Images to classify (PNG or JPEG, any size: resized to 32×32).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// How many classes to show per image.
+    #[arg(long, default_value_t = 3)]
+    pub top: usize,
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    pub device: Device,
+}
+
+pub fn predict(gpu_args: &GpuArgs, args: &PredictArgs) -> Result<()> {
+    let checkpoint = Checkpoint::load(&args.checkpoint)?;
+    let mut images = Vec::new();
+    for path in &args.images {
+        images.extend(picture::load_resized(path, data::WIDTH as u32, data::HEIGHT as u32)?);
+    }
+    let set = Dataset { labels: vec![0; args.images.len()], images };
+    let (mut backend, _) = inference_backend(gpu_args, args.device, &checkpoint)?;
+    let probs = backend.probabilities(&set)?;
+    let classes = checkpoint.model()?.classes();
+    for (path, row) in args.images.iter().zip(probs.chunks(classes)) {
+        let mut ranked: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let top: Vec<String> = ranked
+            .iter()
+            .take(args.top.max(1))
+            .map(|(c, p)| format!("{} {:.1}%", data::CLASS_NAMES.get(*c).copied().unwrap_or("?"), 100.0 * p))
+            .collect();
+        println!("{}: {}", path.display(), top.join(", "));
+    }
     Ok(())
 }
 
@@ -266,5 +467,88 @@ pub fn bench_train(
         let gflops = rate * 6.0 * model.forward_macs() as f64 / 1e9;
         println!("{name:<60} {rate:>10.1} {gflops:>10.2} {:>11.2}×", rate / first);
     }
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExperimentName {
+    DataSize,
+    L1,
+    Architecture,
+    All,
+}
+
+#[derive(Args)]
+pub struct ExperimentArgs {
+    /// Which sweep to run.
+    #[arg(value_enum)]
+    pub which: ExperimentName,
+    /// CIFAR-10 binary folder or cifar-10-binary.tar.gz (default: the embedded subset).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Folder for report.md, results.json and the figures.
+    #[arg(long, default_value = "experiments")]
+    pub out: PathBuf,
+    /// 2 epochs on a few hundred images: every table and figure in minutes.
+    #[arg(long)]
+    pub quick: bool,
+    /// Also time every training run on the CPU, for a GPU/CPU ratio per row.
+    #[arg(long)]
+    pub compare_cpu: bool,
+    /// Epochs per run (default: 20, or 2 with --quick).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    pub device: Device,
+}
+
+pub fn experiment(gpu_args: &GpuArgs, args: &ExperimentArgs) -> Result<()> {
+    use wgpu_cnn::experiment::{self, Environment, Settings, Sweep};
+    let mut settings = if args.quick { Settings::quick() } else { Settings::full() };
+    if let Some(epochs) = args.epochs {
+        settings.epochs = epochs;
+    }
+    TrainConfig { epochs: settings.epochs, ..settings.base.clone() }.validate()?;
+    let sweeps: Vec<Sweep> = match args.which {
+        ExperimentName::DataSize => vec![Sweep::DataSize],
+        ExperimentName::L1 => vec![Sweep::L1],
+        ExperimentName::Architecture => vec![Sweep::Architecture],
+        ExperimentName::All => Sweep::ALL.to_vec(),
+    };
+    let data = DataArgs { data: args.data.clone(), train_size: None }.load()?;
+    let (ctx, why) = choose_gpu(gpu_args, args.device, false)?;
+    println!(
+        "Experiments: {} on {}\nDevice: {why}",
+        sweeps.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "),
+        data.source
+    );
+    let on_device = |m: &Model, t: &Dataset, p: Vec<f32>, c: &TrainConfig| build_backend(ctx.as_ref(), m, t, p, c);
+    let on_cpu = |m: &Model, t: &Dataset, p: Vec<f32>, c: &TrainConfig| build_backend(None, m, t, p, c);
+    let compare: Option<experiment::BackendFactory<'_>> = match (args.compare_cpu, &ctx) {
+        (true, Some(_)) => Some(&on_cpu),
+        (true, None) => {
+            println!("note: --compare-cpu: the runs already train on the CPU");
+            None
+        }
+        (false, _) => None,
+    };
+    let mut printer = |run: &str, event: Event| {
+        if let Event::EpochEnd(record) = event {
+            println!("{run}: epoch {} - {} - {}", record.epoch, seconds(record.seconds), keras_line(&record));
+        }
+    };
+    let start = Instant::now();
+    let (results, notes) = experiment::run(&sweeps, &data, &settings, &on_device, compare, &mut printer)?;
+    let environment = Environment { device: why, cpu: bench::cpu_name(), data: data.source.clone(), settings };
+    experiment::write_report(&args.out, &environment, &results, &notes)?;
+    for note in &notes {
+        println!("note: {note}");
+    }
+    println!(
+        "Wrote {} (and results.json, figures) — {} runs in {}",
+        args.out.join("report.md").display(),
+        results.len(),
+        seconds(start.elapsed().as_secs_f64())
+    );
     Ok(())
 }

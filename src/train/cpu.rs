@@ -3,6 +3,7 @@
 //! the backend is built; a step allocates nothing.
 
 use super::{layer_shapes, Backend, LayerShape, RawMetrics, StepProgress, TrainConfig};
+use crate::checkpoint::OptimizerState;
 use crate::data::Dataset;
 use crate::error::Result;
 use crate::layers::adam::{self, AdamConfig, AdamShape};
@@ -73,15 +74,6 @@ impl CpuBackend {
             predicted: vec![0; batch],
             steps: 0,
         })
-    }
-
-    /// Continues from a saved optimiser state (Adam's moments and step count).
-    pub fn set_optimizer_state(&mut self, m: Vec<f32>, v: Vec<f32>, steps: u64) {
-        (self.m, self.v, self.steps) = (m, v, steps);
-    }
-
-    pub fn optimizer_state(&self) -> (Vec<f32>, Vec<f32>) {
-        (self.m.clone(), self.v.clone())
     }
 
     /// Forward through every layer for the first `nb` samples of `x0`; `training` keys dropout.
@@ -211,4 +203,38 @@ impl Backend for CpuBackend {
     fn steps_done(&self) -> u64 {
         self.steps
     }
+
+    fn optimizer_state(&mut self) -> Result<OptimizerState> {
+        Ok(OptimizerState { m: self.m.clone(), v: self.v.clone(), steps: self.steps })
+    }
+
+    fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()> {
+        check_state_len(state, self.params.len())?;
+        (self.m, self.v, self.steps) = (state.m.clone(), state.v.clone(), state.steps);
+        Ok(())
+    }
+
+    fn probabilities(&mut self, data: &Dataset) -> Result<Vec<f32>> {
+        let classes = self.dense.classes as usize;
+        let mut probs = Vec::with_capacity(data.len() * classes);
+        let rows: Vec<u32> = (0..data.len() as u32).collect();
+        for chunk in rows.chunks(self.batch) {
+            self.load_batch(data, chunk);
+            self.forward(chunk.len(), None);
+            probs.extend_from_slice(&self.probs[..chunk.len() * classes]);
+        }
+        Ok(probs)
+    }
+}
+
+/// Fails when an optimiser state does not fit a model of `count` parameters.
+pub fn check_state_len(state: &OptimizerState, count: usize) -> Result<()> {
+    if state.m.len() != count || state.v.len() != count {
+        return Err(crate::Error::invalid(format!(
+            "the optimiser state holds {} and {} moments for a model of {count} parameters",
+            state.m.len(),
+            state.v.len()
+        )));
+    }
+    Ok(())
 }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::{layer_shapes, Backend, LayerShape, RawMetrics, StepProgress, TrainConfig};
+use crate::checkpoint::OptimizerState;
 use crate::data::Dataset;
 use crate::error::Result;
 use crate::gpu::{self, GpuContext};
@@ -91,6 +92,8 @@ pub struct GpuBackend {
     batch_labels: wgpu::Buffer,
     metrics: wgpu::Buffer,
     penalties: wgpu::Buffer,
+    probs: wgpu::Buffer,
+    classes: usize,
     hidden: Vec<HiddenPass>,
     dense: DenseSoftmaxPass,
     adam_pass: AdamPass,
@@ -237,7 +240,7 @@ impl GpuBackend {
             &GatherBuffers { step: &step, data: &train_data, order: &train_order, x: &x0, batch_labels: &batch_labels },
         );
 
-        let mut buffers = vec![grads, dx0, probs, dlogits, partials];
+        let mut buffers = vec![grads, dx0, dlogits, partials];
         buffers.extend(dpres.into_iter().flatten());
         buffers.extend(acts);
         buffers.extend(dacts);
@@ -257,6 +260,8 @@ impl GpuBackend {
             batch_labels,
             metrics,
             penalties,
+            probs,
+            classes,
             hidden,
             dense,
             adam_pass,
@@ -270,18 +275,6 @@ impl GpuBackend {
             _buffers: buffers,
             _train_data: train_data,
         })
-    }
-
-    /// Continues from a saved optimiser state (Adam's moments and step count).
-    pub fn set_optimizer_state(&mut self, m: &[f32], v: &[f32], steps: u64) {
-        self.queue.write_buffer(&self.m, 0, bytemuck::cast_slice(m));
-        self.queue.write_buffer(&self.v, 0, bytemuck::cast_slice(v));
-        self.steps = steps;
-    }
-
-    /// Adam's moments, read back.
-    pub fn optimizer_state(&self) -> Result<(Vec<f32>, Vec<f32>)> {
-        Ok((self.read_f32(&self.m)?, self.read_f32(&self.v)?))
     }
 
     fn read_f32(&self, buffer: &wgpu::Buffer) -> Result<Vec<f32>> {
@@ -298,6 +291,64 @@ impl GpuBackend {
         let losses = (0..positions).map(|p| metrics[2 * p]).collect();
         let predictions = (0..positions).map(|p| metrics[2 * p + 1] as u32).collect();
         Ok((losses, predictions))
+    }
+
+    /// Forward passes over `data` in batches, without dropout: per-row metrics, the penalty of
+    /// the current weights, and (when `probabilities`) the softmax outputs, read back per batch.
+    fn inference(&mut self, data: &Dataset, probabilities: bool) -> Result<(RawMetrics, Vec<f32>)> {
+        let sample_len = data.images.len() / data.len().max(1);
+        let gpu_data = GpuDataset::upload(&self.device, "evaluation set", &data.images, &data.labels, sample_len)?;
+        let order = gpu::storage_buffer(&self.device, "evaluation order", 4 * self.metrics_capacity as u64)?;
+        let gather = self.kernels.gather.bind(
+            &self.device,
+            self.batch,
+            &GatherBuffers {
+                step: &self.step,
+                data: &gpu_data,
+                order: &order,
+                x: &self.x0,
+                batch_labels: &self.batch_labels,
+            },
+        );
+        let (mut raw, mut probs) = (RawMetrics::default(), Vec::new());
+        let rows: Vec<u32> = (0..data.len() as u32).collect();
+        for chunk in rows.chunks(self.metrics_capacity) {
+            self.queue.write_buffer(&order, 0, bytemuck::cast_slice(chunk));
+            for (b, batch_start) in (0..chunk.len()).step_by(self.batch).enumerate() {
+                let nb = (chunk.len() - batch_start).min(self.batch);
+                self.write_step(&StepParams {
+                    batch_size: nb as u32,
+                    batch_start: batch_start as u32,
+                    training: 0,
+                    penalty_slot: self.eval_penalty_slot as u32,
+                    ..Default::default()
+                });
+                let mut encoder =
+                    self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("inference") });
+                {
+                    let mut pass = begin_pass(&mut encoder, "inference");
+                    gather.record(&mut pass);
+                    for layer in &self.hidden {
+                        layer.record_forward(&mut pass);
+                    }
+                    self.dense.record_forward(&mut pass);
+                    if b == 0 {
+                        self.dense.record_penalty(&mut pass);
+                    }
+                }
+                self.queue.submit([encoder.finish()]);
+                if probabilities {
+                    let batch_probs = self.read_f32(&self.probs)?;
+                    probs.extend_from_slice(&batch_probs[..nb * self.classes]);
+                }
+            }
+            let (losses, predictions) = self.read_metrics(chunk.len())?;
+            raw.losses.extend(losses);
+            raw.predictions.extend(predictions);
+        }
+        let penalties = self.read_f32(&self.penalties)?;
+        raw.penalties.push(penalties[self.eval_penalty_slot]);
+        Ok((raw, probs))
     }
 
     /// Dispatches per training step (for reports).
@@ -382,55 +433,7 @@ impl Backend for GpuBackend {
     }
 
     fn evaluate(&mut self, data: &Dataset) -> Result<RawMetrics> {
-        let sample_len = data.images.len() / data.len().max(1);
-        let gpu_data = GpuDataset::upload(&self.device, "evaluation set", &data.images, &data.labels, sample_len)?;
-        let order = gpu::storage_buffer(&self.device, "evaluation order", 4 * self.metrics_capacity as u64)?;
-        let gather = self.kernels.gather.bind(
-            &self.device,
-            self.batch,
-            &GatherBuffers {
-                step: &self.step,
-                data: &gpu_data,
-                order: &order,
-                x: &self.x0,
-                batch_labels: &self.batch_labels,
-            },
-        );
-        let mut raw = RawMetrics::default();
-        let rows: Vec<u32> = (0..data.len() as u32).collect();
-        for chunk in rows.chunks(self.metrics_capacity) {
-            self.queue.write_buffer(&order, 0, bytemuck::cast_slice(chunk));
-            for (b, batch_start) in (0..chunk.len()).step_by(self.batch).enumerate() {
-                let nb = (chunk.len() - batch_start).min(self.batch);
-                self.write_step(&StepParams {
-                    batch_size: nb as u32,
-                    batch_start: batch_start as u32,
-                    training: 0,
-                    penalty_slot: self.eval_penalty_slot as u32,
-                    ..Default::default()
-                });
-                let mut encoder =
-                    self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("evaluate") });
-                {
-                    let mut pass = begin_pass(&mut encoder, "evaluate");
-                    gather.record(&mut pass);
-                    for layer in &self.hidden {
-                        layer.record_forward(&mut pass);
-                    }
-                    self.dense.record_forward(&mut pass);
-                    if b == 0 {
-                        self.dense.record_penalty(&mut pass);
-                    }
-                }
-                self.queue.submit([encoder.finish()]);
-            }
-            let (losses, predictions) = self.read_metrics(chunk.len())?;
-            raw.losses.extend(losses);
-            raw.predictions.extend(predictions);
-        }
-        let penalties = self.read_f32(&self.penalties)?;
-        raw.penalties.push(penalties[self.eval_penalty_slot]);
-        Ok(raw)
+        Ok(self.inference(data, false)?.0)
     }
 
     fn params(&mut self) -> Result<Vec<f32>> {
@@ -439,6 +442,22 @@ impl Backend for GpuBackend {
 
     fn steps_done(&self) -> u64 {
         self.steps
+    }
+
+    fn optimizer_state(&mut self) -> Result<OptimizerState> {
+        Ok(OptimizerState { m: self.read_f32(&self.m)?, v: self.read_f32(&self.v)?, steps: self.steps })
+    }
+
+    fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()> {
+        super::cpu::check_state_len(state, (self.m.size() / 4) as usize)?;
+        self.queue.write_buffer(&self.m, 0, bytemuck::cast_slice(&state.m));
+        self.queue.write_buffer(&self.v, 0, bytemuck::cast_slice(&state.v));
+        self.steps = state.steps;
+        Ok(())
+    }
+
+    fn probabilities(&mut self, data: &Dataset) -> Result<Vec<f32>> {
+        Ok(self.inference(data, true)?.1)
     }
 }
 

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::OptimizerState;
 use crate::data::{epoch_order, Dataset};
 use crate::error::{Error, Result};
 use crate::layers::adam::AdamConfig;
@@ -149,6 +150,18 @@ pub trait Backend {
     fn params(&mut self) -> Result<Vec<f32>>;
     /// Training steps done so far (Adam's t).
     fn steps_done(&self) -> u64;
+    /// Adam's moments and step count, for a checkpoint.
+    fn optimizer_state(&mut self) -> Result<OptimizerState> {
+        Err(Error::invalid(format!("{} cannot save its optimiser state", self.describe())))
+    }
+    /// Continues from a checkpoint's optimiser state.
+    fn set_optimizer_state(&mut self, _state: &OptimizerState) -> Result<()> {
+        Err(Error::invalid(format!("{} cannot resume an optimiser state", self.describe())))
+    }
+    /// Class probabilities `[rows, classes]` of `data` (inference, no dropout).
+    fn probabilities(&mut self, _data: &Dataset) -> Result<Vec<f32>> {
+        Err(Error::invalid(format!("{} cannot predict", self.describe())))
+    }
 }
 
 /// Progress within an epoch: steps finished, and Keras' running loss and accuracy over the
@@ -201,24 +214,29 @@ pub enum Event {
     EpochEnd(EpochRecord),
 }
 
+/// Called after every epoch with the backend and the history so far (the CLI saves a checkpoint
+/// there, so a crash loses at most one epoch).
+pub type AfterEpoch<'a> = &'a mut dyn FnMut(&mut dyn Backend, &History) -> Result<()>;
+
 /// Keras' `model.fit(x, y, batch_size, epochs, validation_data=(x_val, y_val), shuffle=True)`
 /// on `backend`, which was built on `train`. Epochs are numbered from `first_epoch` (0 for a
-/// new run), so that a resumed run shuffles exactly as an uninterrupted one.
+/// new run), so that a resumed run shuffles exactly as an uninterrupted one; `history` holds the
+/// epochs already done and grows by the new ones.
 pub fn fit(
     backend: &mut dyn Backend,
     train: &Dataset,
     validation: &Dataset,
     config: &TrainConfig,
-    first_epoch: usize,
+    mut history: History,
     on_event: &mut dyn FnMut(Event),
+    after_epoch: AfterEpoch<'_>,
 ) -> Result<History> {
     config.validate()?;
     if train.is_empty() {
         return Err(Error::invalid("there are no training images left after the validation split"));
     }
     let steps = train.len().div_ceil(config.batch_size);
-    let mut history = History::default();
-    for epoch in first_epoch..config.epochs {
+    for epoch in history.epochs.len()..config.epochs {
         on_event(Event::EpochStart { epoch, epochs: config.epochs, steps });
         let start = Instant::now();
         let order = epoch_order(train.len(), config.seed, epoch as u64);
@@ -241,6 +259,7 @@ pub fn fit(
         };
         on_event(Event::EpochEnd(record.clone()));
         history.epochs.push(record);
+        after_epoch(backend, &history)?;
     }
     Ok(history)
 }

@@ -1,0 +1,162 @@
+//! Part II's tools as a user meets them: a checkpoint from `train`, then `evaluate`, `predict`,
+//! `--resume`, and `experiment --quick`; bad checkpoints fail with a clear message.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn wgpu_cnn(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wgpu-cnn"))
+        .args(args)
+        .current_dir(dir)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .expect("the wgpu-cnn binary runs")
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = wgpu_cnn(dir, args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{args:?} failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+fn fails(dir: &Path, args: &[&str]) -> String {
+    let out = wgpu_cnn(dir, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success() && !stderr.contains("panicked"), "{args:?}: {stderr}");
+    stderr
+}
+
+/// A small trained checkpoint in `dir/run`.
+fn trained(dir: &Path) {
+    ok(
+        dir,
+        &[
+            "train",
+            "--model",
+            "c8s2,c16s2,d0.3,f10",
+            "--epochs",
+            "2",
+            "--train-size",
+            "400",
+            "--batch-size",
+            "64",
+            "--out",
+            "run",
+            "--device",
+            "cpu",
+        ],
+    );
+}
+
+#[test]
+fn train_writes_a_checkpoint_history_and_plot_that_evaluate_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    trained(dir.path());
+    for file in ["model.safetensors", "history.json", "history.png"] {
+        assert!(dir.path().join("run").join(file).exists(), "{file} missing");
+    }
+    let text = ok(dir.path(), &["evaluate", "run/model.safetensors", "--device", "cpu", "--out", "eval"]);
+    assert!(text.contains("== train set: 4,660 images") && text.contains("== test set: 846 images"), "{text}");
+    assert!(text.contains("precision    recall  f1-score   support") && text.contains("weighted avg"), "{text}");
+    assert!(text.contains("most-common-label baseline (always 'deer'"), "{text}");
+    assert!(image::open(dir.path().join("eval/confusion_test.png")).is_ok());
+
+    let json = ok(dir.path(), &["evaluate", "run/model.safetensors", "--device", "cpu", "--json", "--out", "eval"]);
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let test = &value["sets"]["test"];
+    assert_eq!(test["images"], 846);
+    let matrix_total: u64 =
+        test["confusion_matrix"]["counts"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).sum();
+    assert_eq!(matrix_total, 846);
+    let accuracy = test["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&accuracy));
+}
+
+#[test]
+fn predict_prints_the_top_classes_of_each_image() {
+    let dir = tempfile::tempdir().unwrap();
+    trained(dir.path());
+    std::fs::write(dir.path().join("cat.png"), wgpu_cnn::picture::DEMO_IMAGE).unwrap();
+    let text =
+        ok(dir.path(), &["predict", "run/model.safetensors", "cat.png", "cat.png", "--top", "2", "--device", "cpu"]);
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("cat.png: ")).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0], lines[1], "the same image gives the same prediction");
+    assert_eq!(lines[0].matches('%').count(), 2, "{text}");
+}
+
+#[test]
+fn resume_continues_the_run_and_refuses_other_data() {
+    let dir = tempfile::tempdir().unwrap();
+    trained(dir.path());
+    let text = ok(
+        dir.path(),
+        &[
+            "train",
+            "--epochs",
+            "3",
+            "--train-size",
+            "400",
+            "--out",
+            "run",
+            "--resume",
+            "run/model.safetensors",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(
+        text.contains("Resuming after epoch 2") && text.contains("Epoch 3/3") && !text.contains("Epoch 1/3"),
+        "{text}"
+    );
+    let history: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("run/history.json")).unwrap()).unwrap();
+    assert_eq!(history["loss"].as_array().unwrap().len(), 3);
+    let stderr = fails(
+        dir.path(),
+        &["train", "--epochs", "4", "--train-size", "500", "--out", "run", "--resume", "run/model.safetensors"],
+    );
+    assert!(stderr.contains("same --data and --train-size"), "{stderr}");
+    let stderr = fails(
+        dir.path(),
+        &["train", "--epochs", "3", "--train-size", "400", "--out", "run", "--resume", "run/model.safetensors"],
+    );
+    assert!(stderr.contains("already trained for 3 epochs"), "{stderr}");
+}
+
+#[test]
+fn bad_checkpoints_are_rejected_with_the_file_and_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.safetensors"), "not a checkpoint").unwrap();
+    let stderr = fails(dir.path(), &["evaluate", "notes.safetensors"]);
+    assert!(stderr.contains("notes.safetensors"), "{stderr}");
+    let stderr = fails(dir.path(), &["predict", "missing.safetensors", "x.png"]);
+    assert!(stderr.contains("missing.safetensors"), "{stderr}");
+}
+
+#[test]
+fn experiment_all_quick_writes_every_table_and_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = ok(dir.path(), &["experiment", "all", "--quick", "--epochs", "1", "--out", "report"]);
+    assert!(text.contains("11 runs"), "{text}");
+    let report = std::fs::read_to_string(dir.path().join("report/report.md")).unwrap();
+    for needle in [
+        "Table 1: training-set size",
+        "Table 2: L1 weight",
+        "Table 3: architecture",
+        "| L1 = 10 |",
+        "| deep |",
+        "![",
+        "Device: ",
+    ] {
+        assert!(report.contains(needle), "report.md lacks '{needle}':\n{report}");
+    }
+    for figure in ["data-size.png", "l1.png", "architecture.png"] {
+        let image = image::open(dir.path().join("report").join(figure)).unwrap();
+        assert!(image.width() > 500, "{figure}");
+    }
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report/results.json")).unwrap()).unwrap();
+    assert_eq!(results["results"].as_array().unwrap().len(), 11);
+}
