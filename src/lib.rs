@@ -12,7 +12,14 @@
 //! - [`kernel`]: the one way to build a compute pipeline from WGSL and dispatch it.
 //! - [`shaders`]: every WGSL source as a public constant.
 //! - [`filter`]: Part I, the 3×3 image convolution: CPU reference, fast CPU, GPU (embeddable).
-//! - [`picture`]: reading images into planes and writing the figure.
+//! - [`layers`]: the network's layers, forward and backward, CPU reference beside GPU twin.
+//! - [`model`]: architectures, shapes, parameter layout, initialisation, summary.
+//! - [`train`]: the Keras training loop and its GPU and CPU backends.
+//! - [`data`], [`checkpoint`], [`metrics`], [`plot`], [`experiment`]: CIFAR-10, safetensors
+//!   checkpoints, evaluation, figures, the assignment's sweeps.
+//! - [`selftest`]: every GPU kernel against its CPU reference, on any adapter.
+//! - [`picture`], [`io`], [`rng`], [`bench`]: image files, atomic writes, seeded randomness,
+//!   timing helpers.
 //!
 //! ## Dimension legend (used in every doc comment and shader)
 //! `N` batch, `H`/`W` height/width, `C` channels, `K` output channels (filters), `y`/`x` pixel
