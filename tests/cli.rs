@@ -152,6 +152,20 @@ fn bench_conv_prints_a_table_with_ratios() {
 }
 
 #[test]
+fn bench_train_prints_images_per_second_for_each_device() {
+    let Some(_) = common::gpu() else { return };
+    let out = wgpu_cnn(
+        Path::new("."),
+        &["bench", "train", "--model", "c8s2,f10", "--images", "64", "--batch-size", "32", "--budget-ms", "50"],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for needle in ["images/s", "GFLOP/s", "GPU ", "CPU reference", "dispatches, 1 submit per step"] {
+        assert!(stdout.contains(needle), "bench train lacks '{needle}': {stdout}");
+    }
+}
+
+#[test]
 fn a_missing_file_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let stderr = fails(dir.path(), &["convolve", "no-such-photo.png"]);

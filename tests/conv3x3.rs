@@ -122,6 +122,18 @@ fn gpu_matches_cpu_reference_on_a_4096_square_image() {
 }
 
 #[test]
+fn gpu_matches_cpu_reference_on_an_8192_square_image() {
+    // 64 MiB of pixels: 16.7 M output words, more than 65,535 workgroups of 256 in one
+    // dimension, so this exercises the 2-D grid.
+    let mut rng = Rng::new(8192);
+    let input = random_plane(&mut rng, 8192, 8192);
+    let reference = cpu::conv3x3_reference(&input, &Kernel3x3::K2);
+    if let Some(out) = run_gpu(&input, &Kernel3x3::K2) {
+        assert_planes_equal(&out, &reference, "GPU at 8192×8192");
+    }
+}
+
+#[test]
 fn saturating_integer_kernels_clip_at_both_ends_identically() {
     let mut rng = Rng::new(99);
     let input = random_plane(&mut rng, 61, 37);

@@ -539,7 +539,11 @@ pub fn experiment(gpu_args: &GpuArgs, args: &ExperimentArgs) -> Result<()> {
     };
     let start = Instant::now();
     let (results, notes) = experiment::run(&sweeps, &data, &settings, &on_device, compare, &mut printer)?;
-    let environment = Environment { device: why, cpu: bench::cpu_name(), data: data.source.clone(), settings };
+    let device = match &ctx {
+        Some(ctx) => format!("{why}, driver {} {}", ctx.info.driver, ctx.info.driver_info),
+        None => format!("{why} — {}", bench::cpu_name()),
+    };
+    let environment = Environment { device, cpu: bench::cpu_name(), data: data.source.clone(), settings };
     experiment::write_report(&args.out, &environment, &results, &notes)?;
     for note in &notes {
         println!("note: {note}");
