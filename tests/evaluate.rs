@@ -1,17 +1,11 @@
 //! Part II's tools as a user meets them: a checkpoint from `train`, then `evaluate`, `predict`,
 //! `--resume`, and `experiment --quick`; bad checkpoints fail with a clear message.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn wgpu_cnn(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wgpu-cnn"))
-        .args(args)
-        .current_dir(dir)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .expect("the wgpu-cnn binary runs")
-}
+use std::path::Path;
+
+use common::wgpu_cnn;
 
 fn ok(dir: &Path, args: &[&str]) -> String {
     let out = wgpu_cnn(dir, args);

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+use std::path::Path;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use wgpu_cnn::gpu::{GpuContext, GpuOptions};
@@ -61,4 +63,14 @@ impl Rng {
     pub fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| (self.next_u64() >> 56) as u8).collect()
     }
+}
+
+/// Runs the `wgpu-cnn` binary in `dir` (Mesa's harmless XDG_RUNTIME_DIR warning silenced).
+pub fn wgpu_cnn(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wgpu-cnn"))
+        .args(args)
+        .current_dir(dir)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .expect("the wgpu-cnn binary runs")
 }
