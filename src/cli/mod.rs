@@ -35,12 +35,42 @@ impl GpuArgs {
 /// Where to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Device {
-    /// A hardware GPU when there is one, else the CPU.
+    /// A hardware GPU when there is one, else the fast CPU backend.
     Auto,
     /// The selected adapter, software ones included.
     Gpu,
-    /// The CPU.
+    /// The fast CPU backend.
     Cpu,
+    /// The plain-loop CPU reference (the oracle the others are tested against).
+    CpuReference,
+}
+
+/// Where a model runs: the GPU, or one of the two CPU backends.
+pub enum Target {
+    Gpu(Box<GpuContext>),
+    CpuFast,
+    CpuReference,
+}
+
+impl Target {
+    pub fn gpu(&self) -> Option<&GpuContext> {
+        match self {
+            Target::Gpu(ctx) => Some(ctx),
+            _ => None,
+        }
+    }
+}
+
+/// The target `device` asks for, and why (printed by the caller); see [`choose_gpu`].
+pub fn choose_target(args: &GpuArgs, device: Device) -> Result<(Target, String)> {
+    if device == Device::CpuReference {
+        return Ok((Target::CpuReference, "CPU reference (plain loops, --device cpu-reference)".to_string()));
+    }
+    let (ctx, why) = choose_gpu(args, device, false)?;
+    Ok(match ctx {
+        Some(ctx) => (Target::Gpu(Box::new(ctx)), why),
+        None => (Target::CpuFast, why),
+    })
 }
 
 /// The GPU to run on, or None for the CPU, and why (printed by the caller).
@@ -50,7 +80,7 @@ pub enum Device {
 /// backend (≈0.4 GFLOP/s for a naive f32 kernel on lavapipe), so training uses the CPU instead.
 pub fn choose_gpu(args: &GpuArgs, device: Device, software_ok: bool) -> Result<(Option<GpuContext>, String)> {
     match device {
-        Device::Cpu => Ok((None, "CPU (--device cpu)".to_string())),
+        Device::Cpu | Device::CpuReference => Ok((None, "CPU (--device cpu)".to_string())),
         Device::Gpu => {
             let ctx = GpuContext::new(&args.options())?;
             let why = format!("GPU {}", ctx.describe());

@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{choose_gpu, seconds, Device, GpuArgs};
+use super::{choose_target, seconds, Device, GpuArgs, Target};
 use wgpu_cnn::bench;
 use wgpu_cnn::checkpoint::Checkpoint;
 use wgpu_cnn::data::{self, Cifar10, Dataset};
+use wgpu_cnn::fast::FastCpuBackend;
 use wgpu_cnn::gpu::GpuContext;
 use wgpu_cnn::io::write_atomic;
 use wgpu_cnn::metrics::{baseline_accuracy, ClassificationReport, ConfusionMatrix};
@@ -117,17 +118,18 @@ pub fn summary(text: &str) -> Result<()> {
     Ok(())
 }
 
-/// A backend on the chosen device.
+/// A backend on the chosen target.
 fn build_backend(
-    ctx: Option<&GpuContext>,
+    target: &Target,
     model: &Model,
     train: &Dataset,
     params: Vec<f32>,
     config: &TrainConfig,
 ) -> Result<Box<dyn Backend>> {
-    Ok(match ctx {
-        Some(ctx) => Box::new(GpuBackend::new(ctx, model, train, &params, config)?),
-        None => Box::new(CpuBackend::new(model, train, params, config)?),
+    Ok(match target {
+        Target::Gpu(ctx) => Box::new(GpuBackend::new(ctx, model, train, &params, config)?),
+        Target::CpuFast => Box::new(FastCpuBackend::new(model, train, params, config)?),
+        Target::CpuReference => Box::new(CpuBackend::new(model, train, params, config)?),
     })
 }
 
@@ -215,7 +217,7 @@ pub fn train(gpu_args: &GpuArgs, args: &TrainArgs) -> Result<()> {
         group_thousands(validation.len()),
         group_thousands(data.test.len())
     );
-    let (ctx, why) = choose_gpu(gpu_args, args.device, false)?;
+    let (target, why) = choose_target(gpu_args, args.device)?;
     println!("Device: {why}");
     println!(
         "Settings: {} epochs, batch {}, Adam lr {}, L1 {}, seed {}",
@@ -225,7 +227,8 @@ pub fn train(gpu_args: &GpuArgs, args: &TrainArgs) -> Result<()> {
     let checkpoint_path = args.out.join("model.safetensors");
 
     let start = Instant::now();
-    let mut backend = build_backend(ctx.as_ref(), &model, &train, initial, &config)?;
+    let mut backend = build_backend(&target, &model, &train, initial, &config)?;
+    println!("Backend: {}", backend.describe());
     if let Some(checkpoint) = &resumed {
         let state = checkpoint.optimizer.as_ref().ok_or_else(|| {
             Error::invalid(format!(
@@ -311,8 +314,8 @@ fn inference_backend(
 ) -> Result<(Box<dyn Backend>, String)> {
     let model = checkpoint.model()?;
     let config = TrainConfig { batch_size: 256, ..checkpoint.config.clone() };
-    let (ctx, why) = choose_gpu(gpu_args, device, false)?;
-    Ok((build_backend(ctx.as_ref(), &model, &Dataset::default(), checkpoint.params.clone(), &config)?, why))
+    let (target, why) = choose_target(gpu_args, device)?;
+    Ok((build_backend(&target, &model, &Dataset::default(), checkpoint.params.clone(), &config)?, why))
 }
 
 pub fn evaluate(gpu_args: &GpuArgs, args: &EvaluateArgs) -> Result<()> {
@@ -458,8 +461,10 @@ pub fn bench_train(
         rows.push((gpu.describe(), bench::train_images_per_second(&mut gpu, &data, budget)?));
     }
     if device != BenchDevice::Gpu {
-        let mut cpu = CpuBackend::new(&model, &data, params.clone(), &config)?;
-        rows.push((cpu.describe(), bench::train_images_per_second(&mut cpu, &data, budget)?));
+        let mut fast = FastCpuBackend::new(&model, &data, params.clone(), &config)?;
+        rows.push((fast.describe(), bench::train_images_per_second(&mut fast, &data, budget)?));
+        let mut reference = CpuBackend::new(&model, &data, params.clone(), &config)?;
+        rows.push((reference.describe(), bench::train_images_per_second(&mut reference, &data, budget)?));
     }
     println!("\n{:<60} {:>10} {:>10} {:>12}", "backend", "images/s", "GFLOP/s", "vs first");
     let first = rows[0].1;
@@ -516,17 +521,18 @@ pub fn experiment(gpu_args: &GpuArgs, args: &ExperimentArgs) -> Result<()> {
         ExperimentName::All => Sweep::ALL.to_vec(),
     };
     let data = DataArgs { data: args.data.clone(), train_size: None }.load()?;
-    let (ctx, why) = choose_gpu(gpu_args, args.device, false)?;
+    let (target, why) = choose_target(gpu_args, args.device)?;
     println!(
         "Experiments: {} on {}\nDevice: {why}",
         sweeps.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "),
         data.source
     );
-    let on_device = |m: &Model, t: &Dataset, p: Vec<f32>, c: &TrainConfig| build_backend(ctx.as_ref(), m, t, p, c);
-    let on_cpu = |m: &Model, t: &Dataset, p: Vec<f32>, c: &TrainConfig| build_backend(None, m, t, p, c);
-    let compare: Option<experiment::BackendFactory<'_>> = match (args.compare_cpu, &ctx) {
-        (true, Some(_)) => Some(&on_cpu),
-        (true, None) => {
+    let on_device = |m: &Model, t: &Dataset, p: Vec<f32>, c: &TrainConfig| build_backend(&target, m, t, p, c);
+    // The comparison is against the CPU at its best: the fast backend.
+    let on_cpu = |m: &Model, t: &Dataset, p: Vec<f32>, c: &TrainConfig| build_backend(&Target::CpuFast, m, t, p, c);
+    let compare: Option<experiment::BackendFactory<'_>> = match (args.compare_cpu, &target) {
+        (true, Target::Gpu(_)) => Some(&on_cpu),
+        (true, _) => {
             println!("note: --compare-cpu: the runs already train on the CPU");
             None
         }
@@ -539,7 +545,7 @@ pub fn experiment(gpu_args: &GpuArgs, args: &ExperimentArgs) -> Result<()> {
     };
     let start = Instant::now();
     let (results, notes) = experiment::run(&sweeps, &data, &settings, &on_device, compare, &mut printer)?;
-    let device = match &ctx {
+    let device = match target.gpu() {
         Some(ctx) => format!("{why}, driver {} {}", ctx.info.driver, ctx.info.driver_info),
         None => format!("{why} — {}", bench::cpu_name()),
     };

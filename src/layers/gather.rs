@@ -58,7 +58,7 @@ impl GpuDataset {
     /// Uploads `images` (`rows × sample_len` bytes, `sample_len` a multiple of 4) and `labels`.
     pub fn upload(device: &wgpu::Device, name: &str, images: &[u8], labels: &[u8], sample_len: usize) -> Result<Self> {
         let rows = labels.len();
-        if sample_len % 4 != 0 || images.len() != rows * sample_len {
+        if !sample_len.is_multiple_of(4) || images.len() != rows * sample_len {
             return Err(Error::invalid(format!(
                 "{name}: {} image bytes for {rows} labels of {sample_len}-byte samples",
                 images.len()
