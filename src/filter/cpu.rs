@@ -1,6 +1,7 @@
 //! CPU implementations of Part I: the reference (the assignment's loop, the test oracle) and a
-//! fast path (row-parallel, branch-free inner loop that the compiler vectorises). Both give the
-//! same bits for every kernel.
+//! fast path (explicit AVX-512/AVX2 row kernels chosen at run time, 16-bit lanes for small
+//! integer kernels, rows in parallel; see [`conv3x3_fast`]). Both give the same bits for every
+//! kernel.
 
 use rayon::prelude::*;
 
