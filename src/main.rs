@@ -86,6 +86,9 @@ enum BenchCommand {
         /// Minimum time spent on each measurement, in milliseconds.
         #[arg(long, default_value_t = 2000)]
         budget_ms: u64,
+        /// Also time each stage of one GPU training step with timestamp queries.
+        #[arg(long)]
+        profile: bool,
     },
 }
 
@@ -104,8 +107,9 @@ fn main() -> ExitCode {
         Some(Command::Bench(BenchCommand::Conv { sizes, budget_ms, cpu_only })) => {
             convolve::bench_conv(&cli.gpu, &sizes, Duration::from_millis(budget_ms), cpu_only)
         }
-        Some(Command::Bench(BenchCommand::Train { model, batch_size, images, device, budget_ms })) => {
-            train::bench_train(&cli.gpu, &model, batch_size, images, device, Duration::from_millis(budget_ms))
+        Some(Command::Bench(BenchCommand::Train { model, batch_size, images, device, budget_ms, profile })) => {
+            let budget = Duration::from_millis(budget_ms);
+            train::bench_train(&cli.gpu, &model, batch_size, images, device, budget, profile)
         }
     };
     match result {

@@ -144,11 +144,33 @@ fn bench_train_prints_images_per_second_for_each_device() {
     let Some(_) = common::gpu() else { return };
     let out = wgpu_cnn(
         Path::new("."),
-        &["bench", "train", "--model", "c8s2,f10", "--images", "64", "--batch-size", "32", "--budget-ms", "50"],
+        &[
+            "bench",
+            "train",
+            "--model",
+            "c8s2,f10",
+            "--images",
+            "64",
+            "--batch-size",
+            "32",
+            "--budget-ms",
+            "50",
+            "--profile",
+        ],
     );
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    for needle in ["images/s", "GFLOP/s", "GPU ", "CPU reference", "dispatches, 1 submit per step"] {
+    for needle in [
+        "images/s",
+        "GFLOP/s",
+        "GPU ",
+        "CPU fast",
+        "CPU reference",
+        "dispatches, 1 submit per step",
+        "stage by stage",
+        "conv2d forward",
+        "adam",
+    ] {
         assert!(stdout.contains(needle), "bench train lacks '{needle}': {stdout}");
     }
 }

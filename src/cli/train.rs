@@ -439,6 +439,7 @@ pub fn bench_train(
     images: usize,
     device: BenchDevice,
     budget: Duration,
+    profile: bool,
 ) -> Result<()> {
     let model = model(model_text)?;
     let config = TrainConfig { batch_size: batch, ..Default::default() };
@@ -459,6 +460,16 @@ pub fn bench_train(
         let mut gpu = GpuBackend::new(&ctx, &model, &data, &params, &config)?;
         println!("GPU: {} ({} dispatches, 1 submit per step)", ctx.describe(), gpu.dispatches_per_step());
         rows.push((gpu.describe(), bench::train_images_per_second(&mut gpu, &data, budget)?));
+        if profile {
+            let order: Vec<u32> = (0..data.len() as u32).collect();
+            let stages = gpu.profile_step(&order)?;
+            let total: f64 = stages.iter().map(|(_, ms)| ms).sum();
+            println!("\nOne GPU training step, stage by stage (timestamp queries, one pass per stage):");
+            for (name, ms) in &stages {
+                println!("  {name:<40} {ms:>9.2} ms {:>6.1}%", 100.0 * ms / total);
+            }
+            println!("  {:<40} {total:>9.2} ms", "total");
+        }
     }
     if device != BenchDevice::Gpu {
         let mut fast = FastCpuBackend::new(&model, &data, params.clone(), &config)?;

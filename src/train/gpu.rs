@@ -26,6 +26,9 @@ use crate::layers::maxpool2d::{MaxPool2d, MaxPool2dPass, PoolBuffers};
 use crate::layers::{uniform_buffer, StepParams};
 use crate::model::Model;
 
+/// Records one stage of a step into a compute pass (for [`GpuBackend::profile_step`]).
+type Stage<'a> = Box<dyn Fn(&mut wgpu::ComputePass<'_>) + 'a>;
+
 /// A hidden layer bound to its buffers.
 enum HiddenPass {
     Conv(Conv2dPass),
@@ -104,6 +107,8 @@ pub struct GpuBackend {
     /// The penalty slot evaluation writes to (after one per training batch).
     eval_penalty_slot: usize,
     steps: u64,
+    /// Keras names of the hidden layers, for the per-stage profile.
+    hidden_names: Vec<String>,
     /// Host copy of the training labels, to turn live predictions into a running accuracy.
     train_labels: Vec<u8>,
     live: LiveMetrics,
@@ -270,6 +275,7 @@ impl GpuBackend {
             metrics_capacity,
             eval_penalty_slot: train_batches,
             steps: 0,
+            hidden_names: model.layers[..model.layers.len() - 1].iter().map(|l| l.name.clone()).collect(),
             train_labels: train.labels.clone(),
             live: LiveMetrics::new(device, 2 * metrics_capacity, train_batches)?,
             _buffers: buffers,
@@ -349,6 +355,80 @@ impl GpuBackend {
         let penalties = self.read_f32(&self.penalties)?;
         raw.penalties.push(penalties[self.eval_penalty_slot]);
         Ok((raw, probs))
+    }
+
+    /// Times the stages of one training step on the first batch of `order` with GPU timestamps,
+    /// each stage in a compute pass of its own: (stage, milliseconds). The step really runs (the
+    /// weights move). Needs timestamp queries (`wgpu-cnn info` says whether the adapter has them).
+    pub fn profile_step(&mut self, order: &[u32]) -> Result<Vec<(String, f64)>> {
+        if !self.device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return Err(crate::Error::invalid(format!(
+                "{} has no timestamp queries to profile with",
+                self.description
+            )));
+        }
+        self.queue.write_buffer(&self.train_order, 0, bytemuck::cast_slice(order));
+        let nb = order.len().min(self.batch);
+        self.steps += 1;
+        self.write_step(&StepParams {
+            batch_size: nb as u32,
+            batch_start: 0,
+            step: (self.steps - 1) as u32,
+            training: 1,
+            seed: self.dropout_seed,
+            adam_alpha: self.adam.alpha(self.steps),
+            penalty_slot: 0,
+            _pad: 0,
+        });
+        let mut stages: Vec<(String, Stage<'_>)> = Vec::new();
+        stages.push(("gather".into(), Box::new(|p| self.train_gather.record(p))));
+        for (layer, name) in self.hidden.iter().zip(&self.hidden_names) {
+            stages.push((format!("{name} forward"), Box::new(move |p| layer.record_forward(p))));
+        }
+        stages.push(("dense forward (logits, softmax, CE)".into(), Box::new(|p| self.dense.record_forward(p))));
+        stages.push(("dense L1 penalty".into(), Box::new(|p| self.dense.record_penalty(p))));
+        stages.push(("dense backward".into(), Box::new(|p| self.dense.record_backward(p))));
+        for (layer, name) in self.hidden.iter().zip(&self.hidden_names).rev() {
+            stages.push((format!("{name} backward"), Box::new(move |p| layer.record_backward(p))));
+        }
+        stages.push(("adam".into(), Box::new(|p| self.adam_pass.record(p))));
+
+        let count = 2 * stages.len() as u32;
+        let queries = self.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count,
+        });
+        let resolved = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile timestamps"),
+            size: 8 * u64::from(count),
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let mut encoder =
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile") });
+        for (i, (name, record)) in stages.iter().enumerate() {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(name),
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &queries,
+                    beginning_of_pass_write_index: Some(2 * i as u32),
+                    end_of_pass_write_index: Some(2 * i as u32 + 1),
+                }),
+            });
+            record(&mut pass);
+        }
+        encoder.resolve_query_set(&queries, 0..count, &resolved, 0);
+        self.queue.submit([encoder.finish()]);
+        let ticks: Vec<u64> = bytemuck::cast_slice(&gpu::read_buffer(&self.device, &self.queue, &resolved)?).to_vec();
+        let period_ns = f64::from(self.queue.get_timestamp_period());
+        Ok(stages
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| {
+                (name.clone(), ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period_ns / 1e6)
+            })
+            .collect())
     }
 
     /// Dispatches per training step (for reports).
