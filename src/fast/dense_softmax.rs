@@ -13,7 +13,7 @@ use super::block::{dot_tile, groups, outer_tile, Dot, Outer, Tap, Tiles};
 use super::conv2d::split;
 use super::simd::{multiversion, Isa};
 use super::MAX_LANES;
-use crate::layers::dense_softmax::DenseShape;
+use crate::layers::dense_softmax::{softmax_cross_entropy, DenseShape};
 
 /// The dense layer's packed-weight scratch, for batches of up to `shape.batch`.
 #[derive(Clone, Debug)]
@@ -97,23 +97,8 @@ pub fn forward_part(
     let inverse_batch = 1.0 / mean_over as f32;
     for n in 0..batch {
         let logits = &mut probs[n * classes..][..classes];
-        let label = labels[n] as usize;
-        let mut top_class = 0;
-        for j in 1..classes {
-            if logits[j] > logits[top_class] {
-                top_class = j;
-            }
-        }
-        let top = logits[top_class];
-        let total = logits.iter().fold(0.0f32, |t, &l| t + (l - top).exp());
-        losses[n] = total.ln() - (logits[label] - top);
-        predicted[n] = top_class as u32;
-        for j in 0..classes {
-            let p = (logits[j] - top).exp() / total;
-            logits[j] = p;
-            let target = if j == label { 1.0 } else { 0.0 };
-            dlogits[n * classes + j] = (p - target) * inverse_batch;
-        }
+        let dlogits = &mut dlogits[n * classes..][..classes];
+        (losses[n], predicted[n]) = softmax_cross_entropy(logits, dlogits, labels[n] as usize, inverse_batch);
     }
 }
 

@@ -88,24 +88,36 @@ pub fn forward<T: Float>(
             }
             *logit = sum;
         }
-        let label = labels[n] as usize;
-        let mut top_class = 0;
-        for j in 1..classes {
-            if logits[j] > logits[top_class] {
-                top_class = j;
-            }
-        }
-        let top = logits[top_class];
-        let total = logits.iter().fold(T::zero(), |t, &l| t + (l - top).exp());
-        losses[n] = total.ln() - (logits[label] - top);
-        predicted[n] = top_class as u32;
-        for j in 0..classes {
-            let p = (logits[j] - top).exp() / total;
-            logits[j] = p;
-            let target = if j == label { T::one() } else { T::zero() };
-            dlogits[n * classes + j] = (p - target) * inverse_batch;
+        let dlogits = &mut dlogits[n * classes..][..classes];
+        (losses[n], predicted[n]) = softmax_cross_entropy(logits, dlogits, labels[n] as usize, inverse_batch);
+    }
+}
+
+/// One sample's softmax + cross-entropy from its `logits`, which become the probabilities in
+/// place: returns (loss = logsumexp − logit[label], first arg-max) and writes
+/// `dlogits = (probs − one_hot) · inverse_batch`. Shared by the reference and the fast backend.
+pub fn softmax_cross_entropy<T: Float>(
+    logits: &mut [T],
+    dlogits: &mut [T],
+    label: usize,
+    inverse_batch: T,
+) -> (T, u32) {
+    let mut top_class = 0;
+    for j in 1..logits.len() {
+        if logits[j] > logits[top_class] {
+            top_class = j;
         }
     }
+    let top = logits[top_class];
+    let total = logits.iter().fold(T::zero(), |t, &l| t + (l - top).exp());
+    let loss = total.ln() - (logits[label] - top);
+    for j in 0..logits.len() {
+        let p = (logits[j] - top).exp() / total;
+        logits[j] = p;
+        let target = if j == label { T::one() } else { T::zero() };
+        dlogits[j] = (p - target) * inverse_batch;
+    }
+    (loss, top_class as u32)
 }
 
 /// `dkernel = xᵀ·dlogits + λ·sign(kernel)` (sign(0) = 0, as TensorFlow), `dbias = Σ_n dlogits`.
