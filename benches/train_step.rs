@@ -78,7 +78,7 @@ fn conv_layers(c: &mut Criterion) {
                 dpre: &dpre,
                 partials: &partials,
             };
-            let pass = conv.bind(&ctx.device, &s, &buffers, variant);
+            let pass = conv.bind(&ctx.device, &s, &buffers, variant).unwrap();
             for backward in [false, true] {
                 let name = format!("{}_{variant:?}", if backward { "backward" } else { "forward" }).to_lowercase();
                 group.bench_function(BenchmarkId::new(name, &layer), |b| {

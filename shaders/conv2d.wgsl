@@ -2,78 +2,93 @@
 // the forward pass and its three gradients. Prepended with common.wgsl (Step, linear_index).
 //
 // Bindings (group 0)                                                      used by (tiled / naive)
-//   0  step      uniform Step                                             all
-//   1  shape     uniform Conv2dShape                                      all
+//   0  step      uniform Step                                             all but backward_weight_reduce
 //   2  x         storage, read        input [N, H, W, C]                  forward, backward_weight_partial /
 //                                                                         naive_forward, naive_backward_weight
 //   3  params    storage, read        flat parameters: kernel [3, 3, C,   forward, backward_input / naive_forward,
-//                                     K] at kernel_offset, bias [K] at    naive_backward_input
-//                                     bias_offset
+//                                     K] at KERNEL_OFFSET, bias [K] at    naive_backward_input
+//                                     BIAS_OFFSET
 //   4  y         storage, read_write  output after ReLU [N, OH, OW, K]    forward writes, relu_backward reads /
 //                                     (y > 0 ⇔ pre-activation > 0)        naive_forward writes, naive_backward_* read
 //   5  dy        storage, read        dL/dy, shaped like y                relu_backward / naive_backward_*
 //   6  dx        storage, read_write  dL/dx, shaped like x                backward_input / naive_backward_input
 //   7  grads     storage, read_write  flat gradients, laid out like       backward_weight_reduce /
 //                                     params                              naive_backward_weight, naive_backward_bias
-//   8  dpre      storage, read_write  dL/d(pre-activation) = dy·(y > 0),  relu_backward writes; backward_input,
-//                                     shaped like y                       backward_weight_partial read
-//   9  partials  storage, read_write  [chunks, 9·C·K + K] partial sums    backward_weight_partial writes,
+//   8  dpre_out  storage, read_write  dL/d(pre-activation) = dy·(y > 0),  relu_backward writes
+//                                     shaped like y
+//   9  partials  storage, read_write  [CHUNKS, 9·C·K + K] partial sums    backward_weight_partial writes,
 //                                     of dkernel and dbias per chunk of   backward_weight_reduce reads
-//                                     chunk_len output positions
+//                                     CHUNK_LEN output positions
+//  10  x4        storage, read        x as vec4s (binding 2's buffer)     forward, backward_weight_partial
+//  11  params4   storage, read        params as vec4s (binding 3's)       forward, backward_input
+//  12  dpre      storage, read        dpre_out's buffer, read             backward_input, backward_weight_partial
+//  13  dpre4     storage, read        the same as vec4s                   backward_input, backward_weight_partial
+//
+// Specialised per layer: the shape arrives as pipeline-override constants, not a uniform, so each
+// layer gets its own pipelines in which every extent is a literal. Index arithmetic then divides
+// by constants (a multiply and a shift; lavapipe runs a variable vector division lane by lane),
+// and the tiled kernels pick their loads at compile time: where a row of four channels starts on
+// a multiple of 4 floats (X_VEC4, K_VEC4) they read it through the vec4 view, one load where
+// four scalar ones would be four. On lavapipe every storage load of varying address is a loop
+// over the SIMD lanes, so the loads, not the multiply-adds, set the speed (bench train --profile:
+// 281 → 470 img/s). The scalar paths serve the rest (e.g. the 3-channel input).
 //
 // Two implementations of the same math, checked against each other and the CPU reference:
 //   tiled (used for training):  relu_backward, then forward / backward_input as 4×4 register tiles
-//     (4 channels × 4 pixels per invocation: 8 loads feed 16 multiply-adds, where the naive
-//     kernels load 2–3 values per multiply-add), and dkernel/dbias as a split reduction: partial
-//     sums per chunk of positions (thousands of invocations even for the 432 weights of the
-//     first layer), then a fixed-order sum over the chunks (deterministic, no atomics).
+//     (4 channels × 4 pixels per invocation: 8 loads, or 2 to 5 vec4 loads, feed 16 multiply-adds,
+//     where the naive kernels load 2–3 values per multiply-add), and dkernel/dbias as a split
+//     reduction: partial sums per chunk of positions (thousands of invocations even for the 432
+//     weights of the first layer), then a fixed-order sum over the chunks (deterministic, no
+//     atomics).
 //   naive (the baseline): naive_forward, naive_backward_input, naive_backward_weight,
 //     naive_backward_bias — one invocation per element written, the math as written.
 //
 // Every kernel is a gather: it owns the elements it writes, gradients are overwritten. The grid is
-// sized for shape.batch; invocations past step.batch_size (a partial batch) write nothing, except
+// sized for BATCH; invocations past step.batch_size (a partial batch) write nothing, except
 // the partial sums, which are 0 for chunks past the batch.
 //
-// Padding (TensorFlow's 'same'): input row iy = oy·stride + ky − pad_top, zero outside.
+// Padding (TensorFlow's 'same'): input row iy = oy·STRIDE + ky − PAD_TOP, zero outside.
 
-struct Conv2dShape {
-    batch: u32,
-    in_h: u32,
-    in_w: u32,
-    in_c: u32,
-    out_h: u32,
-    out_w: u32,
-    out_c: u32,
-    stride: u32,
-    pad_top: u32,
-    pad_left: u32,
-    kernel_offset: u32,
-    bias_offset: u32,
-    chunk_len: u32,   // output positions (n, oy, ox) per partial-sum chunk
-    chunks: u32,      // ceil(batch · out_h · out_w / chunk_len)
-    _pad0: u32,
-    _pad1: u32,
-}
+// The layer's shape, set by `Conv2dShape::constants` (src/layers/conv2d.rs).
+override BATCH: u32;
+override IN_H: u32;
+override IN_W: u32;
+override IN_C: u32;
+override OUT_H: u32;
+override OUT_W: u32;
+override OUT_C: u32;
+override STRIDE: u32;
+override PAD_TOP: u32;
+override PAD_LEFT: u32;
+override KERNEL_OFFSET: u32;
+override BIAS_OFFSET: u32;
+override CHUNK_LEN: u32;   // output positions (n, oy, ox) per partial-sum chunk
+override CHUNKS: u32;      // ceil(BATCH · OUT_H · OUT_W / CHUNK_LEN)
+override X_VEC4: bool;     // IN_C % 4 == 0: a pixel's channels of x start on a vec4
+override K_VEC4: bool;     // OUT_C % 4 == 0 and KERNEL_OFFSET % 4 == 0: so do kernel rows and dpre's pixels
 
 @group(0) @binding(0) var<uniform> step: Step;
-@group(0) @binding(1) var<uniform> shape: Conv2dShape;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read> params: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read> dy: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(7) var<storage, read_write> grads: array<f32>;
-@group(0) @binding(8) var<storage, read_write> dpre_buffer: array<f32>;
+@group(0) @binding(8) var<storage, read_write> dpre_out: array<f32>;
 @group(0) @binding(9) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(10) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(11) var<storage, read> params4: array<vec4<f32>>;
+@group(0) @binding(12) var<storage, read> dpre: array<f32>;
+@group(0) @binding(13) var<storage, read> dpre4: array<vec4<f32>>;
 
 // dL/d(pre-activation) at output element o: ReLU passes the gradient where the output is positive.
-fn dpre(o: u32) -> f32 {
+fn relu_grad(o: u32) -> f32 {
     return select(0.0, dy[o], y[o] > 0.0);
 }
 
 // Input coordinate read by output coordinate `o` through tap `k`, or -1 in the padding.
 fn input_coord(o: u32, k: u32, pad: u32, size: u32) -> i32 {
-    let i = i32(o * shape.stride + k) - i32(pad);
+    let i = i32(o * STRIDE + k) - i32(pad);
     return select(-1, i, i >= 0 && i < i32(size));
 }
 
@@ -81,30 +96,30 @@ fn input_coord(o: u32, k: u32, pad: u32, size: u32) -> i32 {
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn naive_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = linear_index(gid, groups);
-    if (i >= step.batch_size * shape.out_h * shape.out_w * shape.out_c) {
+    if (i >= step.batch_size * OUT_H * OUT_W * OUT_C) {
         return;
     }
-    let k = i % shape.out_c;
-    let pixel = i / shape.out_c;
-    let ox = pixel % shape.out_w;
-    let oy = (pixel / shape.out_w) % shape.out_h;
-    let n = pixel / (shape.out_w * shape.out_h);
+    let k = i % OUT_C;
+    let pixel = i / OUT_C;
+    let ox = pixel % OUT_W;
+    let oy = (pixel / OUT_W) % OUT_H;
+    let n = pixel / (OUT_W * OUT_H);
 
-    var sum = params[shape.bias_offset + k];
+    var sum = params[BIAS_OFFSET + k];
     for (var ky = 0u; ky < 3u; ky++) {
-        let iy = input_coord(oy, ky, shape.pad_top, shape.in_h);
+        let iy = input_coord(oy, ky, PAD_TOP, IN_H);
         if (iy < 0) {
             continue;
         }
         for (var kx = 0u; kx < 3u; kx++) {
-            let ix = input_coord(ox, kx, shape.pad_left, shape.in_w);
+            let ix = input_coord(ox, kx, PAD_LEFT, IN_W);
             if (ix < 0) {
                 continue;
             }
-            let x_base = ((n * shape.in_h + u32(iy)) * shape.in_w + u32(ix)) * shape.in_c;
-            let w_base = shape.kernel_offset + (ky * 3u + kx) * shape.in_c * shape.out_c + k;
-            for (var c = 0u; c < shape.in_c; c++) {
-                sum += x[x_base + c] * params[w_base + c * shape.out_c];
+            let x_base = ((n * IN_H + u32(iy)) * IN_W + u32(ix)) * IN_C;
+            let w_base = KERNEL_OFFSET + (ky * 3u + kx) * IN_C * OUT_C + k;
+            for (var c = 0u; c < IN_C; c++) {
+                sum += x[x_base + c] * params[w_base + c * OUT_C];
             }
         }
     }
@@ -116,34 +131,34 @@ fn naive_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn naive_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = linear_index(gid, groups);
-    if (i >= step.batch_size * shape.in_h * shape.in_w * shape.in_c) {
+    if (i >= step.batch_size * IN_H * IN_W * IN_C) {
         return;
     }
-    let c = i % shape.in_c;
-    let pixel = i / shape.in_c;
-    let ix = pixel % shape.in_w;
-    let iy = (pixel / shape.in_w) % shape.in_h;
-    let n = pixel / (shape.in_w * shape.in_h);
-    let stride = i32(shape.stride);
+    let c = i % IN_C;
+    let pixel = i / IN_C;
+    let ix = pixel % IN_W;
+    let iy = (pixel / IN_W) % IN_H;
+    let n = pixel / (IN_W * IN_H);
+    let stride = i32(STRIDE);
 
     var sum = 0.0;
     for (var ky = 0u; ky < 3u; ky++) {
         // oy·stride = iy + pad_top − ky must be a non-negative multiple of the stride.
-        let ty = i32(iy + shape.pad_top) - i32(ky);
-        if (ty < 0 || ty % stride != 0 || ty / stride >= i32(shape.out_h)) {
+        let ty = i32(iy + PAD_TOP) - i32(ky);
+        if (ty < 0 || ty % stride != 0 || ty / stride >= i32(OUT_H)) {
             continue;
         }
         let oy = u32(ty / stride);
         for (var kx = 0u; kx < 3u; kx++) {
-            let tx = i32(ix + shape.pad_left) - i32(kx);
-            if (tx < 0 || tx % stride != 0 || tx / stride >= i32(shape.out_w)) {
+            let tx = i32(ix + PAD_LEFT) - i32(kx);
+            if (tx < 0 || tx % stride != 0 || tx / stride >= i32(OUT_W)) {
                 continue;
             }
             let ox = u32(tx / stride);
-            let o_base = ((n * shape.out_h + oy) * shape.out_w + ox) * shape.out_c;
-            let w_base = shape.kernel_offset + ((ky * 3u + kx) * shape.in_c + c) * shape.out_c;
-            for (var k = 0u; k < shape.out_c; k++) {
-                sum += dpre(o_base + k) * params[w_base + k];
+            let o_base = ((n * OUT_H + oy) * OUT_W + ox) * OUT_C;
+            let w_base = KERNEL_OFFSET + ((ky * 3u + kx) * IN_C + c) * OUT_C;
+            for (var k = 0u; k < OUT_C; k++) {
+                sum += relu_grad(o_base + k) * params[w_base + k];
             }
         }
     }
@@ -154,33 +169,33 @@ fn naive_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn naive_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = linear_index(gid, groups);
-    if (i >= 9u * shape.in_c * shape.out_c) {
+    if (i >= 9u * IN_C * OUT_C) {
         return;
     }
-    let k = i % shape.out_c;
-    let c = (i / shape.out_c) % shape.in_c;
-    let tap = i / (shape.out_c * shape.in_c);
+    let k = i % OUT_C;
+    let c = (i / OUT_C) % IN_C;
+    let tap = i / (OUT_C * IN_C);
     let ky = tap / 3u;
     let kx = tap % 3u;
 
     var sum = 0.0;
     for (var n = 0u; n < step.batch_size; n++) {
-        for (var oy = 0u; oy < shape.out_h; oy++) {
-            let iy = input_coord(oy, ky, shape.pad_top, shape.in_h);
+        for (var oy = 0u; oy < OUT_H; oy++) {
+            let iy = input_coord(oy, ky, PAD_TOP, IN_H);
             if (iy < 0) {
                 continue;
             }
-            for (var ox = 0u; ox < shape.out_w; ox++) {
-                let ix = input_coord(ox, kx, shape.pad_left, shape.in_w);
+            for (var ox = 0u; ox < OUT_W; ox++) {
+                let ix = input_coord(ox, kx, PAD_LEFT, IN_W);
                 if (ix < 0) {
                     continue;
                 }
-                let o = ((n * shape.out_h + oy) * shape.out_w + ox) * shape.out_c + k;
-                sum += dpre(o) * x[((n * shape.in_h + u32(iy)) * shape.in_w + u32(ix)) * shape.in_c + c];
+                let o = ((n * OUT_H + oy) * OUT_W + ox) * OUT_C + k;
+                sum += relu_grad(o) * x[((n * IN_H + u32(iy)) * IN_W + u32(ix)) * IN_C + c];
             }
         }
     }
-    grads[shape.kernel_offset + i] = sum;
+    grads[KERNEL_OFFSET + i] = sum;
 }
 
 // dbias[k] = Σ_{n, oy, ox} dpre[n, oy, ox, k]: one workgroup per filter, a fixed-order tree
@@ -191,10 +206,10 @@ var<workgroup> partial: array<f32, REDUCE_SIZE>;
 @compute @workgroup_size(REDUCE_SIZE)
 fn naive_backward_bias(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let k = workgroup.x;
-    let pixels = step.batch_size * shape.out_h * shape.out_w;
+    let pixels = step.batch_size * OUT_H * OUT_W;
     var sum = 0.0;
     for (var p = t; p < pixels; p += REDUCE_SIZE) {
-        sum += dpre(p * shape.out_c + k);
+        sum += relu_grad(p * OUT_C + k);
     }
     partial[t] = sum;
     workgroupBarrier();
@@ -205,7 +220,7 @@ fn naive_backward_bias(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(loc
         workgroupBarrier();
     }
     if (t == 0u) {
-        grads[shape.bias_offset + k] = partial[0];
+        grads[BIAS_OFFSET + k] = partial[0];
     }
 }
 
@@ -216,10 +231,10 @@ fn naive_backward_bias(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(loc
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = linear_index(gid, groups);
-    if (i >= step.batch_size * shape.out_h * shape.out_w * shape.out_c) {
+    if (i >= step.batch_size * OUT_H * OUT_W * OUT_C) {
         return;
     }
-    dpre_buffer[i] = dpre(i);
+    dpre_out[i] = relu_grad(i);
 }
 
 // Four consecutive channels starting at c0, clamped to the last one so that a partial block
@@ -229,62 +244,99 @@ fn four_channels(c0: u32, count: u32) -> vec4<u32> {
     return vec4<u32>(min(c0, last), min(c0 + 1u, last), min(c0 + 2u, last), min(c0 + 3u, last));
 }
 
-fn load4(base: u32, stride: u32, lanes: vec4<u32>) -> vec4<f32> {
-    return vec4<f32>(params[base + lanes.x * stride], params[base + lanes.y * stride],
-                     params[base + lanes.z * stride], params[base + lanes.w * stride]);
+// Four consecutive floats of a tensor row, channels k0..k0+3 (a partial block repeats the last
+// channel; its extra lanes are never stored). The branch is on a constant: each pipeline keeps one.
+fn kernel_quad(row: u32, k0: u32) -> vec4<f32> {
+    if (K_VEC4) {
+        return params4[(row + k0) / 4u];
+    }
+    let ks = four_channels(k0, OUT_C);
+    return vec4<f32>(params[row + ks.x], params[row + ks.y], params[row + ks.z], params[row + ks.w]);
+}
+
+fn dpre_quad(pixel: u32, k0: u32) -> vec4<f32> {
+    if (K_VEC4) {
+        return dpre4[(pixel + k0) / 4u];
+    }
+    let ks = four_channels(k0, OUT_C);
+    return vec4<f32>(dpre[pixel + ks.x], dpre[pixel + ks.y], dpre[pixel + ks.z], dpre[pixel + ks.w]);
+}
+
+fn x_quad(pixel: u32, c0: u32) -> vec4<f32> {
+    if (X_VEC4) {
+        return x4[(pixel + c0) / 4u];
+    }
+    let cs = four_channels(c0, IN_C);
+    return vec4<f32>(x[pixel + cs.x], x[pixel + cs.y], x[pixel + cs.z], x[pixel + cs.w]);
 }
 
 // One invocation: output channels k0..k0+3 of output pixels (oy, ox0..ox0+3).
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = linear_index(gid, groups);
-    let k_blocks = (shape.out_c + 3u) / 4u;
-    let x_blocks = (shape.out_w + 3u) / 4u;
-    if (i >= step.batch_size * shape.out_h * x_blocks * k_blocks) {
+    let k_blocks = (OUT_C + 3u) / 4u;
+    let x_blocks = (OUT_W + 3u) / 4u;
+    if (i >= step.batch_size * OUT_H * x_blocks * k_blocks) {
         return;
     }
     let k0 = (i % k_blocks) * 4u;
     let ox0 = ((i / k_blocks) % x_blocks) * 4u;
-    let oy = (i / (k_blocks * x_blocks)) % shape.out_h;
-    let n = i / (k_blocks * x_blocks * shape.out_h);
-    let ks = four_channels(k0, shape.out_c);
+    let oy = (i / (k_blocks * x_blocks)) % OUT_H;
+    let n = i / (k_blocks * x_blocks * OUT_H);
 
-    let bias = load4(shape.bias_offset, 1u, ks);
+    let bias = kernel_quad(BIAS_OFFSET, k0);
     var acc = array<vec4<f32>, 4>(bias, bias, bias, bias);   // acc[p] = channels of pixel ox0 + p
     for (var ky = 0u; ky < 3u; ky++) {
-        let iy = input_coord(oy, ky, shape.pad_top, shape.in_h);
+        let iy = input_coord(oy, ky, PAD_TOP, IN_H);
         if (iy < 0) {
             continue;
         }
-        let row = (n * shape.in_h + u32(iy)) * shape.in_w;
+        let row = (n * IN_H + u32(iy)) * IN_W;
         for (var kx = 0u; kx < 3u; kx++) {
             // Where each of the four pixels reads; a pixel in the padding (or past the row) reads
             // element 0 and is multiplied by 0.
             var base: array<u32, 4>;
             var keep: vec4<f32>;
             for (var p = 0u; p < 4u; p++) {
-                let ix = input_coord(ox0 + p, kx, shape.pad_left, shape.in_w);
-                let valid = ix >= 0 && ox0 + p < shape.out_w;
-                base[p] = select(0u, (row + u32(max(ix, 0))) * shape.in_c, valid);
+                let ix = input_coord(ox0 + p, kx, PAD_LEFT, IN_W);
+                let valid = ix >= 0 && ox0 + p < OUT_W;
+                base[p] = select(0u, (row + u32(max(ix, 0))) * IN_C, valid);
                 keep[p] = select(0.0, 1.0, valid);
             }
-            let w_base = shape.kernel_offset + (ky * 3u + kx) * shape.in_c * shape.out_c;
-            for (var c = 0u; c < shape.in_c; c++) {
-                let w = load4(w_base + c * shape.out_c, 1u, ks);
-                acc[0] += (x[base[0] + c] * keep[0]) * w;
-                acc[1] += (x[base[1] + c] * keep[1]) * w;
-                acc[2] += (x[base[2] + c] * keep[2]) * w;
-                acc[3] += (x[base[3] + c] * keep[3]) * w;
+            let w_base = KERNEL_OFFSET + (ky * 3u + kx) * IN_C * OUT_C;
+            if (X_VEC4) {
+                // Four input channels of each pixel at once.
+                for (var c = 0u; c < IN_C; c += 4u) {
+                    let x0 = x_quad(base[0], c) * keep[0];
+                    let x1 = x_quad(base[1], c) * keep[1];
+                    let x2 = x_quad(base[2], c) * keep[2];
+                    let x3 = x_quad(base[3], c) * keep[3];
+                    for (var j = 0u; j < 4u; j++) {
+                        let w = kernel_quad(w_base + (c + j) * OUT_C, k0);
+                        acc[0] += x0[j] * w;
+                        acc[1] += x1[j] * w;
+                        acc[2] += x2[j] * w;
+                        acc[3] += x3[j] * w;
+                    }
+                }
+            } else {
+                for (var c = 0u; c < IN_C; c++) {
+                    let w = kernel_quad(w_base + c * OUT_C, k0);
+                    acc[0] += (x[base[0] + c] * keep[0]) * w;
+                    acc[1] += (x[base[1] + c] * keep[1]) * w;
+                    acc[2] += (x[base[2] + c] * keep[2]) * w;
+                    acc[3] += (x[base[3] + c] * keep[3]) * w;
+                }
             }
         }
     }
     for (var p = 0u; p < 4u; p++) {
-        if (ox0 + p >= shape.out_w) {
+        if (ox0 + p >= OUT_W) {
             break;
         }
-        let out = ((n * shape.out_h + oy) * shape.out_w + ox0 + p) * shape.out_c;
+        let out = ((n * OUT_H + oy) * OUT_W + ox0 + p) * OUT_C;
         for (var j = 0u; j < 4u; j++) {
-            if (k0 + j < shape.out_c) {
+            if (k0 + j < OUT_C) {
                 y[out + k0 + j] = max(acc[p][j], 0.0);
             }
         }
@@ -294,65 +346,86 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
 // One invocation: input channels c0..c0+3 of four input pixels of row iy that share their
 // column's phase modulo the stride, ix = phase + (group·4 + p)·stride: with stride 2 the
 // taps that reach an even column never reach an odd one, so a block of same-phase columns keeps
-// all four lanes busy on every tap. Reads dpre.
+// all four lanes busy on every tap. The phase varies slower than the column group, so that
+// neighbouring invocations (run together in SIMD lanes) take the same taps: interleaved phases
+// made every tap run masked on half the lanes (conv2d_1's dx: 44 → 31 ms per step on lavapipe).
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = linear_index(gid, groups);
-    let c_blocks = (shape.in_c + 3u) / 4u;
-    let x_slots = shape.stride * ((shape.in_w + 4u * shape.stride - 1u) / (4u * shape.stride));
-    if (i >= step.batch_size * shape.in_h * x_slots * c_blocks) {
+    let c_blocks = (IN_C + 3u) / 4u;
+    let x_slots = STRIDE * ((IN_W + 4u * STRIDE - 1u) / (4u * STRIDE));
+    if (i >= step.batch_size * IN_H * x_slots * c_blocks) {
         return;
     }
     let c0 = (i % c_blocks) * 4u;
     let slot = (i / c_blocks) % x_slots;
-    let iy = (i / (c_blocks * x_slots)) % shape.in_h;
-    let n = i / (c_blocks * x_slots * shape.in_h);
-    let cs = four_channels(c0, shape.in_c);
-    let stride = i32(shape.stride);
-    let phase = slot % shape.stride;
-    let first_column = (slot / shape.stride) * 4u * shape.stride + phase;
+    let iy = (i / (c_blocks * x_slots)) % IN_H;
+    let n = i / (c_blocks * x_slots * IN_H);
+    let cs = four_channels(c0, IN_C);
+    let stride = i32(STRIDE);
+    let per_phase = x_slots / STRIDE;
+    let phase = slot / per_phase;
+    let first_column = (slot % per_phase) * 4u * STRIDE + phase;
 
     var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     for (var ky = 0u; ky < 3u; ky++) {
-        // oy·stride = iy + pad_top − ky must be a non-negative multiple of the stride.
-        let ty = i32(iy + shape.pad_top) - i32(ky);
-        if (ty < 0 || ty % stride != 0 || ty / stride >= i32(shape.out_h)) {
+        // oy·STRIDE = iy + PAD_TOP − ky must be a non-negative multiple of the stride.
+        let ty = i32(iy + PAD_TOP) - i32(ky);
+        if (ty < 0 || ty % stride != 0 || ty / stride >= i32(OUT_H)) {
             continue;
         }
-        let row = (n * shape.out_h + u32(ty / stride)) * shape.out_w;
+        let row = (n * OUT_H + u32(ty / stride)) * OUT_W;
         for (var kx = 0u; kx < 3u; kx++) {
             // The same for every pixel of the block: they share the phase.
-            let t0 = i32(first_column + shape.pad_left) - i32(kx);
+            let t0 = i32(first_column + PAD_LEFT) - i32(kx);
             if (((t0 % stride) + stride) % stride != 0) {
                 continue;
             }
             var base: array<u32, 4>;
             var keep: vec4<f32>;
             for (var p = 0u; p < 4u; p++) {
-                let tx = t0 + i32(p * shape.stride);
-                let valid = tx >= 0 && tx / stride < i32(shape.out_w) && first_column + p * shape.stride < shape.in_w;
-                base[p] = select(0u, (row + u32(max(tx, 0) / stride)) * shape.out_c, valid);
+                let tx = t0 + i32(p * STRIDE);
+                let valid = tx >= 0 && tx / stride < i32(OUT_W) && first_column + p * STRIDE < IN_W;
+                base[p] = select(0u, (row + u32(max(tx, 0) / stride)) * OUT_C, valid);
                 keep[p] = select(0.0, 1.0, valid);
             }
-            // kernel[ky, kx, c, k] for the four channels: stride out_c between them.
-            let w_base = shape.kernel_offset + (ky * 3u + kx) * shape.in_c * shape.out_c;
-            for (var k = 0u; k < shape.out_c; k++) {
-                let w = load4(w_base + k, shape.out_c, cs);
-                acc[0] += (dpre_buffer[base[0] + k] * keep[0]) * w;
-                acc[1] += (dpre_buffer[base[1] + k] * keep[1]) * w;
-                acc[2] += (dpre_buffer[base[2] + k] * keep[2]) * w;
-                acc[3] += (dpre_buffer[base[3] + k] * keep[3]) * w;
+            // kernel[ky, kx, c, k] for the four channels: rows OUT_C apart.
+            let rows = KERNEL_OFFSET + (ky * 3u + kx) * IN_C * OUT_C + cs * OUT_C;
+            if (K_VEC4) {
+                // Four output channels at once: dot products of dpre's and the kernel rows' quads.
+                for (var k = 0u; k < OUT_C; k += 4u) {
+                    let w0 = kernel_quad(rows.x, k);
+                    let w1 = kernel_quad(rows.y, k);
+                    let w2 = kernel_quad(rows.z, k);
+                    let w3 = kernel_quad(rows.w, k);
+                    let g0 = dpre_quad(base[0], k) * keep[0];
+                    let g1 = dpre_quad(base[1], k) * keep[1];
+                    let g2 = dpre_quad(base[2], k) * keep[2];
+                    let g3 = dpre_quad(base[3], k) * keep[3];
+                    acc[0] += vec4<f32>(dot(g0, w0), dot(g0, w1), dot(g0, w2), dot(g0, w3));
+                    acc[1] += vec4<f32>(dot(g1, w0), dot(g1, w1), dot(g1, w2), dot(g1, w3));
+                    acc[2] += vec4<f32>(dot(g2, w0), dot(g2, w1), dot(g2, w2), dot(g2, w3));
+                    acc[3] += vec4<f32>(dot(g3, w0), dot(g3, w1), dot(g3, w2), dot(g3, w3));
+                }
+            } else {
+                for (var k = 0u; k < OUT_C; k++) {
+                    let w = vec4<f32>(params[rows.x + k], params[rows.y + k], params[rows.z + k], params[rows.w + k]);
+                    acc[0] += (dpre[base[0] + k] * keep[0]) * w;
+                    acc[1] += (dpre[base[1] + k] * keep[1]) * w;
+                    acc[2] += (dpre[base[2] + k] * keep[2]) * w;
+                    acc[3] += (dpre[base[3] + k] * keep[3]) * w;
+                }
             }
         }
     }
     for (var p = 0u; p < 4u; p++) {
-        let ix = first_column + p * shape.stride;
-        if (ix >= shape.in_w) {
+        let ix = first_column + p * STRIDE;
+        if (ix >= IN_W) {
             break;
         }
-        let at = ((n * shape.in_h + iy) * shape.in_w + ix) * shape.in_c;
+        let at = ((n * IN_H + iy) * IN_W + ix) * IN_C;
         for (var j = 0u; j < 4u; j++) {
-            if (c0 + j < shape.in_c) {
+            if (c0 + j < IN_C) {
                 dx[at + c0 + j] = acc[p][j];
             }
         }
@@ -364,9 +437,9 @@ fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn backward_weight_partial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = linear_index(gid, groups);
-    let k_blocks = (shape.out_c + 3u) / 4u;
-    let c_blocks = (shape.in_c + 3u) / 4u;
-    if (i >= shape.chunks * 9u * c_blocks * k_blocks) {
+    let k_blocks = (OUT_C + 3u) / 4u;
+    let c_blocks = (IN_C + 3u) / 4u;
+    if (i >= CHUNKS * 9u * c_blocks * k_blocks) {
         return;
     }
     let k0 = (i % k_blocks) * 4u;
@@ -375,54 +448,51 @@ fn backward_weight_partial(@builtin(global_invocation_id) gid: vec3<u32>, @built
     let chunk = i / (k_blocks * c_blocks * 9u);
     let ky = tap / 3u;
     let kx = tap % 3u;
-    let ks = four_channels(k0, shape.out_c);
-    let cs = four_channels(c0, shape.in_c);
 
-    let positions = step.batch_size * shape.out_h * shape.out_w;
-    let first = chunk * shape.chunk_len;
-    let last = min(first + shape.chunk_len, positions);
+    let positions = step.batch_size * OUT_H * OUT_W;
+    let first = chunk * CHUNK_LEN;
+    let last = min(first + CHUNK_LEN, positions);
     var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));  // acc[c][k]
     var bias = vec4<f32>(0.0);
     // Walk the positions with counters: integer division per position would cost more than the
     // 16 multiply-adds it feeds (drivers like lavapipe scalarise vector division).
-    var ox = first % shape.out_w;
-    var oy = (first / shape.out_w) % shape.out_h;
-    var n = first / (shape.out_w * shape.out_h);
+    var ox = first % OUT_W;
+    var oy = (first / OUT_W) % OUT_H;
+    var n = first / (OUT_W * OUT_H);
     for (var p = first; p < last; p++) {
-        let o = p * shape.out_c;
-        let g = vec4<f32>(dpre_buffer[o + ks.x], dpre_buffer[o + ks.y], dpre_buffer[o + ks.z], dpre_buffer[o + ks.w]);
+        let g = dpre_quad(p * OUT_C, k0);
         bias += g;
-        let iy = input_coord(oy, ky, shape.pad_top, shape.in_h);
-        let ix = input_coord(ox, kx, shape.pad_left, shape.in_w);
+        let iy = input_coord(oy, ky, PAD_TOP, IN_H);
+        let ix = input_coord(ox, kx, PAD_LEFT, IN_W);
         if (iy >= 0 && ix >= 0) {
-            let at = ((n * shape.in_h + u32(iy)) * shape.in_w + u32(ix)) * shape.in_c;
-            acc[0] += x[at + cs.x] * g;
-            acc[1] += x[at + cs.y] * g;
-            acc[2] += x[at + cs.z] * g;
-            acc[3] += x[at + cs.w] * g;
+            let v = x_quad(((n * IN_H + u32(iy)) * IN_W + u32(ix)) * IN_C, c0);
+            acc[0] += v.x * g;
+            acc[1] += v.y * g;
+            acc[2] += v.z * g;
+            acc[3] += v.w * g;
         }
         ox += 1u;
-        if (ox == shape.out_w) {
+        if (ox == OUT_W) {
             ox = 0u;
             oy += 1u;
-            if (oy == shape.out_h) {
+            if (oy == OUT_H) {
                 oy = 0u;
                 n += 1u;
             }
         }
     }
-    let slot = chunk * (9u * shape.in_c * shape.out_c + shape.out_c);
+    let slot = chunk * (9u * IN_C * OUT_C + OUT_C);
     for (var a = 0u; a < 4u; a++) {
         for (var b = 0u; b < 4u; b++) {
-            if (c0 + a < shape.in_c && k0 + b < shape.out_c) {
-                partials[slot + (tap * shape.in_c + c0 + a) * shape.out_c + k0 + b] = acc[a][b];
+            if (c0 + a < IN_C && k0 + b < OUT_C) {
+                partials[slot + (tap * IN_C + c0 + a) * OUT_C + k0 + b] = acc[a][b];
             }
         }
     }
     if (tap == 0u && c0 == 0u) {
         for (var b = 0u; b < 4u; b++) {
-            if (k0 + b < shape.out_c) {
-                partials[slot + 9u * shape.in_c * shape.out_c + k0 + b] = bias[b];
+            if (k0 + b < OUT_C) {
+                partials[slot + 9u * IN_C * OUT_C + k0 + b] = bias[b];
             }
         }
     }
@@ -432,18 +502,18 @@ fn backward_weight_partial(@builtin(global_invocation_id) gid: vec3<u32>, @built
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn backward_weight_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = linear_index(gid, groups);
-    let kernel_len = 9u * shape.in_c * shape.out_c;
-    let per_chunk = kernel_len + shape.out_c;
+    let kernel_len = 9u * IN_C * OUT_C;
+    let per_chunk = kernel_len + OUT_C;
     if (i >= per_chunk) {
         return;
     }
     var sum = 0.0;
-    for (var chunk = 0u; chunk < shape.chunks; chunk++) {
+    for (var chunk = 0u; chunk < CHUNKS; chunk++) {
         sum += partials[chunk * per_chunk + i];
     }
     if (i < kernel_len) {
-        grads[shape.kernel_offset + i] = sum;
+        grads[KERNEL_OFFSET + i] = sum;
     } else {
-        grads[shape.bias_offset + i - kernel_len] = sum;
+        grads[BIAS_OFFSET + i - kernel_len] = sum;
     }
 }

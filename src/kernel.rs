@@ -57,17 +57,27 @@ impl ComputeKernel {
     /// The bind group layout is derived from the shader, so the WGSL bindings are the single
     /// source of truth for what a kernel takes.
     pub fn new(device: &wgpu::Device, module: &wgpu::ShaderModule, entry_point: &str) -> Result<Self> {
+        Self::specialized(device, module, entry_point, &[])
+    }
+
+    /// Builds the pipeline for `entry_point` with the shader's `override` constants set from
+    /// `constants` (and `WORKGROUP_SIZE` from the Rust constant).
+    pub fn specialized(
+        device: &wgpu::Device,
+        module: &wgpu::ShaderModule,
+        entry_point: &str,
+        constants: &[(&str, f64)],
+    ) -> Result<Self> {
         let label = entry_point.to_string();
+        let mut all = vec![("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE))];
+        all.extend_from_slice(constants);
         let pipeline = with_error_scope(device, &format!("building pipeline '{label}'"), || {
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(&label),
                 layout: None,
                 module,
                 entry_point: Some(entry_point),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &[("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE))],
-                    ..Default::default()
-                },
+                compilation_options: wgpu::PipelineCompilationOptions { constants: &all, ..Default::default() },
                 cache: None,
             })
         })?;

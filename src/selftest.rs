@@ -73,7 +73,9 @@ impl Check {
 impl std::fmt::Display for Check {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let verdict = if self.passed() { "pass" } else { "FAIL" };
-        write!(f, "{verdict}  {:<58} max error {:.2e} over {} elements", self.name, self.max_error, self.compared)?;
+        // `{:<width$}` with the formatter's width, so a list can align its names (`{check:70}`).
+        let width = f.width().unwrap_or(0);
+        write!(f, "{verdict}  {:<width$} max error {:.2e} over {} elements", self.name, self.max_error, self.compared)?;
         if !self.passed() {
             write!(f, "; {} mismatches: {}", self.mismatches, self.first.join(", "))?;
         }
@@ -86,8 +88,8 @@ pub fn run_all(ctx: &GpuContext) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
     checks.extend(conv3x3(ctx)?);
     for variant in [Conv2dVariant::Tiled, Conv2dVariant::Naive] {
-        for (batch, used, input, filters, stride, first) in CONV_CASES {
-            checks.extend(conv2d(ctx, variant, batch, used, input, filters, stride, first)?);
+        for case in &CONV_CASES {
+            checks.extend(conv2d(ctx, variant, case)?);
         }
     }
     checks.extend(maxpool2d(ctx)?);
@@ -98,15 +100,46 @@ pub fn run_all(ctx: &GpuContext) -> Result<Vec<Check>> {
     Ok(checks)
 }
 
-/// (batch, samples used, input [H, W, C], filters, stride, first layer): odd shapes, partial
-/// batches, channel counts that are not multiples of 4, both strides on even and odd inputs.
-pub const CONV_CASES: [(usize, usize, [usize; 3], usize, usize, bool); 6] = [
-    (3, 3, [5, 6, 3], 4, 1, false),
-    (4, 3, [8, 8, 5], 6, 2, false),
-    (2, 2, [7, 5, 2], 3, 2, true),
-    (2, 2, [32, 32, 3], 16, 1, true),
-    (3, 2, [9, 13, 6], 5, 1, false),
-    (2, 2, [33, 31, 2], 3, 2, false),
+/// One convolution to check.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvCase {
+    pub batch: usize,
+    /// Samples in the batch actually used (a partial batch when fewer than `batch`).
+    pub used: usize,
+    /// [H, W, C]
+    pub input: [usize; 3],
+    pub filters: usize,
+    pub stride: usize,
+    /// A first layer computes no dx.
+    pub first: bool,
+    /// Where the kernel starts in the flat parameter buffer (the bias follows it).
+    pub kernel_offset: usize,
+}
+
+const fn case(
+    used_of: [usize; 2],
+    input: [usize; 3],
+    filters: usize,
+    stride: usize,
+    first: bool,
+    kernel_offset: usize,
+) -> ConvCase {
+    ConvCase { batch: used_of[1], used: used_of[0], input, filters, stride, first, kernel_offset }
+}
+
+/// Odd shapes, partial batches, both strides on even and odd inputs, channel counts that are
+/// not multiples of 4 and ones that are (the tiled kernels' vec4 loads), with the kernel at an
+/// offset that allows vec4 loads and at one that does not.
+pub const CONV_CASES: [ConvCase; 9] = [
+    case([3, 3], [5, 6, 3], 4, 1, false, 0),
+    case([3, 4], [8, 8, 5], 6, 2, false, 0),
+    case([2, 2], [7, 5, 2], 3, 2, true, 0),
+    case([2, 2], [32, 32, 3], 16, 1, true, 0),
+    case([2, 3], [9, 13, 6], 5, 1, false, 0),
+    case([2, 2], [33, 31, 2], 3, 2, false, 0),
+    case([3, 3], [6, 7, 8], 8, 1, false, 4),
+    case([2, 3], [10, 9, 4], 12, 2, false, 8),
+    case([2, 2], [6, 5, 8], 8, 1, false, 2),
 ];
 
 fn random(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
@@ -167,25 +200,21 @@ pub fn conv3x3(ctx: &GpuContext) -> Result<Vec<Check>> {
 }
 
 /// One convolution: forward, and dx / dkernel / dbias from the GPU's own forward output.
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d(
-    ctx: &GpuContext,
-    variant: Conv2dVariant,
-    batch: usize,
-    used: usize,
-    input: [usize; 3],
-    filters: usize,
-    stride: usize,
-    first: bool,
-) -> Result<Vec<Check>> {
-    let mut rng = Rng::new((batch * 131 + input[0] * 17 + filters * 3 + stride) as u64);
-    let shape = Conv2dShape::new(batch, input, filters, stride);
+pub fn conv2d(ctx: &GpuContext, variant: Conv2dVariant, case: &ConvCase) -> Result<Vec<Check>> {
+    let ConvCase { batch, used, input, filters, stride, first, kernel_offset } = *case;
+    let mut rng = Rng::new((batch * 131 + input[0] * 17 + filters * 3 + stride + kernel_offset * 7) as u64);
+    let standalone = Conv2dShape::new(batch, input, filters, stride);
+    let shape = Conv2dShape {
+        kernel_offset: kernel_offset as u32,
+        bias_offset: (kernel_offset + standalone.kernel_len()) as u32,
+        ..standalone
+    };
     let used_shape = shape.with_batch(used);
     let x = random(&mut rng, shape.input_len(), 1.0);
-    let mut params = random(&mut rng, shape.kernel_len(), 0.3);
+    let mut params = random(&mut rng, kernel_offset + shape.kernel_len(), 0.3);
     params.extend(random(&mut rng, filters, 0.1));
     let dy = random(&mut rng, shape.output_len(), 1.0);
-    let (kernel, bias) = params.split_at(shape.kernel_len());
+    let (kernel, bias) = params[kernel_offset..].split_at(shape.kernel_len());
 
     let mut y = vec![f32::NAN; shape.output_len()];
     conv2d::forward(&mut y, &x, kernel, bias, &used_shape);
@@ -209,12 +238,13 @@ pub fn conv2d(
         dpre: &dpre_b,
         partials: &partials_b,
     };
-    let bound = Conv2d::new(&ctx.device)?.bind(&ctx.device, &shape, &buffers, variant);
+    let bound = Conv2d::new(&ctx.device)?.bind(&ctx.device, &shape, &buffers, variant)?;
     run(ctx, |pass| bound.record_forward(pass));
     run(ctx, |pass| bound.record_backward(pass));
 
+    let at = if kernel_offset > 0 { format!(", kernel at {kernel_offset}") } else { String::new() };
     let what = format!(
-        "conv2d {} {input:?}→{filters} stride {stride}, batch {used}/{batch}",
+        "conv2d {} {input:?}→{filters} stride {stride}, batch {used}/{batch}{at}",
         format!("{variant:?}").to_lowercase()
     );
     let (used_y, used_x) = (used_shape.output_len(), used_shape.input_len());
@@ -224,8 +254,9 @@ pub fn conv2d(
     let mut checks = vec![
         Check::compare(format!("{what}: y"), &gpu_y[..used_y], &y[..used_y], 1e-5, 1e-4),
         Check::untouched(format!("{what}: y past the batch"), &gpu_y[used_y..]),
-        Check::compare(format!("{what}: dkernel"), &grads[..kernel.len()], &dkernel, 1e-4, 1e-4),
-        Check::compare(format!("{what}: dbias"), &grads[kernel.len()..], &dbias, 1e-4, 1e-4),
+        Check::compare(format!("{what}: dkernel"), &grads[kernel_offset..][..kernel.len()], &dkernel, 1e-4, 1e-4),
+        Check::compare(format!("{what}: dbias"), &grads[kernel_offset + kernel.len()..], &dbias, 1e-4, 1e-4),
+        Check::untouched(format!("{what}: grads before the kernel"), &grads[..kernel_offset]),
     ];
     if first {
         checks.push(Check::untouched(format!("{what}: no dx for a first layer"), &gpu_dx));

@@ -16,8 +16,8 @@ fn assert_all_pass(checks: Vec<Check>) {
 
 fn conv_cases(variant: Conv2dVariant) {
     let Some(ctx) = gpu() else { return };
-    for (batch, used, input, filters, stride, first) in CONV_CASES {
-        assert_all_pass(selftest::conv2d(ctx, variant, batch, used, input, filters, stride, first).unwrap());
+    for case in &CONV_CASES {
+        assert_all_pass(selftest::conv2d(ctx, variant, case).unwrap());
     }
 }
 

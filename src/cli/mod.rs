@@ -176,8 +176,9 @@ pub fn selftest(args: &GpuArgs) -> Result<()> {
     println!("Adapter: {}, driver {} {}", ctx.describe(), ctx.info.driver, ctx.info.driver_info);
     let start = std::time::Instant::now();
     let checks = wgpu_cnn::selftest::run_all(&ctx)?;
+    let width = checks.iter().map(|c| c.name.chars().count()).max().unwrap_or(0);
     for check in &checks {
-        println!("{check}");
+        println!("{check:width$}");
     }
     let failed = checks.iter().filter(|c| !c.passed()).count();
     println!("\n{} passed, {failed} failed ({})", checks.len() - failed, seconds(start.elapsed().as_secs_f64()));

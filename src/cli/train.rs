@@ -464,11 +464,12 @@ pub fn bench_train(
             let order: Vec<u32> = (0..data.len() as u32).collect();
             let stages = gpu.profile_step(&order)?;
             let total: f64 = stages.iter().map(|(_, ms)| ms).sum();
+            let width = stages.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
             println!("\nOne GPU training step, stage by stage (timestamp queries, one pass per stage):");
             for (name, ms) in &stages {
-                println!("  {name:<40} {ms:>9.2} ms {:>6.1}%", 100.0 * ms / total);
+                println!("  {name:<width$} {ms:>9.2} ms {:>6.1}%", 100.0 * ms / total);
             }
-            println!("  {:<40} {total:>9.2} ms", "total");
+            println!("  {:<width$} {total:>9.2} ms", "total");
         }
     }
     if device != BenchDevice::Gpu {

@@ -5,19 +5,17 @@
 //! x `[N, H, W, C]`, kernel `[3, 3, C, K]`, bias `[K]`, y `[N, OH, OW, K]` with
 //! `OH = ceil(H / stride)` and TensorFlow's padding (see [`crate::model::same_padding`]).
 
-use bytemuck::{Pod, Zeroable};
 use num_traits::Float;
 
-use super::uniform_buffer;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kernel::{grid_for, shader_module, ComputeKernel};
 use crate::model::{same_padding, Layer};
 use crate::shaders;
 
-/// A convolution's sizes and where its tensors live in the flat parameter vector. Mirror of
-/// `Conv2dShape` in `shaders/conv2d.wgsl`; the one place the output-size arithmetic is done.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+/// A convolution's sizes and where its tensors live in the flat parameter vector; the one place
+/// the output-size arithmetic is done. The GPU kernels take it as pipeline-override constants
+/// ([`Conv2dShape::constants`]), so each layer's pipelines are compiled for its shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dShape {
     pub batch: u32,
     pub in_h: u32,
@@ -34,7 +32,6 @@ pub struct Conv2dShape {
     /// Output positions per chunk of the split dkernel reduction, and the number of chunks.
     pub chunk_len: u32,
     pub chunks: u32,
-    pub _pad: [u32; 2],
 }
 
 /// Output positions summed by one invocation of `backward_weight_partial`: long enough to
@@ -63,7 +60,6 @@ impl Conv2dShape {
             bias_offset: u(9 * c * filters),
             chunk_len: u(CHUNK_LEN),
             chunks: u((batch * out_h * out_w).div_ceil(CHUNK_LEN).max(1)),
-            _pad: [0; 2],
         }
     }
 
@@ -100,6 +96,33 @@ impl Conv2dShape {
 
     pub fn kernel_len(&self) -> usize {
         (9 * self.in_c * self.out_c) as usize
+    }
+
+    /// The `override` constants of `shaders/conv2d.wgsl` for this shape: its extents, and whether
+    /// rows of x and of the kernel and dpre start on whole vec4s (the tiled kernels' vec4 loads).
+    pub fn constants(&self) -> Vec<(&'static str, f64)> {
+        let extents = [
+            ("BATCH", self.batch),
+            ("IN_H", self.in_h),
+            ("IN_W", self.in_w),
+            ("IN_C", self.in_c),
+            ("OUT_H", self.out_h),
+            ("OUT_W", self.out_w),
+            ("OUT_C", self.out_c),
+            ("STRIDE", self.stride),
+            ("PAD_TOP", self.pad_top),
+            ("PAD_LEFT", self.pad_left),
+            ("KERNEL_OFFSET", self.kernel_offset),
+            ("BIAS_OFFSET", self.bias_offset),
+            ("CHUNK_LEN", self.chunk_len),
+            ("CHUNKS", self.chunks),
+        ];
+        let flags = [
+            ("X_VEC4", self.in_c.is_multiple_of(4)),
+            ("K_VEC4", self.out_c.is_multiple_of(4) && self.kernel_offset.is_multiple_of(4)),
+        ];
+        let extents = extents.into_iter().map(|(name, v)| (name, f64::from(v)));
+        extents.chain(flags.into_iter().map(|(name, on)| (name, f64::from(u8::from(on))))).collect()
     }
 
     fn dims(&self) -> [usize; 10] {
@@ -233,21 +256,15 @@ pub enum Conv2dVariant {
     Naive,
 }
 
-/// The pipelines of `shaders/conv2d.wgsl`, built once per device.
+/// `shaders/conv2d.wgsl`, compiled once per device; [`Conv2d::bind`] builds the pipelines of one
+/// shape from it.
 #[derive(Clone, Debug)]
 pub struct Conv2d {
-    forward: ComputeKernel,
-    relu_backward: ComputeKernel,
-    backward_input: ComputeKernel,
-    backward_weight_partial: ComputeKernel,
-    backward_weight_reduce: ComputeKernel,
-    naive_forward: ComputeKernel,
-    naive_backward_input: ComputeKernel,
-    naive_backward_weight: ComputeKernel,
-    naive_backward_bias: ComputeKernel,
+    module: wgpu::ShaderModule,
 }
 
-/// The buffers one convolution works on (see the binding table in `shaders/conv2d.wgsl`).
+/// The buffers one convolution works on (see the binding table in `shaders/conv2d.wgsl`). The tiled
+/// kernels also read `x`, `params` and `dpre` as vec4s, so those need at least 16 bytes.
 pub struct Conv2dBuffers<'a> {
     pub step: &'a wgpu::Buffer,
     pub x: &'a wgpu::Buffer,
@@ -268,7 +285,6 @@ pub struct Conv2dBuffers<'a> {
 pub struct Conv2dPass {
     variant: Conv2dVariant,
     shape: Conv2dShape,
-    _shape_buffer: wgpu::Buffer,
     /// Bind groups in recording order for the chosen variant.
     forward: Vec<(ComputeKernel, wgpu::BindGroup, [u32; 3])>,
     backward: Vec<(ComputeKernel, wgpu::BindGroup, [u32; 3])>,
@@ -276,51 +292,48 @@ pub struct Conv2dPass {
 
 impl Conv2d {
     pub fn new(device: &wgpu::Device) -> Result<Self> {
-        let module = shader_module(device, "conv2d.wgsl", shaders::CONV2D)?;
-        let kernel = |name| ComputeKernel::new(device, &module, name);
-        Ok(Conv2d {
-            forward: kernel("forward")?,
-            relu_backward: kernel("relu_backward")?,
-            backward_input: kernel("backward_input")?,
-            backward_weight_partial: kernel("backward_weight_partial")?,
-            backward_weight_reduce: kernel("backward_weight_reduce")?,
-            naive_forward: kernel("naive_forward")?,
-            naive_backward_input: kernel("naive_backward_input")?,
-            naive_backward_weight: kernel("naive_backward_weight")?,
-            naive_backward_bias: kernel("naive_backward_bias")?,
-        })
+        Ok(Conv2d { module: shader_module(device, "conv2d.wgsl", shaders::CONV2D)? })
     }
 
-    /// Binds a convolution of `shape` (for batches up to `shape.batch`) to `b`.
+    /// Builds the pipelines of a convolution of `shape` (for batches up to `shape.batch`) and
+    /// binds them to `b`.
     pub fn bind(
         &self,
         device: &wgpu::Device,
         shape: &Conv2dShape,
         b: &Conv2dBuffers<'_>,
         variant: Conv2dVariant,
-    ) -> Conv2dPass {
-        let shape_buffer = uniform_buffer(device, "conv2d shape", shape);
+    ) -> Result<Conv2dPass> {
+        for (name, buffer) in [("x", b.x), ("params", b.params), ("dpre", b.dpre)] {
+            if buffer.size() < 16 {
+                return Err(Error::invalid(format!(
+                    "the convolution's {name} buffer holds {} bytes; it needs at least 16 (one vec4)",
+                    buffer.size()
+                )));
+            }
+        }
+        let constants = shape.constants();
+        let kernel = |name: &str| ComputeKernel::specialized(device, &self.module, name, &constants);
         let max = device.limits().max_compute_workgroups_per_dimension;
         let grid = |invocations: usize| grid_for(invocations as u64, max);
         let s = shape;
         let blocks = |n: u32| n.div_ceil(4) as usize;
         let step = (0, b.step);
-        // Every kernel reads the shape; all but the final reduction also read the step.
-        let bind = |kernel: &ComputeKernel, extra: &[(u32, &wgpu::Buffer)], groups: [u32; 3]| {
-            let entries: Vec<(u32, &wgpu::Buffer)> = [&[(1, &shape_buffer)], extra].concat();
-            (kernel.clone(), kernel.bind(device, &entries), groups)
+        let bind = |kernel: ComputeKernel, entries: &[(u32, &wgpu::Buffer)], groups: [u32; 3]| {
+            let bind_group = kernel.bind(device, entries);
+            (kernel, bind_group, groups)
         };
         let pixels = |h: u32, w: u32| (s.batch * h) as usize * blocks(w);
         let (mut forward, mut backward) = (Vec::new(), Vec::new());
         match variant {
             Conv2dVariant::Tiled => {
                 forward.push(bind(
-                    &self.forward,
-                    &[step, (2, b.x), (3, b.params), (4, b.y)],
+                    kernel("forward")?,
+                    &[step, (2, b.x), (3, b.params), (4, b.y), (10, b.x), (11, b.params)],
                     grid(pixels(s.out_h, s.out_w) * blocks(s.out_c)),
                 ));
                 backward.push(bind(
-                    &self.relu_backward,
+                    kernel("relu_backward")?,
                     &[step, (4, b.y), (5, b.dy), (8, b.dpre)],
                     grid(s.output_len()),
                 ));
@@ -328,43 +341,47 @@ impl Conv2d {
                     // Column slots of same-phase blocks: stride · ceil(W / (4 · stride)) per row.
                     let slots = (s.stride * s.in_w.div_ceil(4 * s.stride)) as usize;
                     let groups = grid((s.batch * s.in_h) as usize * slots * blocks(s.in_c));
-                    backward.push(bind(&self.backward_input, &[step, (3, b.params), (6, dx), (8, b.dpre)], groups));
+                    backward.push(bind(
+                        kernel("backward_input")?,
+                        &[step, (3, b.params), (6, dx), (11, b.params), (12, b.dpre), (13, b.dpre)],
+                        groups,
+                    ));
                 }
                 let partial_groups = grid(s.chunks as usize * 9 * blocks(s.in_c) * blocks(s.out_c));
                 backward.push(bind(
-                    &self.backward_weight_partial,
-                    &[step, (2, b.x), (8, b.dpre), (9, b.partials)],
+                    kernel("backward_weight_partial")?,
+                    &[step, (2, b.x), (9, b.partials), (10, b.x), (12, b.dpre), (13, b.dpre)],
                     partial_groups,
                 ));
                 let reduce_groups = grid(s.kernel_len() + s.out_c as usize);
-                backward.push(bind(&self.backward_weight_reduce, &[(7, b.grads), (9, b.partials)], reduce_groups));
+                backward.push(bind(kernel("backward_weight_reduce")?, &[(7, b.grads), (9, b.partials)], reduce_groups));
             }
             Conv2dVariant::Naive => {
                 forward.push(bind(
-                    &self.naive_forward,
+                    kernel("naive_forward")?,
                     &[step, (2, b.x), (3, b.params), (4, b.y)],
                     grid(s.output_len()),
                 ));
                 if let Some(dx) = b.dx {
                     backward.push(bind(
-                        &self.naive_backward_input,
+                        kernel("naive_backward_input")?,
                         &[step, (3, b.params), (4, b.y), (5, b.dy), (6, dx)],
                         grid(s.input_len()),
                     ));
                 }
                 backward.push(bind(
-                    &self.naive_backward_weight,
+                    kernel("naive_backward_weight")?,
                     &[step, (2, b.x), (4, b.y), (5, b.dy), (7, b.grads)],
                     grid(s.kernel_len()),
                 ));
                 backward.push(bind(
-                    &self.naive_backward_bias,
+                    kernel("naive_backward_bias")?,
                     &[step, (4, b.y), (5, b.dy), (7, b.grads)],
                     [s.out_c, 1, 1],
                 ));
             }
         }
-        Conv2dPass { variant, shape: *shape, _shape_buffer: shape_buffer, forward, backward }
+        Ok(Conv2dPass { variant, shape: *shape, forward, backward })
     }
 }
 
@@ -382,6 +399,13 @@ impl Conv2dPass {
         }
     }
 
+    /// The backward dispatches one by one, named by entry point (for per-kernel profiling).
+    pub fn backward_kernels(&self) -> impl Iterator<Item = (&str, impl Fn(&mut wgpu::ComputePass<'_>) + '_)> {
+        self.backward.iter().map(|(kernel, bind_group, groups)| {
+            (kernel.label(), move |pass: &mut wgpu::ComputePass<'_>| kernel.dispatch(pass, bind_group, *groups))
+        })
+    }
+
     pub fn shape(&self) -> &Conv2dShape {
         &self.shape
     }
@@ -393,5 +417,26 @@ impl Conv2dPass {
     /// Dispatches per training step (forward + backward).
     pub fn dispatches(&self) -> usize {
         self.forward.len() + self.backward.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flag(shape: &Conv2dShape, name: &str) -> bool {
+        shape.constants().iter().find(|(n, _)| *n == name).map(|(_, v)| *v == 1.0).expect("flag is set")
+    }
+
+    #[test]
+    fn vec4_loads_are_chosen_only_where_rows_start_on_whole_vec4s() {
+        let first = Conv2dShape::new(4, [32, 32, 3], 16, 1);
+        assert!(!flag(&first, "X_VEC4") && flag(&first, "K_VEC4"));
+        let inner = Conv2dShape::new(4, [16, 16, 16], 32, 1);
+        assert!(flag(&inner, "X_VEC4") && flag(&inner, "K_VEC4"));
+        let odd_filters = Conv2dShape::new(4, [16, 16, 16], 10, 1);
+        assert!(flag(&odd_filters, "X_VEC4") && !flag(&odd_filters, "K_VEC4"));
+        let unaligned = Conv2dShape { kernel_offset: 6, ..inner };
+        assert!(!flag(&unaligned, "K_VEC4"));
     }
 }

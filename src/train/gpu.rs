@@ -121,6 +121,12 @@ fn f32_buffer(device: &wgpu::Device, label: &str, len: usize) -> Result<wgpu::Bu
     gpu::storage_buffer(device, label, 4 * len as u64)
 }
 
+/// A layer's input, output or gradient: rounded up to whole vec4s, since the convolution
+/// kernels read some of them as vec4s ([`Conv2dBuffers`]).
+fn activation_buffer(device: &wgpu::Device, label: &str, len: usize) -> Result<wgpu::Buffer> {
+    f32_buffer(device, label, len.next_multiple_of(4))
+}
+
 impl GpuBackend {
     /// Builds every pipeline and buffer for training `model` from `params` on `train`.
     pub fn new(ctx: &GpuContext, model: &Model, train: &Dataset, params: &[f32], config: &TrainConfig) -> Result<Self> {
@@ -151,16 +157,16 @@ impl GpuBackend {
         let grads = f32_buffer(device, "grads", count)?;
         let m = f32_buffer(device, "adam m", count)?;
         let v = f32_buffer(device, "adam v", count)?;
-        let x0 = f32_buffer(device, "batch images", batch * sample_len)?;
-        let dx0 = f32_buffer(device, "d batch images", batch * sample_len)?;
+        let x0 = activation_buffer(device, "batch images", batch * sample_len)?;
+        let dx0 = activation_buffer(device, "d batch images", batch * sample_len)?;
         let batch_labels = gpu::storage_buffer(device, "batch labels", 4 * batch as u64)?;
         let acts: Vec<wgpu::Buffer> = model.layers[..shapes.len()]
             .iter()
-            .map(|l| f32_buffer(device, &format!("{} output", l.name), batch * l.output_len()))
+            .map(|l| activation_buffer(device, &format!("{} output", l.name), batch * l.output_len()))
             .collect::<Result<_>>()?;
         let dacts: Vec<wgpu::Buffer> = model.layers[..shapes.len()]
             .iter()
-            .map(|l| f32_buffer(device, &format!("d {} output", l.name), batch * l.output_len()))
+            .map(|l| activation_buffer(device, &format!("d {} output", l.name), batch * l.output_len()))
             .collect::<Result<_>>()?;
         let classes = dense_shape.classes as usize;
         let probs = f32_buffer(device, "probabilities", batch * classes)?;
@@ -174,7 +180,7 @@ impl GpuBackend {
         let dpres: Vec<Option<wgpu::Buffer>> = shapes
             .iter()
             .map(|shape| match shape {
-                LayerShape::Conv(s) => f32_buffer(device, "dpre", s.output_len()).map(Some),
+                LayerShape::Conv(s) => activation_buffer(device, "dpre", s.output_len()).map(Some),
                 _ => Ok(None),
             })
             .collect::<Result<_>>()?;
@@ -189,7 +195,7 @@ impl GpuBackend {
                 let dx = if i == 0 { &dx0 } else { &dacts[i - 1] };
                 let (y, dy) = (&acts[i], &dacts[i]);
                 match shape {
-                    LayerShape::Conv(s) => HiddenPass::Conv(kernels.conv2d.bind(
+                    LayerShape::Conv(s) => Ok(HiddenPass::Conv(kernels.conv2d.bind(
                         device,
                         s,
                         &Conv2dBuffers {
@@ -204,18 +210,20 @@ impl GpuBackend {
                             partials: &partials,
                         },
                         variant,
-                    )),
-                    LayerShape::Pool(s) => {
-                        HiddenPass::Pool(kernels.maxpool2d.bind(device, s, &PoolBuffers { step: &step, x, y, dy, dx }))
-                    }
-                    LayerShape::Dropout(s) => HiddenPass::Dropout(kernels.dropout.bind(
+                    )?)),
+                    LayerShape::Pool(s) => Ok(HiddenPass::Pool(kernels.maxpool2d.bind(
+                        device,
+                        s,
+                        &PoolBuffers { step: &step, x, y, dy, dx },
+                    ))),
+                    LayerShape::Dropout(s) => Ok(HiddenPass::Dropout(kernels.dropout.bind(
                         device,
                         s,
                         &DropoutBuffers { step: &step, x, y, dy, dx },
-                    )),
+                    ))),
                 }
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let dense = kernels.dense_softmax.bind(
             device,
             &dense_shape,
@@ -389,7 +397,15 @@ impl GpuBackend {
         stages.push(("dense L1 penalty".into(), Box::new(|p| self.dense.record_penalty(p))));
         stages.push(("dense backward".into(), Box::new(|p| self.dense.record_backward(p))));
         for (layer, name) in self.hidden.iter().zip(&self.hidden_names).rev() {
-            stages.push((format!("{name} backward"), Box::new(move |p| layer.record_backward(p))));
+            match layer {
+                // A convolution's backward is most of a step: time each of its kernels.
+                HiddenPass::Conv(conv) => {
+                    for (kernel, record) in conv.backward_kernels() {
+                        stages.push((format!("{name} backward: {kernel}"), Box::new(record)));
+                    }
+                }
+                _ => stages.push((format!("{name} backward"), Box::new(move |p| layer.record_backward(p)))),
+            }
         }
         stages.push(("adam".into(), Box::new(|p| self.adam_pass.record(p))));
 
