@@ -201,6 +201,17 @@ pub fn conv3x3(ctx: &GpuContext) -> Result<Vec<Check>> {
 
 /// One convolution: forward, and dx / dkernel / dbias from the GPU's own forward output.
 pub fn conv2d(ctx: &GpuContext, variant: Conv2dVariant, case: &ConvCase) -> Result<Vec<Check>> {
+    conv2d_chunked(ctx, variant, case, !crate::gpu::is_software(&ctx.info))
+}
+
+/// As [`conv2d`], with the dkernel reduction chunked as on a hardware GPU (many short chunks)
+/// or as on a software adapter, whichever adapter runs it.
+pub fn conv2d_chunked(
+    ctx: &GpuContext,
+    variant: Conv2dVariant,
+    case: &ConvCase,
+    hardware_chunks: bool,
+) -> Result<Vec<Check>> {
     let ConvCase { batch, used, input, filters, stride, first, kernel_offset } = *case;
     let mut rng = Rng::new((batch * 131 + input[0] * 17 + filters * 3 + stride + kernel_offset * 7) as u64);
     let standalone = Conv2dShape::new(batch, input, filters, stride);
@@ -209,6 +220,7 @@ pub fn conv2d(ctx: &GpuContext, variant: Conv2dVariant, case: &ConvCase) -> Resu
         bias_offset: (kernel_offset + standalone.kernel_len()) as u32,
         ..standalone
     };
+    let shape = if hardware_chunks { shape.for_hardware_gpu() } else { shape };
     let used_shape = shape.with_batch(used);
     let x = random(&mut rng, shape.input_len(), 1.0);
     let mut params = random(&mut rng, kernel_offset + shape.kernel_len(), 0.3);
@@ -243,6 +255,7 @@ pub fn conv2d(ctx: &GpuContext, variant: Conv2dVariant, case: &ConvCase) -> Resu
     run(ctx, |pass| bound.record_backward(pass));
 
     let at = if kernel_offset > 0 { format!(", kernel at {kernel_offset}") } else { String::new() };
+    let at = format!("{at}, {} chunk{}", shape.chunks, if shape.chunks == 1 { "" } else { "s" });
     let what = format!(
         "conv2d {} {input:?}→{filters} stride {stride}, batch {used}/{batch}{at}",
         format!("{variant:?}").to_lowercase()

@@ -26,6 +26,16 @@ fn tiled_conv2d_kernels_match_the_cpu_reference() {
     conv_cases(Conv2dVariant::Tiled);
 }
 
+/// The weight gradients' chunking of a hardware GPU (√positions per chunk, so many partly filled
+/// chunks even on these small shapes), checked here on whatever adapter the tests run.
+#[test]
+fn tiled_conv2d_kernels_match_the_cpu_reference_with_the_chunks_of_a_hardware_gpu() {
+    let Some(ctx) = gpu() else { return };
+    for case in &CONV_CASES {
+        assert_all_pass(selftest::conv2d_chunked(ctx, Conv2dVariant::Tiled, case, true).unwrap());
+    }
+}
+
 #[test]
 fn naive_conv2d_kernels_match_the_cpu_reference() {
     conv_cases(Conv2dVariant::Naive);

@@ -251,7 +251,10 @@ impl DenseSoftmaxPass {
     pub fn record_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
         let s = &self.shape;
         let k = &self.kernels;
-        k.logits.dispatch(pass, &self.logits, grid_for(u64::from(s.batch * s.classes), self.max_groups));
+        // One workgroup per logit, on as many rows as the per-dimension limit needs.
+        let logits = s.batch * s.classes;
+        let rows = logits.div_ceil(self.max_groups);
+        k.logits.dispatch(pass, &self.logits, [logits.div_ceil(rows), rows, 1]);
         k.softmax_cross_entropy.dispatch(
             pass,
             &self.softmax_cross_entropy,

@@ -148,7 +148,12 @@ impl GpuBackend {
     ) -> Result<Self> {
         let device = &ctx.device;
         let batch = config.batch_size;
-        let (shapes, dense_shape) = layer_shapes(model, batch, config.l1);
+        let (mut shapes, dense_shape) = layer_shapes(model, batch, config.l1);
+        for shape in &mut shapes {
+            if let LayerShape::Conv(s) = shape {
+                *s = s.for_adapter(&ctx.info);
+            }
+        }
         let sample_len: usize = model.input.iter().product();
         let count = model.param_count;
 
