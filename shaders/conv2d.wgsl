@@ -65,7 +65,8 @@ override BIAS_OFFSET: u32;
 override CHUNK_LEN: u32;   // output positions (n, oy, ox) per partial-sum chunk
 override CHUNKS: u32;      // ceil(BATCH · OUT_H · OUT_W / CHUNK_LEN)
 override X_VEC4: bool;     // IN_C % 4 == 0: a pixel's channels of x start on a vec4
-override K_VEC4: bool;     // OUT_C % 4 == 0 and KERNEL_OFFSET % 4 == 0: so do kernel rows and dpre's pixels
+override K_VEC4: bool;     // OUT_C, KERNEL_OFFSET and BIAS_OFFSET multiples of 4: so do kernel rows, the
+                           // bias and dpre's pixels
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(2) var<storage, read> x: array<f32>;

@@ -151,7 +151,12 @@ impl Conv2dShape {
         ];
         let flags = [
             ("X_VEC4", self.in_c.is_multiple_of(4)),
-            ("K_VEC4", self.out_c.is_multiple_of(4) && self.kernel_offset.is_multiple_of(4)),
+            (
+                "K_VEC4",
+                self.out_c.is_multiple_of(4)
+                    && self.kernel_offset.is_multiple_of(4)
+                    && self.bias_offset.is_multiple_of(4),
+            ),
         ];
         let extents = extents.into_iter().map(|(name, v)| (name, f64::from(v)));
         extents.chain(flags.into_iter().map(|(name, on)| (name, f64::from(u8::from(on))))).collect()
@@ -470,6 +475,8 @@ mod tests {
         assert!(flag(&odd_filters, "X_VEC4") && !flag(&odd_filters, "K_VEC4"));
         let unaligned = Conv2dShape { kernel_offset: 6, ..inner };
         assert!(!flag(&unaligned, "K_VEC4"));
+        let bias_elsewhere = Conv2dShape { bias_offset: 4610, ..inner };
+        assert!(!flag(&bias_elsewhere, "K_VEC4"));
     }
 
     #[test]
