@@ -64,6 +64,7 @@ override KERNEL_OFFSET: u32;
 override BIAS_OFFSET: u32;
 override CHUNK_LEN: u32;   // output positions (n, oy, ox) per partial-sum chunk
 override CHUNKS: u32;      // ceil(BATCH · OUT_H · OUT_W / CHUNK_LEN)
+override CHUNK_LANES: u32; // invocations that share one chunk (a power of two dividing WORKGROUP_SIZE)
 override X_VEC4: bool;     // IN_C % 4 == 0: a pixel's channels of x start on a vec4
 override K_VEC4: bool;     // OUT_C, KERNEL_OFFSET and BIAS_OFFSET multiples of 4: so do kernel rows, the
                            // bias and dpre's pixels
@@ -433,34 +434,59 @@ fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     }
 }
 
-// One invocation: the 4×4 block (c0..c0+3, k0..k0+3) of tap (ky, kx) of dkernel, summed over the
-// output positions of one chunk; the invocations of tap 0 and channel block 0 also sum dbias.
+// The 4×4 block (c0..c0+3, k0..k0+3) of tap (ky, kx) of dkernel, summed over the output positions
+// of one chunk by a team of CHUNK_LANES invocations (lane l takes positions first + l, first + l +
+// CHUNK_LANES, ...; their sums then meet in a fixed-order tree); the teams of tap 0 and channel
+// block 0 also sum dbias. Teams of one on a CPU driver, where a barrier is a switch between
+// coroutines; teams of 64 on a hardware GPU, whose thousands of lanes each need a short sum.
+var<workgroup> team_share: array<vec4<f32>, WORKGROUP_SIZE>;
+
+// Σ of `v` over the lanes of this invocation's team, valid in lane 0. Called by every invocation
+// of the workgroup (uniform control flow): it holds barriers.
+fn team_sum(t: u32, lane: u32, v: vec4<f32>) -> vec4<f32> {
+    if (CHUNK_LANES == 1u) {
+        return v;
+    }
+    team_share[t] = v;
+    workgroupBarrier();
+    for (var half = CHUNK_LANES / 2u; half > 0u; half >>= 1u) {
+        if (lane < half) {
+            team_share[t] += team_share[t + half];
+        }
+        workgroupBarrier();
+    }
+    let sum = team_share[t];
+    workgroupBarrier();   // before the next call overwrites team_share
+    return sum;
+}
+
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn backward_weight_partial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+fn backward_weight_partial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+                           @builtin(local_invocation_index) t: u32) {
     let i = linear_index(gid, groups);
+    let lane = i % CHUNK_LANES;   // a team never straddles workgroups: WORKGROUP_SIZE % CHUNK_LANES == 0
+    let team = i / CHUNK_LANES;
     let k_blocks = (OUT_C + 3u) / 4u;
     let c_blocks = (IN_C + 3u) / 4u;
-    if (i >= CHUNKS * 9u * c_blocks * k_blocks) {
-        return;
-    }
-    let k0 = (i % k_blocks) * 4u;
-    let c0 = ((i / k_blocks) % c_blocks) * 4u;
-    let tap = (i / (k_blocks * c_blocks)) % 9u;
-    let chunk = i / (k_blocks * c_blocks * 9u);
+    // No early return: every invocation must reach team_sum's barriers. A team past the end sums
+    // nothing and stores nothing.
+    let in_range = team < CHUNKS * 9u * c_blocks * k_blocks;
+    let k0 = (team % k_blocks) * 4u;
+    let c0 = ((team / k_blocks) % c_blocks) * 4u;
+    let tap = (team / (k_blocks * c_blocks)) % 9u;
+    let chunk = team / (k_blocks * c_blocks * 9u);
     let ky = tap / 3u;
     let kx = tap % 3u;
 
     let positions = step.batch_size * OUT_H * OUT_W;
     let first = chunk * CHUNK_LEN;
-    let last = min(first + CHUNK_LEN, positions);
+    let last = select(first, min(first + CHUNK_LEN, positions), in_range);
     var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));  // acc[c][k]
     var bias = vec4<f32>(0.0);
-    // Walk the positions with counters: integer division per position would cost more than the
-    // 16 multiply-adds it feeds (drivers like lavapipe scalarise vector division).
-    var ox = first % OUT_W;
-    var oy = (first / OUT_W) % OUT_H;
-    var n = first / (OUT_W * OUT_H);
-    for (var p = first; p < last; p++) {
+    for (var p = first + lane; p < last; p += CHUNK_LANES) {
+        let ox = p % OUT_W;
+        let oy = (p / OUT_W) % OUT_H;
+        let n = p / (OUT_W * OUT_H);
         let g = dpre_quad(p * OUT_C, k0);
         bias += g;
         let iy = input_coord(oy, ky, PAD_TOP, IN_H);
@@ -472,15 +498,14 @@ fn backward_weight_partial(@builtin(global_invocation_id) gid: vec3<u32>, @built
             acc[2] += v.z * g;
             acc[3] += v.w * g;
         }
-        ox += 1u;
-        if (ox == OUT_W) {
-            ox = 0u;
-            oy += 1u;
-            if (oy == OUT_H) {
-                oy = 0u;
-                n += 1u;
-            }
-        }
+    }
+    acc[0] = team_sum(t, lane, acc[0]);
+    acc[1] = team_sum(t, lane, acc[1]);
+    acc[2] = team_sum(t, lane, acc[2]);
+    acc[3] = team_sum(t, lane, acc[3]);
+    bias = team_sum(t, lane, bias);
+    if (!in_range || lane != 0u) {
+        return;
     }
     let slot = chunk * (9u * IN_C * OUT_C + OUT_C);
     for (var a = 0u; a < 4u; a++) {

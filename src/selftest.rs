@@ -256,6 +256,7 @@ pub fn conv2d_chunked(
 
     let at = if kernel_offset > 0 { format!(", kernel at {kernel_offset}") } else { String::new() };
     let at = format!("{at}, {} chunk{}", shape.chunks, if shape.chunks == 1 { "" } else { "s" });
+    let at = if shape.chunk_lanes > 1 { format!("{at} × {} lanes", shape.chunk_lanes) } else { at };
     let what = format!(
         "conv2d {} {input:?}→{filters} stride {stride}, batch {used}/{batch}{at}",
         format!("{variant:?}").to_lowercase()

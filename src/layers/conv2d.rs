@@ -8,7 +8,7 @@
 use num_traits::Float;
 
 use crate::error::{Error, Result};
-use crate::kernel::{grid_for, shader_module, ComputeKernel};
+use crate::kernel::{grid_for, shader_module, ComputeKernel, WORKGROUP_SIZE};
 use crate::model::{same_padding, Layer};
 use crate::shaders;
 
@@ -29,15 +29,20 @@ pub struct Conv2dShape {
     pub pad_left: u32,
     pub kernel_offset: u32,
     pub bias_offset: u32,
-    /// Output positions per chunk of the split dkernel reduction, and the number of chunks.
+    /// Output positions per chunk of the split dkernel reduction, the number of chunks, and the
+    /// invocations that share a chunk (a power of two that divides [`WORKGROUP_SIZE`]).
     pub chunk_len: u32,
     pub chunks: u32,
+    pub chunk_lanes: u32,
 }
 
 /// Output positions summed by one invocation of `backward_weight_partial` on a software adapter:
 /// a CPU driver such as lavapipe runs few invocations at once, so long chunks keep the final
 /// reduction short and still give thousands of invocations.
 pub const CHUNK_LEN: usize = 512;
+
+/// Invocations that share one chunk on a hardware GPU ([`Conv2dShape::for_hardware_gpu`]).
+pub const GPU_CHUNK_LANES: u32 = 64;
 
 impl Conv2dShape {
     /// The shape of a standalone convolution: kernel at offset 0, bias right after it.
@@ -61,6 +66,7 @@ impl Conv2dShape {
             bias_offset: u(9 * c * filters),
             chunk_len: 0,
             chunks: 0,
+            chunk_lanes: 1,
         }
         .with_chunk_len(CHUNK_LEN)
     }
@@ -99,13 +105,15 @@ impl Conv2dShape {
         }
     }
 
-    /// The chunking for a hardware GPU: about √positions positions per chunk, so that both the
-    /// partial sums and the final reduction sum about √positions values per invocation. A GPU's
-    /// invocations mostly wait on memory, and there are far fewer of them than it can hold, so
-    /// the longer of the two sums sets the time (on an H100, 512-position chunks left the weight
-    /// gradients at 60% of a training step).
+    /// The chunking for a hardware GPU: teams of [`GPU_CHUNK_LANES`] invocations per chunk, and
+    /// chunks of about √(lanes · positions) positions, so that each lane of the partial sums and
+    /// each invocation of the final reduction sum about √(positions / lanes) values. A GPU's
+    /// invocations mostly wait on memory, so the longest such sum sets the time (on an H100, one
+    /// invocation per 512-position chunk left the weight gradients at 60% of a training step).
     pub fn for_hardware_gpu(&self) -> Self {
-        self.with_chunk_len(self.positions().isqrt().max(1))
+        let lanes = GPU_CHUNK_LANES as usize;
+        let chunk_len = (lanes * self.positions()).isqrt().max(1);
+        Conv2dShape { chunk_lanes: GPU_CHUNK_LANES, ..self.with_chunk_len(chunk_len) }
     }
 
     /// Output positions (n, oy, ox) of a full batch.
@@ -148,6 +156,7 @@ impl Conv2dShape {
             ("BIAS_OFFSET", self.bias_offset),
             ("CHUNK_LEN", self.chunk_len),
             ("CHUNKS", self.chunks),
+            ("CHUNK_LANES", self.chunk_lanes),
         ];
         let flags = [
             ("X_VEC4", self.in_c.is_multiple_of(4)),
@@ -349,6 +358,12 @@ impl Conv2d {
                 )));
             }
         }
+        if !shape.chunk_lanes.is_power_of_two() || !WORKGROUP_SIZE.is_multiple_of(shape.chunk_lanes) {
+            return Err(Error::invalid(format!(
+                "chunk_lanes is {}; it must be a power of two that divides {WORKGROUP_SIZE}",
+                shape.chunk_lanes
+            )));
+        }
         let constants = shape.constants();
         let kernel = |name: &str| ComputeKernel::specialized(device, &self.module, name, &constants);
         let max = device.limits().max_compute_workgroups_per_dimension;
@@ -384,7 +399,8 @@ impl Conv2d {
                         groups,
                     ));
                 }
-                let partial_groups = grid(s.chunks as usize * 9 * blocks(s.in_c) * blocks(s.out_c));
+                let teams = s.chunks as usize * 9 * blocks(s.in_c) * blocks(s.out_c);
+                let partial_groups = grid(teams * s.chunk_lanes as usize);
                 backward.push(bind(
                     kernel("backward_weight_partial")?,
                     &[step, (2, b.x), (9, b.partials), (10, b.x), (12, b.dpre), (13, b.dpre)],
@@ -490,8 +506,9 @@ mod tests {
                 assert!((s.chunks as usize - 1) * (s.chunk_len as usize) < positions, "no empty chunk: {s:?}");
             }
             assert_eq!(software.chunk_len as usize, CHUNK_LEN);
-            assert!(hardware.chunk_len < software.chunk_len);
-            assert!(hardware.chunk_len.abs_diff(hardware.chunks) <= 2, "balanced: {hardware:?}");
+            assert_eq!((software.chunk_lanes, hardware.chunk_lanes), (1, GPU_CHUNK_LANES));
+            let per_lane = hardware.chunk_len.div_ceil(hardware.chunk_lanes);
+            assert!(per_lane.abs_diff(hardware.chunks) <= 2, "balanced: {hardware:?}");
             // A partial batch keeps the chunk length and needs no more chunks.
             let partial = hardware.with_batch(5);
             assert_eq!(partial.chunk_len, hardware.chunk_len);
