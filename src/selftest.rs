@@ -200,17 +200,18 @@ pub fn conv3x3(ctx: &GpuContext) -> Result<Vec<Check>> {
 }
 
 /// One convolution: forward, and dx / dkernel / dbias from the GPU's own forward output.
+/// The dkernel reduction is chunked as the trainer chunks it on this adapter.
 pub fn conv2d(ctx: &GpuContext, variant: Conv2dVariant, case: &ConvCase) -> Result<Vec<Check>> {
-    conv2d_chunked(ctx, variant, case, !crate::gpu::is_software(&ctx.info))
+    conv2d_chunked(ctx, variant, case, |shape| shape.for_adapter(&ctx.info))
 }
 
-/// As [`conv2d`], with the dkernel reduction chunked as on a hardware GPU (many short chunks)
-/// or as on a software adapter, whichever adapter runs it.
+/// As [`conv2d`], with the dkernel reduction chunked by `chunking` (e.g. as on a hardware GPU,
+/// whichever adapter runs the check).
 pub fn conv2d_chunked(
     ctx: &GpuContext,
     variant: Conv2dVariant,
     case: &ConvCase,
-    hardware_chunks: bool,
+    chunking: impl Fn(Conv2dShape) -> Conv2dShape,
 ) -> Result<Vec<Check>> {
     let ConvCase { batch, used, input, filters, stride, first, kernel_offset } = *case;
     let mut rng = Rng::new((batch * 131 + input[0] * 17 + filters * 3 + stride + kernel_offset * 7) as u64);
@@ -220,7 +221,7 @@ pub fn conv2d_chunked(
         bias_offset: (kernel_offset + standalone.kernel_len()) as u32,
         ..standalone
     };
-    let shape = if hardware_chunks { shape.for_hardware_gpu() } else { shape };
+    let shape = chunking(shape);
     let used_shape = shape.with_batch(used);
     let x = random(&mut rng, shape.input_len(), 1.0);
     let mut params = random(&mut rng, kernel_offset + shape.kernel_len(), 0.3);

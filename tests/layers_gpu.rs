@@ -32,7 +32,8 @@ fn tiled_conv2d_kernels_match_the_cpu_reference() {
 fn tiled_conv2d_kernels_match_the_cpu_reference_with_the_chunks_of_a_hardware_gpu() {
     let Some(ctx) = gpu() else { return };
     for case in &CONV_CASES {
-        assert_all_pass(selftest::conv2d_chunked(ctx, Conv2dVariant::Tiled, case, true).unwrap());
+        let checks = selftest::conv2d_chunked(ctx, Conv2dVariant::Tiled, case, |s| s.for_hardware_gpu());
+        assert_all_pass(checks.unwrap());
     }
 }
 
