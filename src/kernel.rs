@@ -39,10 +39,11 @@ pub fn shader_module(device: &wgpu::Device, label: &str, source: &str) -> Result
     with_error_scope(device, &format!("compiling shader '{label}'"), || {
         // SAFETY: memory accesses keep their bounds checks. The two checks turned off guard
         // against endless loops and integer division by zero, and neither can happen in the
-        // shaders of this crate: every loop counts up to a bound taken from a shape uniform
-        // (sizes of tensors that exist, far below u32::MAX) or a constant, and every divisor is
-        // a stride or a tensor extent, which the host's shape structs make ≥ 1 (Plane, Model and
-        // the layer shapes reject empty sizes).
+        // shaders of this crate: every loop counts up to a bound taken from a shape uniform or
+        // override constant (sizes of tensors that exist, far below u32::MAX) or a constant, or
+        // halves a power of two, and every divisor is a stride, a tensor extent or a lane count,
+        // which the host makes ≥ 1 (Plane, Model and the layer shapes reject empty sizes;
+        // Conv2d::bind checks chunk_lanes).
         unsafe {
             device.create_shader_module_trusted(
                 wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(source.into()) },

@@ -18,7 +18,7 @@
 //! - [`data`], [`checkpoint`], [`metrics`], [`plot`], [`experiment`]: CIFAR-10, safetensors
 //!   checkpoints, evaluation, figures, the assignment's sweeps.
 //! - [`selftest`]: every GPU kernel against its CPU reference, on any adapter.
-//! - [`picture`], [`io`], [`rng`], [`bench`]: image files, atomic writes, seeded randomness,
+//! - [`picture`], [`io`], [`rng`], [`bench`](mod@bench): image files, atomic writes, seeded randomness,
 //!   timing helpers.
 //!
 //! ## Dimension legend (used in every doc comment and shader)

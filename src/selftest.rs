@@ -205,7 +205,7 @@ pub fn conv2d(ctx: &GpuContext, variant: Conv2dVariant, case: &ConvCase) -> Resu
     conv2d_chunked(ctx, variant, case, |shape| shape.for_adapter(&ctx.info))
 }
 
-/// As [`conv2d`], with the dkernel reduction chunked by `chunking` (e.g. as on a hardware GPU,
+/// As [`conv2d()`], with the dkernel reduction chunked by `chunking` (e.g. as on a hardware GPU,
 /// whichever adapter runs the check).
 pub fn conv2d_chunked(
     ctx: &GpuContext,

@@ -6,7 +6,7 @@
 //! agree to f32 rounding, not bit for bit, except where noted), and it is f32 only.
 //!
 //! # How it is fast
-//! - Two register-blocked micro-kernels ([`block`]) do all the multiply-adds, in AVX-512,
+//! - Two register-blocked micro-kernels (`block`) do all the multiply-adds, in AVX-512,
 //!   AVX2 + FMA or portable SIMD, chosen at run time ([`simd::Isa`]).
 //! - Convolutions are implicit GEMMs straight from NHWC: a 3×3 tap row `(kx, c)` of a padded
 //!   NHWC image is 3·C contiguous floats, and the HWIO kernel rows for it are contiguous too,

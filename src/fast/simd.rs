@@ -1,8 +1,8 @@
 //! The vector instructions the fast layers are written in, behind one small trait, and the choice
 //! of instruction set at run time.
 //!
-//! Every kernel of [`crate::fast`] is generic over [`Simd`] and marked `#[inline(always)]`; the
-//! [`multiversion!`] macro compiles it once per instruction set inside a `#[target_feature]`
+//! Every kernel of [`crate::fast`] is generic over `Simd` and marked `#[inline(always)]`; the
+//! `multiversion!` macro compiles it once per instruction set inside a `#[target_feature]`
 //! function and picks one from the [`Isa`] it is given. So one source gives AVX-512 (16 lanes,
 //! 32 registers), AVX2 + FMA (8 lanes, 16 registers) and a portable fallback (8 lanes of plain
 //! Rust that LLVM vectorises for whatever the target has: SSE2, NEON, ...).

@@ -62,7 +62,7 @@ const ROWS_PER_TASK: usize = 16;
 /// - Interior columns read the image rows directly (no padded copies); the two edge columns and
 ///   rows outside the image (zeros) take the same sums with the padding's zeros.
 /// - AVX-512 (BW) or AVX2 is chosen at run time; other CPUs run a portable loop.
-/// - Rows run in parallel in tasks of [`ROWS_PER_TASK`] (rayon; `RAYON_NUM_THREADS` sets the
+/// - Rows run in parallel in tasks of `ROWS_PER_TASK` (rayon; `RAYON_NUM_THREADS` sets the
 ///   count). With the vector kernels one thread nearly saturates memory bandwidth, so a second
 ///   one adds little, and nothing is lost when there is only one core.
 pub fn conv3x3_fast(input: &Plane, kernel: &Kernel3x3) -> Plane {

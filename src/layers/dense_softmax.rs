@@ -94,7 +94,7 @@ pub fn forward<T: Float>(
 }
 
 /// One sample's softmax + cross-entropy from its `logits`, which become the probabilities in
-/// place: returns (loss = logsumexp − logit[label], first arg-max) and writes
+/// place: returns (loss = logsumexp − the label's logit, first arg-max) and writes
 /// `dlogits = (probs − one_hot) · inverse_batch`. Shared by the reference and the fast backend.
 pub fn softmax_cross_entropy<T: Float>(
     logits: &mut [T],

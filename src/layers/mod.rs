@@ -12,7 +12,10 @@
 //! - Tensors are NHWC; the loss gradient fed back is that of the **batch mean** loss.
 //! - GPU bindings: 0 = the per-step uniform ([`StepParams`]), 1 = the layer's shape uniform,
 //!   then storage buffers in the order each shader lists them. Parameters and their gradients
-//!   live in one flat buffer each; the shape uniform holds the offsets of the layer's tensors.
+//!   live in one flat buffer each; the shape holds the offsets of the layer's tensors.
+//! - The convolution, most of a step's work, takes its shape as pipeline-override constants
+//!   instead of a uniform: each layer gets pipelines compiled for its sizes
+//!   ([`conv2d::Conv2dShape::constants`]).
 
 pub mod adam;
 pub mod conv2d;
