@@ -13,10 +13,10 @@ use crate::kernel::begin_pass;
 use crate::layers::adam::{self, Adam, AdamBuffers, AdamConfig};
 use crate::layers::conv2d::{self, Conv2d, Conv2dBuffers, Conv2dShape, Conv2dVariant};
 use crate::layers::dense_softmax::{self, DenseBuffers, DenseShape, DenseSoftmax};
-use crate::layers::dropout::{self, Dropout, DropoutBuffers, DropoutShape};
+use crate::layers::dropout::{self, Dropout, DropoutShape};
 use crate::layers::gather::{self, Gather, GatherBuffers, GpuDataset};
-use crate::layers::maxpool2d::{self, MaxPool2d, PoolBuffers, PoolShape};
-use crate::layers::{uniform_buffer, StepParams};
+use crate::layers::maxpool2d::{self, MaxPool2d, PoolShape};
+use crate::layers::{uniform_buffer, ActivationBuffers, StepParams};
 use crate::rng::Rng;
 
 /// The outcome of comparing one kernel's output with the CPU reference.
@@ -300,7 +300,7 @@ pub fn maxpool2d(ctx: &GpuContext) -> Result<Vec<Check>> {
     let bound = MaxPool2d::new(&ctx.device)?.bind(
         &ctx.device,
         &shape,
-        &PoolBuffers { step: &step, x: &x_b, y: &y_b, dy: &dy_b, dx: &dx_b },
+        &ActivationBuffers { step: &step, x: &x_b, y: &y_b, dy: &dy_b, dx: &dx_b },
     );
     run(ctx, |pass| {
         bound.record_forward(pass);
@@ -341,7 +341,7 @@ pub fn dropout(ctx: &GpuContext) -> Result<Vec<Check>> {
     let bound = Dropout::new(&ctx.device)?.bind(
         &ctx.device,
         &shape,
-        &DropoutBuffers { step: &step, x: &x_b, y: &y_b, dy: &dy_b, dx: &dx_b },
+        &ActivationBuffers { step: &step, x: &x_b, y: &y_b, dy: &dy_b, dx: &dx_b },
     );
     run(ctx, |pass| {
         bound.record_forward(pass);

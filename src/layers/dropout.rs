@@ -8,7 +8,7 @@
 use bytemuck::{Pod, Zeroable};
 use num_traits::Float;
 
-use super::uniform_buffer;
+use super::{uniform_buffer, ActivationBuffers};
 use crate::error::Result;
 use crate::kernel::{grid_for, shader_module, ComputeKernel};
 use crate::rng::{dropout_key, uniform_at};
@@ -83,15 +83,6 @@ pub struct Dropout {
     backward_input: ComputeKernel,
 }
 
-/// The buffers one dropout layer works on (see the binding table in the shader).
-pub struct DropoutBuffers<'a> {
-    pub step: &'a wgpu::Buffer,
-    pub x: &'a wgpu::Buffer,
-    pub y: &'a wgpu::Buffer,
-    pub dy: &'a wgpu::Buffer,
-    pub dx: &'a wgpu::Buffer,
-}
-
 /// A dropout layer bound to its buffers.
 #[derive(Debug)]
 pub struct DropoutPass {
@@ -112,7 +103,7 @@ impl Dropout {
         })
     }
 
-    pub fn bind(&self, device: &wgpu::Device, shape: &DropoutShape, b: &DropoutBuffers<'_>) -> DropoutPass {
+    pub fn bind(&self, device: &wgpu::Device, shape: &DropoutShape, b: &ActivationBuffers<'_>) -> DropoutPass {
         let shape_buffer = uniform_buffer(device, "dropout shape", shape);
         let (step, shape_binding) = ((0, b.step), (1, &shape_buffer));
         let forward = self.forward.bind(device, &[step, shape_binding, (2, b.x), (3, b.y)]);

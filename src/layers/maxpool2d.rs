@@ -7,7 +7,7 @@
 use bytemuck::{Pod, Zeroable};
 use num_traits::Float;
 
-use super::uniform_buffer;
+use super::{uniform_buffer, ActivationBuffers};
 use crate::error::Result;
 use crate::kernel::{grid_for, shader_module, ComputeKernel};
 use crate::shaders;
@@ -91,15 +91,6 @@ pub struct MaxPool2d {
     backward_input: ComputeKernel,
 }
 
-/// The buffers one pooling layer works on (see the binding table in the shader).
-pub struct PoolBuffers<'a> {
-    pub step: &'a wgpu::Buffer,
-    pub x: &'a wgpu::Buffer,
-    pub y: &'a wgpu::Buffer,
-    pub dy: &'a wgpu::Buffer,
-    pub dx: &'a wgpu::Buffer,
-}
-
 /// A pooling layer bound to its buffers.
 #[derive(Debug)]
 pub struct MaxPool2dPass {
@@ -120,7 +111,7 @@ impl MaxPool2d {
         })
     }
 
-    pub fn bind(&self, device: &wgpu::Device, shape: &PoolShape, b: &PoolBuffers<'_>) -> MaxPool2dPass {
+    pub fn bind(&self, device: &wgpu::Device, shape: &PoolShape, b: &ActivationBuffers<'_>) -> MaxPool2dPass {
         let shape_buffer = uniform_buffer(device, "maxpool2d shape", shape);
         let (step, shape_binding) = ((0, b.step), (1, &shape_buffer));
         let forward = self.forward.bind(device, &[step, shape_binding, (2, b.x), (3, b.y)]);

@@ -26,6 +26,16 @@ pub mod maxpool2d;
 
 use bytemuck::{Pod, Zeroable};
 
+/// The buffers of a layer without parameters (max pooling, dropout; see the binding table in its
+/// shader): the per-step uniform, its input and output, and their gradients.
+pub struct ActivationBuffers<'a> {
+    pub step: &'a wgpu::Buffer,
+    pub x: &'a wgpu::Buffer,
+    pub y: &'a wgpu::Buffer,
+    pub dy: &'a wgpu::Buffer,
+    pub dx: &'a wgpu::Buffer,
+}
+
 /// Mirror of `Step` in `shaders/common.wgsl`: what changes between training steps.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]

@@ -20,10 +20,10 @@ use crate::kernel::begin_pass;
 use crate::layers::adam::{Adam, AdamBuffers, AdamConfig, AdamPass};
 use crate::layers::conv2d::{Conv2d, Conv2dBuffers, Conv2dPass, Conv2dVariant};
 use crate::layers::dense_softmax::{DenseBuffers, DenseSoftmax, DenseSoftmaxPass};
-use crate::layers::dropout::{Dropout, DropoutBuffers, DropoutPass};
+use crate::layers::dropout::{Dropout, DropoutPass};
 use crate::layers::gather::{Gather, GatherBuffers, GatherPass, GpuDataset};
-use crate::layers::maxpool2d::{MaxPool2d, MaxPool2dPass, PoolBuffers};
-use crate::layers::{uniform_buffer, StepParams};
+use crate::layers::maxpool2d::{MaxPool2d, MaxPool2dPass};
+use crate::layers::{uniform_buffer, ActivationBuffers, StepParams};
 use crate::model::Model;
 
 /// Records one stage of a step into a compute pass (for [`GpuBackend::profile_step`]).
@@ -219,12 +219,12 @@ impl GpuBackend {
                     LayerShape::Pool(s) => Ok(HiddenPass::Pool(kernels.maxpool2d.bind(
                         device,
                         s,
-                        &PoolBuffers { step: &step, x, y, dy, dx },
+                        &ActivationBuffers { step: &step, x, y, dy, dx },
                     ))),
                     LayerShape::Dropout(s) => Ok(HiddenPass::Dropout(kernels.dropout.bind(
                         device,
                         s,
-                        &DropoutBuffers { step: &step, x, y, dy, dx },
+                        &ActivationBuffers { step: &step, x, y, dy, dx },
                     ))),
                 }
             })
