@@ -6,10 +6,11 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use wgpu_cnn::data;
+use wgpu_cnn::gpu::uniform_buffer;
 use wgpu_cnn::gpu::{self, GpuContext, GpuOptions};
 use wgpu_cnn::kernel::begin_pass;
 use wgpu_cnn::layers::conv2d::{Conv2d, Conv2dBuffers, Conv2dShape, Conv2dVariant};
-use wgpu_cnn::layers::{uniform_buffer, StepParams};
+use wgpu_cnn::layers::StepParams;
 use wgpu_cnn::model::{Architecture, Model, CIFAR_INPUT};
 use wgpu_cnn::train::cpu::CpuBackend;
 use wgpu_cnn::train::gpu::{GpuBackend, Kernels};

@@ -228,6 +228,16 @@ pub fn upload(device: &wgpu::Device, label: &str, bytes: &[u8], usage: wgpu::Buf
 }
 
 /// Creates a zero-initialised storage buffer of at least `bytes` bytes (rounded up to 4).
+/// A uniform buffer holding `value`: a kernel's parameters, a layer's shape, the step parameters.
+pub fn uniform_buffer<T: bytemuck::Pod>(device: &wgpu::Device, label: &str, value: &T) -> wgpu::Buffer {
+    use wgpu::util::DeviceExt;
+    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some(label),
+        contents: bytemuck::bytes_of(value),
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+    })
+}
+
 pub fn storage_buffer(device: &wgpu::Device, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
     let size = padded_size(bytes);
     check_binding_size(device, label, size)?;

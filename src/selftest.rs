@@ -8,6 +8,7 @@
 
 use crate::error::Result;
 use crate::filter::{cpu as filter_cpu, Conv3x3, Kernel3x3, Plane};
+use crate::gpu::uniform_buffer;
 use crate::gpu::GpuContext;
 use crate::kernel::begin_pass;
 use crate::layers::adam::{self, Adam, AdamBuffers, AdamConfig};
@@ -16,7 +17,7 @@ use crate::layers::dense_softmax::{self, DenseBuffers, DenseShape, DenseSoftmax}
 use crate::layers::dropout::{self, Dropout, DropoutShape};
 use crate::layers::gather::{self, Gather, GatherBuffers, GpuDataset};
 use crate::layers::maxpool2d::{self, MaxPool2d, PoolShape};
-use crate::layers::{uniform_buffer, ActivationBuffers, StepParams};
+use crate::layers::{ActivationBuffers, StepParams};
 use crate::rng::Rng;
 
 /// The outcome of comparing one kernel's output with the CPU reference.

@@ -114,18 +114,7 @@ impl Conv3x3 {
                 params.weights_int[ky][kx] = integer.map_or(0, |k| k[ky][kx]);
             }
         }
-        let params_buffer = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("conv3x3 params"),
-            size: std::mem::size_of::<Conv3x3Params>() as u64,
-            usage: wgpu::BufferUsages::UNIFORM,
-            mapped_at_creation: true,
-        });
-        params_buffer
-            .slice(..)
-            .get_mapped_range_mut()
-            .expect("a buffer mapped at creation can be written")
-            .copy_from_slice(bytemuck::bytes_of(&params));
-        params_buffer.unmap();
+        let params_buffer = gpu::uniform_buffer(device, "conv3x3 params", &params);
 
         let kernel = if integer.is_some() { &self.exact } else { &self.float };
         let bind_group = kernel.bind(device, &[(0, &params_buffer), (1, input), (2, output)]);

@@ -10,8 +10,8 @@
 use bytemuck::{Pod, Zeroable};
 use num_traits::Float;
 
-use super::uniform_buffer;
 use crate::error::Result;
+use crate::gpu::uniform_buffer;
 use crate::kernel::{grid_for, shader_module, ComputeKernel};
 use crate::shaders;
 

@@ -8,8 +8,9 @@
 use bytemuck::{Pod, Zeroable};
 use num_traits::Float;
 
-use super::{uniform_buffer, ActivationBuffers};
+use super::ActivationBuffers;
 use crate::error::Result;
+use crate::gpu::uniform_buffer;
 use crate::kernel::{grid_for, shader_module, ComputeKernel};
 use crate::rng::{dropout_key, uniform_at};
 use crate::shaders;

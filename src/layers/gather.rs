@@ -7,9 +7,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::uniform_buffer;
 use crate::error::{Error, Result};
 use crate::gpu;
+use crate::gpu::uniform_buffer;
 use crate::kernel::{grid_for, shader_module, ComputeKernel};
 use crate::shaders;
 

@@ -49,13 +49,3 @@ pub struct StepParams {
     pub penalty_slot: u32,
     pub _pad: u32,
 }
-
-/// A uniform buffer holding `value`, for a layer's shape or the step parameters.
-pub fn uniform_buffer<T: Pod>(device: &wgpu::Device, label: &str, value: &T) -> wgpu::Buffer {
-    use wgpu::util::DeviceExt;
-    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some(label),
-        contents: bytemuck::bytes_of(value),
-        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-    })
-}

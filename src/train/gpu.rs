@@ -15,6 +15,7 @@ use super::{layer_shapes, Backend, LayerShape, RawMetrics, StepProgress, TrainCo
 use crate::checkpoint::OptimizerState;
 use crate::data::Dataset;
 use crate::error::Result;
+use crate::gpu::uniform_buffer;
 use crate::gpu::{self, GpuContext};
 use crate::kernel::begin_pass;
 use crate::layers::adam::{Adam, AdamBuffers, AdamConfig, AdamPass};
@@ -23,7 +24,7 @@ use crate::layers::dense_softmax::{DenseBuffers, DenseSoftmax, DenseSoftmaxPass}
 use crate::layers::dropout::{Dropout, DropoutPass};
 use crate::layers::gather::{Gather, GatherBuffers, GatherPass, GpuDataset};
 use crate::layers::maxpool2d::{MaxPool2d, MaxPool2dPass};
-use crate::layers::{uniform_buffer, ActivationBuffers, StepParams};
+use crate::layers::{ActivationBuffers, StepParams};
 use crate::model::Model;
 
 /// Records one stage of a step into a compute pass (for [`GpuBackend::profile_step`]).
