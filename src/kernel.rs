@@ -112,10 +112,59 @@ impl ComputeKernel {
     }
 }
 
+/// One kernel bound to its buffers, with its grid fixed: what a layer records every step, built
+/// once when the layer is bound.
+#[derive(Debug)]
+pub struct Dispatch {
+    kernel: ComputeKernel,
+    bind_group: wgpu::BindGroup,
+    workgroups: [u32; 3],
+}
+
+impl Dispatch {
+    /// `kernel` on `buffers` (`(binding, buffer)` pairs, see [`ComputeKernel::bind`]) over `workgroups`.
+    pub fn new(
+        device: &wgpu::Device,
+        kernel: &ComputeKernel,
+        buffers: &[(u32, &wgpu::Buffer)],
+        workgroups: [u32; 3],
+    ) -> Self {
+        Dispatch { kernel: kernel.clone(), bind_group: kernel.bind(device, buffers), workgroups }
+    }
+
+    /// `kernel` on `buffers` over the 1-D grid of `invocations` ([`grid_for`] within the device's
+    /// limit): the layout of every kernel indexed with `linear_index`.
+    pub fn covering(
+        device: &wgpu::Device,
+        kernel: &ComputeKernel,
+        buffers: &[(u32, &wgpu::Buffer)],
+        invocations: u64,
+    ) -> Self {
+        let max = device.limits().max_compute_workgroups_per_dimension;
+        Self::new(device, kernel, buffers, grid_for(invocations, max))
+    }
+
+    /// Records it into an open compute pass.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.kernel.dispatch(pass, &self.bind_group, self.workgroups);
+    }
+
+    /// The entry point's name.
+    pub fn label(&self) -> &str {
+        self.kernel.label()
+    }
+}
+
 /// The 2-D grid of workgroups covering `invocations` 1-D work items: as few rows as needed so
 /// that no dimension exceeds `max_per_dimension`.
 pub fn grid_for(invocations: u64, max_per_dimension: u32) -> [u32; 3] {
-    let groups = invocations.div_ceil(u64::from(WORKGROUP_SIZE)).max(1);
+    workgroup_grid(invocations.div_ceil(u64::from(WORKGROUP_SIZE)), max_per_dimension)
+}
+
+/// The 2-D grid of `workgroups` workgroups (for kernels that index workgroups, not invocations):
+/// as few rows as needed so that no dimension exceeds `max_per_dimension`.
+pub fn workgroup_grid(workgroups: u64, max_per_dimension: u32) -> [u32; 3] {
+    let groups = workgroups.max(1);
     let max = u64::from(max_per_dimension.max(1));
     let rows = groups.div_ceil(max);
     let columns = groups.div_ceil(rows);

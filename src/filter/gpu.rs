@@ -13,7 +13,7 @@ use bytemuck::{Pod, Zeroable};
 use super::{Kernel3x3, Plane};
 use crate::error::{Error, Result};
 use crate::gpu;
-use crate::kernel::{begin_pass, grid_for, shader_module, ComputeKernel};
+use crate::kernel::{begin_pass, shader_module, ComputeKernel, Dispatch};
 use crate::shaders;
 
 /// Mirror of `Conv3x3Params` in `shaders/conv3x3.wgsl` (a test checks the offsets against naga).
@@ -40,11 +40,9 @@ pub struct Conv3x3 {
 /// One bound convolution: ready to be recorded into a command encoder or an open compute pass.
 #[derive(Debug)]
 pub struct Conv3x3Dispatch {
-    kernel: ComputeKernel,
-    bind_group: wgpu::BindGroup,
+    dispatch: Dispatch,
     // Kept alive for as long as the bind group refers to it.
     _params: wgpu::Buffer,
-    workgroups: [u32; 3],
     exact: bool,
 }
 
@@ -117,15 +115,10 @@ impl Conv3x3 {
         let params_buffer = gpu::uniform_buffer(device, "conv3x3 params", &params);
 
         let kernel = if integer.is_some() { &self.exact } else { &self.float };
-        let bind_group = kernel.bind(device, &[(0, &params_buffer), (1, input), (2, output)]);
+        // One invocation per u32 word (four pixels) of the plane.
         let words = needed / 4;
-        Ok(Conv3x3Dispatch {
-            kernel: kernel.clone(),
-            bind_group,
-            _params: params_buffer,
-            workgroups: grid_for(words, device.limits().max_compute_workgroups_per_dimension),
-            exact: integer.is_some(),
-        })
+        let dispatch = Dispatch::covering(device, kernel, &[(0, &params_buffer), (1, input), (2, output)], words);
+        Ok(Conv3x3Dispatch { dispatch, _params: params_buffer, exact: integer.is_some() })
     }
 
     /// Convenience for whole planes: upload, convolve, read back. Blocks until done.
@@ -146,7 +139,7 @@ impl Conv3x3 {
 impl Conv3x3Dispatch {
     /// Records the dispatch into an open compute pass (to batch it with other work).
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.kernel.dispatch(pass, &self.bind_group, self.workgroups);
+        self.dispatch.record(pass);
     }
 
     /// Records the dispatch in a compute pass of its own.

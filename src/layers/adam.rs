@@ -12,7 +12,7 @@ use num_traits::Float;
 
 use crate::error::Result;
 use crate::gpu::uniform_buffer;
-use crate::kernel::{grid_for, shader_module, ComputeKernel};
+use crate::kernel::{shader_module, ComputeKernel, Dispatch};
 use crate::shaders;
 
 /// Adam's hyper-parameters; `Default` is Keras'.
@@ -87,11 +87,8 @@ pub struct AdamBuffers<'a> {
 /// Adam bound to the parameter, gradient and moment buffers.
 #[derive(Debug)]
 pub struct AdamPass {
-    kernels: Adam,
-    shape: AdamShape,
     _shape_buffer: wgpu::Buffer,
-    bind_group: wgpu::BindGroup,
-    max_groups: u32,
+    update: Dispatch,
 }
 
 impl Adam {
@@ -102,22 +99,15 @@ impl Adam {
 
     pub fn bind(&self, device: &wgpu::Device, shape: &AdamShape, b: &AdamBuffers<'_>) -> AdamPass {
         let shape_buffer = uniform_buffer(device, "adam shape", shape);
-        let bind_group = self
-            .update
-            .bind(device, &[(0, b.step), (1, &shape_buffer), (2, b.params), (3, b.grads), (4, b.m), (5, b.v)]);
-        AdamPass {
-            kernels: self.clone(),
-            shape: *shape,
-            _shape_buffer: shape_buffer,
-            bind_group,
-            max_groups: device.limits().max_compute_workgroups_per_dimension,
-        }
+        let buffers = [(0, b.step), (1, &shape_buffer), (2, b.params), (3, b.grads), (4, b.m), (5, b.v)];
+        let update = Dispatch::covering(device, &self.update, &buffers, u64::from(shape.count));
+        AdamPass { _shape_buffer: shape_buffer, update }
     }
 }
 
 impl AdamPass {
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.kernels.update.dispatch(pass, &self.bind_group, grid_for(u64::from(self.shape.count), self.max_groups));
+        self.update.record(pass);
     }
 }
 

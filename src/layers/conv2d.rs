@@ -8,7 +8,7 @@
 use num_traits::Float;
 
 use crate::error::{Error, Result};
-use crate::kernel::{grid_for, shader_module, ComputeKernel, WORKGROUP_SIZE};
+use crate::kernel::{shader_module, ComputeKernel, Dispatch, WORKGROUP_SIZE};
 use crate::model::{same_padding, Layer};
 use crate::shaders;
 
@@ -331,9 +331,9 @@ pub struct Conv2dBuffers<'a> {
 pub struct Conv2dPass {
     variant: Conv2dVariant,
     shape: Conv2dShape,
-    /// Bind groups in recording order for the chosen variant.
-    forward: Vec<(ComputeKernel, wgpu::BindGroup, [u32; 3])>,
-    backward: Vec<(ComputeKernel, wgpu::BindGroup, [u32; 3])>,
+    /// Dispatches in recording order for the chosen variant.
+    forward: Vec<Dispatch>,
+    backward: Vec<Dispatch>,
 }
 
 impl Conv2d {
@@ -366,69 +366,62 @@ impl Conv2d {
         }
         let constants = shape.constants();
         let kernel = |name: &str| ComputeKernel::specialized(device, &self.module, name, &constants);
-        let max = device.limits().max_compute_workgroups_per_dimension;
-        let grid = |invocations: usize| grid_for(invocations as u64, max);
+        // Most kernels index invocations on the 1-D grid of `linear_index`.
+        let covering = |name: &str, buffers: &[(u32, &wgpu::Buffer)], invocations: usize| -> Result<Dispatch> {
+            Ok(Dispatch::covering(device, &kernel(name)?, buffers, invocations as u64))
+        };
         let s = shape;
         let blocks = |n: u32| n.div_ceil(4) as usize;
         let step = (0, b.step);
-        let bind = |kernel: ComputeKernel, entries: &[(u32, &wgpu::Buffer)], groups: [u32; 3]| {
-            let bind_group = kernel.bind(device, entries);
-            (kernel, bind_group, groups)
-        };
         let pixels = |h: u32, w: u32| (s.batch * h) as usize * blocks(w);
         let (mut forward, mut backward) = (Vec::new(), Vec::new());
         match variant {
             Conv2dVariant::Tiled => {
-                forward.push(bind(
-                    kernel("forward")?,
+                forward.push(covering(
+                    "forward",
                     &[step, (2, b.x), (3, b.params), (4, b.y), (10, b.x), (11, b.params)],
-                    grid(pixels(s.out_h, s.out_w) * blocks(s.out_c)),
-                ));
-                backward.push(bind(
-                    kernel("relu_backward")?,
-                    &[step, (4, b.y), (5, b.dy), (8, b.dpre)],
-                    grid(s.output_len()),
-                ));
+                    pixels(s.out_h, s.out_w) * blocks(s.out_c),
+                )?);
+                backward.push(covering("relu_backward", &[step, (4, b.y), (5, b.dy), (8, b.dpre)], s.output_len())?);
                 if let Some(dx) = b.dx {
                     // Column slots of same-phase blocks: stride · ceil(W / (4 · stride)) per row.
                     let slots = (s.stride * s.in_w.div_ceil(4 * s.stride)) as usize;
-                    let groups = grid((s.batch * s.in_h) as usize * slots * blocks(s.in_c));
-                    backward.push(bind(
-                        kernel("backward_input")?,
+                    backward.push(covering(
+                        "backward_input",
                         &[step, (3, b.params), (6, dx), (11, b.params), (12, b.dpre), (13, b.dpre)],
-                        groups,
-                    ));
+                        (s.batch * s.in_h) as usize * slots * blocks(s.in_c),
+                    )?);
                 }
                 let teams = s.chunks as usize * 9 * blocks(s.in_c) * blocks(s.out_c);
-                let partial_groups = grid(teams * s.chunk_lanes as usize);
-                backward.push(bind(
-                    kernel("backward_weight_partial")?,
+                backward.push(covering(
+                    "backward_weight_partial",
                     &[step, (2, b.x), (9, b.partials), (10, b.x), (12, b.dpre), (13, b.dpre)],
-                    partial_groups,
-                ));
-                let reduce_groups = grid(s.kernel_len() + s.out_c as usize);
-                backward.push(bind(kernel("backward_weight_reduce")?, &[(7, b.grads), (9, b.partials)], reduce_groups));
+                    teams * s.chunk_lanes as usize,
+                )?);
+                backward.push(covering(
+                    "backward_weight_reduce",
+                    &[(7, b.grads), (9, b.partials)],
+                    s.kernel_len() + s.out_c as usize,
+                )?);
             }
             Conv2dVariant::Naive => {
-                forward.push(bind(
-                    kernel("naive_forward")?,
-                    &[step, (2, b.x), (3, b.params), (4, b.y)],
-                    grid(s.output_len()),
-                ));
+                forward.push(covering("naive_forward", &[step, (2, b.x), (3, b.params), (4, b.y)], s.output_len())?);
                 if let Some(dx) = b.dx {
-                    backward.push(bind(
-                        kernel("naive_backward_input")?,
+                    backward.push(covering(
+                        "naive_backward_input",
                         &[step, (3, b.params), (4, b.y), (5, b.dy), (6, dx)],
-                        grid(s.input_len()),
-                    ));
+                        s.input_len(),
+                    )?);
                 }
-                backward.push(bind(
-                    kernel("naive_backward_weight")?,
+                backward.push(covering(
+                    "naive_backward_weight",
                     &[step, (2, b.x), (4, b.y), (5, b.dy), (7, b.grads)],
-                    grid(s.kernel_len()),
-                ));
-                backward.push(bind(
-                    kernel("naive_backward_bias")?,
+                    s.kernel_len(),
+                )?);
+                // One workgroup per filter.
+                backward.push(Dispatch::new(
+                    device,
+                    &kernel("naive_backward_bias")?,
                     &[step, (4, b.y), (5, b.dy), (7, b.grads)],
                     [s.out_c, 1, 1],
                 ));
@@ -440,23 +433,21 @@ impl Conv2d {
 
 impl Conv2dPass {
     pub fn record_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for (kernel, bind_group, groups) in &self.forward {
-            kernel.dispatch(pass, bind_group, *groups);
+        for dispatch in &self.forward {
+            dispatch.record(pass);
         }
     }
 
     /// dx (unless this is the first layer), dkernel and dbias.
     pub fn record_backward(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for (kernel, bind_group, groups) in &self.backward {
-            kernel.dispatch(pass, bind_group, *groups);
+        for dispatch in &self.backward {
+            dispatch.record(pass);
         }
     }
 
-    /// The backward dispatches one by one, named by entry point (for per-kernel profiling).
-    pub fn backward_kernels(&self) -> impl Iterator<Item = (&str, impl Fn(&mut wgpu::ComputePass<'_>) + '_)> {
-        self.backward.iter().map(|(kernel, bind_group, groups)| {
-            (kernel.label(), move |pass: &mut wgpu::ComputePass<'_>| kernel.dispatch(pass, bind_group, *groups))
-        })
+    /// The backward dispatches one by one (for per-kernel profiling; each is named by its entry point).
+    pub fn backward_dispatches(&self) -> &[Dispatch] {
+        &self.backward
     }
 
     pub fn shape(&self) -> &Conv2dShape {

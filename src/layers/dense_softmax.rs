@@ -13,7 +13,7 @@ use num_traits::Float;
 
 use crate::error::Result;
 use crate::gpu::uniform_buffer;
-use crate::kernel::{grid_for, shader_module, ComputeKernel};
+use crate::kernel::{shader_module, workgroup_grid, ComputeKernel, Dispatch};
 use crate::model::Layer;
 use crate::shaders;
 
@@ -200,15 +200,12 @@ pub struct DenseBuffers<'a> {
 /// The dense layer bound to its buffers.
 #[derive(Debug)]
 pub struct DenseSoftmaxPass {
-    kernels: DenseSoftmax,
-    shape: DenseShape,
     _shape_buffer: wgpu::Buffer,
-    logits: wgpu::BindGroup,
-    softmax_cross_entropy: wgpu::BindGroup,
-    backward_weight: wgpu::BindGroup,
-    backward_input: wgpu::BindGroup,
-    l1_penalty: wgpu::BindGroup,
-    max_groups: u32,
+    logits: Dispatch,
+    softmax_cross_entropy: Dispatch,
+    backward_weight: Dispatch,
+    backward_input: Dispatch,
+    l1_penalty: Dispatch,
 }
 
 impl DenseSoftmax {
@@ -226,22 +223,43 @@ impl DenseSoftmax {
     pub fn bind(&self, device: &wgpu::Device, shape: &DenseShape, b: &DenseBuffers<'_>) -> DenseSoftmaxPass {
         let shape_buffer = uniform_buffer(device, "dense shape", shape);
         let (step, shape_binding) = ((0, b.step), (1, &shape_buffer));
+        let s = shape;
+        let max = device.limits().max_compute_workgroups_per_dimension;
+        // One workgroup per logit.
+        let logit_groups = workgroup_grid(u64::from(s.batch * s.classes), max);
         DenseSoftmaxPass {
-            logits: self.logits.bind(device, &[step, shape_binding, (2, b.x), (3, b.params), (5, b.probs)]),
-            softmax_cross_entropy: self
-                .softmax_cross_entropy
-                .bind(device, &[step, shape_binding, (4, b.labels), (5, b.probs), (6, b.dlogits), (7, b.metrics)]),
-            backward_weight: self
-                .backward_weight
-                .bind(device, &[step, shape_binding, (2, b.x), (3, b.params), (6, b.dlogits), (8, b.grads)]),
-            backward_input: self
-                .backward_input
-                .bind(device, &[step, shape_binding, (3, b.params), (6, b.dlogits), (9, b.dx)]),
-            l1_penalty: self.l1_penalty.bind(device, &[step, shape_binding, (3, b.params), (10, b.penalties)]),
-            kernels: self.clone(),
-            shape: *shape,
+            logits: Dispatch::new(
+                device,
+                &self.logits,
+                &[step, shape_binding, (2, b.x), (3, b.params), (5, b.probs)],
+                logit_groups,
+            ),
+            softmax_cross_entropy: Dispatch::covering(
+                device,
+                &self.softmax_cross_entropy,
+                &[step, shape_binding, (4, b.labels), (5, b.probs), (6, b.dlogits), (7, b.metrics)],
+                u64::from(s.batch),
+            ),
+            backward_weight: Dispatch::covering(
+                device,
+                &self.backward_weight,
+                &[step, shape_binding, (2, b.x), (3, b.params), (6, b.dlogits), (8, b.grads)],
+                s.kernel_len() as u64 + u64::from(s.classes),
+            ),
+            backward_input: Dispatch::covering(
+                device,
+                &self.backward_input,
+                &[step, shape_binding, (3, b.params), (6, b.dlogits), (9, b.dx)],
+                u64::from(s.batch * s.features),
+            ),
+            // One workgroup reduces the whole kernel.
+            l1_penalty: Dispatch::new(
+                device,
+                &self.l1_penalty,
+                &[step, shape_binding, (3, b.params), (10, b.penalties)],
+                [1, 1, 1],
+            ),
             _shape_buffer: shape_buffer,
-            max_groups: device.limits().max_compute_workgroups_per_dimension,
         }
     }
 }
@@ -249,33 +267,17 @@ impl DenseSoftmax {
 impl DenseSoftmaxPass {
     /// Logits, softmax, per-sample loss and predicted class, and dlogits (needed only in training).
     pub fn record_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
-        let s = &self.shape;
-        let k = &self.kernels;
-        // One workgroup per logit, on as many rows as the per-dimension limit needs.
-        let logits = s.batch * s.classes;
-        let rows = logits.div_ceil(self.max_groups);
-        k.logits.dispatch(pass, &self.logits, [logits.div_ceil(rows), rows, 1]);
-        k.softmax_cross_entropy.dispatch(
-            pass,
-            &self.softmax_cross_entropy,
-            grid_for(u64::from(s.batch), self.max_groups),
-        );
+        self.logits.record(pass);
+        self.softmax_cross_entropy.record(pass);
     }
 
     /// `λ·Σ|kernel|` into `penalties[step.penalty_slot]`.
     pub fn record_penalty(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.kernels.l1_penalty.dispatch(pass, &self.l1_penalty, [1, 1, 1]);
+        self.l1_penalty.record(pass);
     }
 
     pub fn record_backward(&self, pass: &mut wgpu::ComputePass<'_>) {
-        let s = &self.shape;
-        let k = &self.kernels;
-        let weights = s.kernel_len() as u64 + u64::from(s.classes);
-        k.backward_weight.dispatch(pass, &self.backward_weight, grid_for(weights, self.max_groups));
-        k.backward_input.dispatch(
-            pass,
-            &self.backward_input,
-            grid_for(u64::from(s.batch * s.features), self.max_groups),
-        );
+        self.backward_weight.record(pass);
+        self.backward_input.record(pass);
     }
 }

@@ -11,7 +11,7 @@ use num_traits::Float;
 use super::ActivationBuffers;
 use crate::error::Result;
 use crate::gpu::uniform_buffer;
-use crate::kernel::{grid_for, shader_module, ComputeKernel};
+use crate::kernel::{shader_module, ComputeKernel, Dispatch};
 use crate::rng::{dropout_key, uniform_at};
 use crate::shaders;
 
@@ -87,12 +87,9 @@ pub struct Dropout {
 /// A dropout layer bound to its buffers.
 #[derive(Debug)]
 pub struct DropoutPass {
-    kernels: Dropout,
-    shape: DropoutShape,
     _shape_buffer: wgpu::Buffer,
-    forward: wgpu::BindGroup,
-    backward_input: wgpu::BindGroup,
-    max_groups: u32,
+    forward: Dispatch,
+    backward_input: Dispatch,
 }
 
 impl Dropout {
@@ -107,29 +104,20 @@ impl Dropout {
     pub fn bind(&self, device: &wgpu::Device, shape: &DropoutShape, b: &ActivationBuffers<'_>) -> DropoutPass {
         let shape_buffer = uniform_buffer(device, "dropout shape", shape);
         let (step, shape_binding) = ((0, b.step), (1, &shape_buffer));
-        let forward = self.forward.bind(device, &[step, shape_binding, (2, b.x), (3, b.y)]);
-        let backward_input = self.backward_input.bind(device, &[step, shape_binding, (4, b.dy), (5, b.dx)]);
-        DropoutPass {
-            kernels: self.clone(),
-            shape: *shape,
-            _shape_buffer: shape_buffer,
-            forward,
-            backward_input,
-            max_groups: device.limits().max_compute_workgroups_per_dimension,
-        }
+        let len = shape.len() as u64;
+        let forward = Dispatch::covering(device, &self.forward, &[step, shape_binding, (2, b.x), (3, b.y)], len);
+        let backward_input =
+            Dispatch::covering(device, &self.backward_input, &[step, shape_binding, (4, b.dy), (5, b.dx)], len);
+        DropoutPass { _shape_buffer: shape_buffer, forward, backward_input }
     }
 }
 
 impl DropoutPass {
     pub fn record_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.kernels.forward.dispatch(pass, &self.forward, grid_for(self.shape.len() as u64, self.max_groups));
+        self.forward.record(pass);
     }
 
     pub fn record_backward(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.kernels.backward_input.dispatch(
-            pass,
-            &self.backward_input,
-            grid_for(self.shape.len() as u64, self.max_groups),
-        );
+        self.backward_input.record(pass);
     }
 }

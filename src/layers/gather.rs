@@ -10,7 +10,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::error::{Error, Result};
 use crate::gpu;
 use crate::gpu::uniform_buffer;
-use crate::kernel::{grid_for, shader_module, ComputeKernel};
+use crate::kernel::{shader_module, ComputeKernel, Dispatch};
 use crate::shaders;
 
 /// Mirror of `GatherShape` in `shaders/gather.wgsl`.
@@ -121,11 +121,8 @@ pub struct GatherBuffers<'a> {
 /// Gather bound to a dataset, an order buffer and the batch buffers.
 #[derive(Debug)]
 pub struct GatherPass {
-    kernels: Gather,
-    shape: GatherShape,
     _shape_buffer: wgpu::Buffer,
-    bind_group: wgpu::BindGroup,
-    max_groups: u32,
+    gather: Dispatch,
 }
 
 impl Gather {
@@ -143,8 +140,11 @@ impl Gather {
             _pad: 0,
         };
         let shape_buffer = uniform_buffer(device, "gather shape", &shape);
-        let bind_group = self.gather.bind(
+        // One invocation per u32 word of the batch's images (four u8 pixels).
+        let words = u64::from(shape.batch) * u64::from(shape.sample_len / 4);
+        let gather = Dispatch::covering(
             device,
+            &self.gather,
             &[
                 (0, b.step),
                 (1, &shape_buffer),
@@ -155,20 +155,14 @@ impl Gather {
                 (6, b.x),
                 (7, b.batch_labels),
             ],
+            words,
         );
-        GatherPass {
-            kernels: self.clone(),
-            shape,
-            _shape_buffer: shape_buffer,
-            bind_group,
-            max_groups: device.limits().max_compute_workgroups_per_dimension,
-        }
+        GatherPass { _shape_buffer: shape_buffer, gather }
     }
 }
 
 impl GatherPass {
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        let words = u64::from(self.shape.batch) * u64::from(self.shape.sample_len / 4);
-        self.kernels.gather.dispatch(pass, &self.bind_group, grid_for(words, self.max_groups));
+        self.gather.record(pass);
     }
 }

@@ -10,7 +10,7 @@ use num_traits::Float;
 use super::ActivationBuffers;
 use crate::error::Result;
 use crate::gpu::uniform_buffer;
-use crate::kernel::{grid_for, shader_module, ComputeKernel};
+use crate::kernel::{shader_module, ComputeKernel, Dispatch};
 use crate::shaders;
 
 /// Mirror of `PoolShape` in `shaders/maxpool2d.wgsl`.
@@ -95,12 +95,9 @@ pub struct MaxPool2d {
 /// A pooling layer bound to its buffers.
 #[derive(Debug)]
 pub struct MaxPool2dPass {
-    kernels: MaxPool2d,
-    shape: PoolShape,
     _shape_buffer: wgpu::Buffer,
-    forward: wgpu::BindGroup,
-    backward_input: wgpu::BindGroup,
-    max_groups: u32,
+    forward: Dispatch,
+    backward_input: Dispatch,
 }
 
 impl MaxPool2d {
@@ -115,26 +112,29 @@ impl MaxPool2d {
     pub fn bind(&self, device: &wgpu::Device, shape: &PoolShape, b: &ActivationBuffers<'_>) -> MaxPool2dPass {
         let shape_buffer = uniform_buffer(device, "maxpool2d shape", shape);
         let (step, shape_binding) = ((0, b.step), (1, &shape_buffer));
-        let forward = self.forward.bind(device, &[step, shape_binding, (2, b.x), (3, b.y)]);
-        let backward_input = self.backward_input.bind(device, &[step, shape_binding, (2, b.x), (4, b.dy), (5, b.dx)]);
-        MaxPool2dPass {
-            kernels: self.clone(),
-            shape: *shape,
-            _shape_buffer: shape_buffer,
-            forward,
-            backward_input,
-            max_groups: device.limits().max_compute_workgroups_per_dimension,
-        }
+        // forward: one invocation per output element; backward: one per input element (a gather).
+        let forward = Dispatch::covering(
+            device,
+            &self.forward,
+            &[step, shape_binding, (2, b.x), (3, b.y)],
+            shape.output_len() as u64,
+        );
+        let backward_input = Dispatch::covering(
+            device,
+            &self.backward_input,
+            &[step, shape_binding, (2, b.x), (4, b.dy), (5, b.dx)],
+            shape.input_len() as u64,
+        );
+        MaxPool2dPass { _shape_buffer: shape_buffer, forward, backward_input }
     }
 }
 
 impl MaxPool2dPass {
     pub fn record_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.kernels.forward.dispatch(pass, &self.forward, grid_for(self.shape.output_len() as u64, self.max_groups));
+        self.forward.record(pass);
     }
 
     pub fn record_backward(&self, pass: &mut wgpu::ComputePass<'_>) {
-        let grid = grid_for(self.shape.input_len() as u64, self.max_groups);
-        self.kernels.backward_input.dispatch(pass, &self.backward_input, grid);
+        self.backward_input.record(pass);
     }
 }

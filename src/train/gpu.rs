@@ -406,8 +406,9 @@ impl GpuBackend {
             match layer {
                 // A convolution's backward is most of a step: time each of its kernels.
                 HiddenPass::Conv(conv) => {
-                    for (kernel, record) in conv.backward_kernels() {
-                        stages.push((format!("{name} backward: {kernel}"), Box::new(record)));
+                    for dispatch in conv.backward_dispatches() {
+                        stages
+                            .push((format!("{name} backward: {}", dispatch.label()), Box::new(|p| dispatch.record(p))));
                     }
                 }
                 _ => stages.push((format!("{name} backward"), Box::new(move |p| layer.record_backward(p)))),
