@@ -282,6 +282,25 @@ pub fn conv2d_chunked(
     Ok(checks)
 }
 
+/// A parameter-free layer (max pooling, dropout) on the GPU: uploads `x` and `dy`, records the
+/// forward and backward passes of the layer `bind` builds for a training step of `batch` samples,
+/// and reads back y (`y_len` floats) and dx, both poisoned with NaN beforehand.
+fn forward_backward<P>(
+    ctx: &GpuContext,
+    batch: usize,
+    x: &[f32],
+    dy: &[f32],
+    y_len: usize,
+    bind: impl FnOnce(&ActivationBuffers<'_>) -> Result<P>,
+    record: impl FnOnce(&P, &mut wgpu::ComputePass<'_>),
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let step = step(ctx, training_step(batch));
+    let (x_b, dy_b, y_b, dx_b) = (upload(ctx, x)?, upload(ctx, dy)?, sentinel(ctx, y_len)?, sentinel(ctx, x.len())?);
+    let bound = bind(&ActivationBuffers { step: &step, x: &x_b, y: &y_b, dy: &dy_b, dx: &dx_b })?;
+    run(ctx, |pass| record(&bound, pass));
+    Ok((read(ctx, &y_b, y_len)?, read(ctx, &dx_b, x.len())?))
+}
+
 /// Max-pooling with an odd input and a tie, bit for bit.
 pub fn maxpool2d(ctx: &GpuContext) -> Result<Vec<Check>> {
     let mut rng = Rng::new(11);
@@ -295,33 +314,22 @@ pub fn maxpool2d(ctx: &GpuContext) -> Result<Vec<Check>> {
     let mut dx = vec![f32::NAN; shape.input_len()];
     maxpool2d::backward_input(&mut dx, &dy, &x, &used);
 
-    let step = step(ctx, training_step(2));
-    let (x_b, dy_b, y_b, dx_b) =
-        (upload(ctx, &x)?, upload(ctx, &dy)?, sentinel(ctx, y.len())?, sentinel(ctx, x.len())?);
-    let bound = MaxPool2d::new(&ctx.device)?.bind(
-        &ctx.device,
-        &shape,
-        &ActivationBuffers { step: &step, x: &x_b, y: &y_b, dy: &dy_b, dx: &dx_b },
-    );
-    run(ctx, |pass| {
-        bound.record_forward(pass);
-        bound.record_backward(pass);
-    });
+    let (gpu_y, gpu_dx) = forward_backward(
+        ctx,
+        2,
+        &x,
+        &dy,
+        y.len(),
+        |b| Ok(MaxPool2d::new(&ctx.device)?.bind(&ctx.device, &shape, b)),
+        |bound, pass| {
+            bound.record_forward(pass);
+            bound.record_backward(pass);
+        },
+    )?;
+    let (y_len, x_len) = (used.output_len(), used.input_len());
     Ok(vec![
-        Check::compare(
-            "maxpool2d [7, 6, 5]: y".into(),
-            &read(ctx, &y_b, used.output_len())?,
-            &y[..used.output_len()],
-            0.0,
-            0.0,
-        ),
-        Check::compare(
-            "maxpool2d [7, 6, 5]: dx".into(),
-            &read(ctx, &dx_b, used.input_len())?,
-            &dx[..used.input_len()],
-            0.0,
-            0.0,
-        ),
+        Check::compare("maxpool2d [7, 6, 5]: y".into(), &gpu_y[..y_len], &y[..y_len], 0.0, 0.0),
+        Check::compare("maxpool2d [7, 6, 5]: dx".into(), &gpu_dx[..x_len], &dx[..x_len], 0.0, 0.0),
     ])
 }
 
@@ -336,21 +344,21 @@ pub fn dropout(ctx: &GpuContext) -> Result<Vec<Check>> {
     let mut dx = vec![0.0; shape.len()];
     dropout::backward_input(&mut dx, &dy, Some((42, 9)), &shape);
 
-    let step = step(ctx, training_step(4));
-    let (x_b, dy_b, y_b, dx_b) =
-        (upload(ctx, &x)?, upload(ctx, &dy)?, sentinel(ctx, y.len())?, sentinel(ctx, x.len())?);
-    let bound = Dropout::new(&ctx.device)?.bind(
-        &ctx.device,
-        &shape,
-        &ActivationBuffers { step: &step, x: &x_b, y: &y_b, dy: &dy_b, dx: &dx_b },
-    );
-    run(ctx, |pass| {
-        bound.record_forward(pass);
-        bound.record_backward(pass);
-    });
+    let (gpu_y, gpu_dx) = forward_backward(
+        ctx,
+        4,
+        &x,
+        &dy,
+        y.len(),
+        |b| Ok(Dropout::new(&ctx.device)?.bind(&ctx.device, &shape, b)),
+        |bound, pass| {
+            bound.record_forward(pass);
+            bound.record_backward(pass);
+        },
+    )?;
     Ok(vec![
-        Check::compare("dropout 0.5: y".into(), &read(ctx, &y_b, y.len())?, &y, 0.0, 0.0),
-        Check::compare("dropout 0.5: dx".into(), &read(ctx, &dx_b, dx.len())?, &dx, 0.0, 0.0),
+        Check::compare("dropout 0.5: y".into(), &gpu_y, &y, 0.0, 0.0),
+        Check::compare("dropout 0.5: dx".into(), &gpu_dx, &dx, 0.0, 0.0),
     ])
 }
 
