@@ -1,28 +1,29 @@
 //! The fast CPU layers against the plain-loop references, at batch 128 on the base net's layers
 //! (each convolution's forward and backward, dropout, dense + softmax), then a whole training
-//! step of the base net: `CpuBackend` vs `FastCpuBackend` on one thread and on the default
+//! step of the base net: `ReferenceEngine` vs `FastCpuEngine` on one thread and on the default
 //! thread count. Compare the rows as ratios within one run: this machine's timings drift.
 //!
 //! The layer rows run a whole batch through one layer (`ConvPlan` built for 128 images); the
-//! backend runs its step in micro-batches, so its time is less than the sum of the layer rows.
+//! engine runs its step in micro-batches, so its time is less than the sum of the layer rows.
 //!
 //! `cargo bench --bench cpu_layers`; `wgpu-cnn bench train` prints images/s of whole epochs.
 
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use wgpu_cnn::data;
-use wgpu_cnn::fast::backend::default_threads;
-use wgpu_cnn::fast::conv2d::{self as fast_conv, ConvPlan};
-use wgpu_cnn::fast::dense_softmax::{self as fast_dense, DensePlan};
-use wgpu_cnn::fast::dropout::{self as fast_dropout, DropoutPlan};
-use wgpu_cnn::fast::{FastCpuBackend, Isa};
+use wgpu_cnn::data::{self, Dataset};
+use wgpu_cnn::fast::Isa;
+use wgpu_cnn::layers::conv2d::fast::{self as fast_conv, ConvPlan};
 use wgpu_cnn::layers::conv2d::{self, Conv2dShape};
+use wgpu_cnn::layers::dense_softmax::fast::{self as fast_dense, DensePlan};
 use wgpu_cnn::layers::dense_softmax::{self, DenseShape};
+use wgpu_cnn::layers::dropout::fast::{self as fast_dropout, DropoutPlan};
 use wgpu_cnn::layers::dropout::{self, DropoutShape};
+use wgpu_cnn::layers::Pass;
 use wgpu_cnn::model::{Architecture, Model, CIFAR_INPUT};
-use wgpu_cnn::train::cpu::CpuBackend;
-use wgpu_cnn::train::{Backend, TrainConfig};
+use wgpu_cnn::train::fast::{default_threads, FastCpuEngine, FastOptions};
+use wgpu_cnn::train::reference::ReferenceEngine;
+use wgpu_cnn::train::{wait, Inference, TrainConfig, Trainer};
 
 const BATCH: usize = 128;
 
@@ -99,11 +100,11 @@ fn dropout_and_dense(c: &mut Criterion) {
     group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
     let sample = [8, 8, 32];
     let features = 8 * 8 * 32;
-    let s = DropoutShape::new(BATCH, features, 4, 0.5);
+    let s = DropoutShape::new(BATCH, features, 4, 0.5, 42);
     let plan = DropoutPlan::new(&s, isa, sample, 0, 0);
     let x = tensor(s.len(), 5);
     let mut y = vec![0.0; s.len()];
-    let training = Some((42, 7));
+    let training = Pass::Training { step: 7, first: 0 };
     group.bench_function("dropout_forward_backward_reference", |b| {
         b.iter(|| {
             dropout::forward(&mut y, &x, training, &s);
@@ -164,26 +165,32 @@ fn dropout_and_dense(c: &mut Criterion) {
 
 fn train_step(c: &mut Criterion) {
     let model = Model::new(&Architecture::parse("base").unwrap(), CIFAR_INPUT).unwrap();
-    let batch = data::embedded().train.take_first(BATCH);
-    let order: Vec<u32> = (0..BATCH as u32).collect();
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/cifar10");
+    let batch = data::load_dir(&folder).expect("the CIFAR-10 subset in assets/").train.take_first(BATCH);
     let config = TrainConfig { batch_size: BATCH, ..Default::default() };
-    let params = model.init_params(1);
+    let weights = model.init(1);
     let mut group = c.benchmark_group("cpu_train_step_base_batch128");
     group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
     group.throughput(Throughput::Elements(BATCH as u64));
-    let mut reference = CpuBackend::new(&model, &batch, params.clone(), &config).unwrap();
-    group.bench_function("reference", |b| b.iter(|| reference.train_epoch(&order, &mut |_| {}).unwrap()));
+    let mut reference = ReferenceEngine::new(&model, &batch, weights.clone(), &config).unwrap();
+    let mut trainer = Trainer::new(&mut reference, &batch, &Dataset::default(), &config).unwrap();
+    group.bench_function("reference", |b| b.iter(|| trainer.run_epoch().unwrap()));
     let mut threads = vec![1];
     if default_threads() > 1 {
         threads.push(default_threads());
     }
     for threads in threads {
-        let mut fast =
-            FastCpuBackend::with_options(&model, &batch, params.clone(), &config, Isa::best(), threads).unwrap();
-        let name = format!("fast_{}_{threads}_thread{}", Isa::best().name(), if threads == 1 { "" } else { "s" });
-        group.bench_function(name, |b| b.iter(|| fast.train_epoch(&order, &mut |_| {}).unwrap()));
-        group.bench_function(format!("fast_inference_{threads}_thread{}", if threads == 1 { "" } else { "s" }), |b| {
-            b.iter(|| fast.evaluate(&batch).unwrap())
+        let options = FastOptions { isa: Isa::best(), threads, reference_only: false };
+        let mut fast = FastCpuEngine::with_options(&model, &batch, weights.clone(), &config, &options).unwrap();
+        let s = if threads == 1 { "" } else { "s" };
+        let mut trainer = Trainer::new(&mut fast, &batch, &Dataset::default(), &config).unwrap();
+        group.bench_function(format!("fast_{}_{threads}_thread{s}", Isa::best().name()), |b| {
+            b.iter(|| trainer.run_epoch().unwrap())
+        });
+        drop(trainer);
+        let id = fast.prepare(&batch).unwrap();
+        group.bench_function(format!("fast_inference_{threads}_thread{s}"), |b| {
+            b.iter(|| wait(fast.evaluate(id)).unwrap())
         });
     }
     group.finish();

@@ -5,16 +5,16 @@
 //! Without an adapter the GPU rows are skipped with a message.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use wgpu_cnn::data;
+use wgpu_cnn::data::{self, Dataset};
 use wgpu_cnn::gpu::uniform_buffer;
 use wgpu_cnn::gpu::{self, GpuContext, GpuOptions};
 use wgpu_cnn::kernel::begin_pass;
-use wgpu_cnn::layers::conv2d::{Conv2d, Conv2dBuffers, Conv2dShape, Conv2dVariant};
-use wgpu_cnn::layers::StepParams;
+use wgpu_cnn::layers::conv2d::{self, Conv2dShape};
+use wgpu_cnn::layers::{GpuGrads, GpuLayer, StepParams, Tuning};
 use wgpu_cnn::model::{Architecture, Model, CIFAR_INPUT};
-use wgpu_cnn::train::cpu::CpuBackend;
-use wgpu_cnn::train::gpu::{GpuBackend, Kernels};
-use wgpu_cnn::train::{Backend, TrainConfig};
+use wgpu_cnn::train::gpu::GpuEngine;
+use wgpu_cnn::train::reference::ReferenceEngine;
+use wgpu_cnn::train::{Engine, TrainConfig, Trainer};
 
 const BATCH: usize = 128;
 
@@ -28,31 +28,45 @@ fn gpu_context() -> Option<GpuContext> {
     }
 }
 
+/// One batch of the real CIFAR-10 subset in `assets/`.
+fn one_batch() -> Dataset {
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/cifar10");
+    data::load_dir(&folder).expect("the CIFAR-10 subset in assets/").train.take_first(BATCH)
+}
+
+/// Times one-step epochs of the training loop on `engine`.
+fn bench_engine(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    id: BenchmarkId,
+    engine: &mut dyn Engine,
+    batch: &Dataset,
+    config: &TrainConfig,
+) {
+    let mut trainer = Trainer::new(engine, batch, &Dataset::default(), config).unwrap();
+    group.bench_function(id, |b| b.iter(|| trainer.run_epoch().unwrap()));
+}
+
 fn train_step(c: &mut Criterion) {
     let model = Model::new(&Architecture::parse("base").unwrap(), CIFAR_INPUT).unwrap();
-    let batch = data::embedded().train.take_first(BATCH);
-    let order: Vec<u32> = (0..BATCH as u32).collect();
+    let batch = one_batch();
     let config = TrainConfig { batch_size: BATCH, ..Default::default() };
-    let params = model.init_params(1);
+    let weights = model.init(1);
     let mut group = c.benchmark_group("train_step_base_batch128");
     group.sample_size(10).throughput(Throughput::Elements(BATCH as u64));
     if let Some(ctx) = gpu_context() {
-        for variant in [Conv2dVariant::Tiled, Conv2dVariant::Naive] {
-            let kernels = Kernels::new(&ctx.device).unwrap();
-            let mut gpu = GpuBackend::with_kernels(&ctx, kernels, &model, &batch, &params, &config, variant).unwrap();
-            group.bench_function(BenchmarkId::new("gpu", format!("{variant:?}").to_lowercase()), |b| {
-                b.iter(|| gpu.train_epoch(&order, &mut |_| {}).unwrap())
-            });
+        for naive in [false, true] {
+            let mut gpu = GpuEngine::with_kernels(&ctx, &model, &batch, &weights, &config, naive).unwrap();
+            let id = BenchmarkId::new("gpu", if naive { "naive" } else { "tiled" });
+            bench_engine(&mut group, id, &mut gpu, &batch, &config);
         }
     }
-    let mut cpu = CpuBackend::new(&model, &batch, params, &config).unwrap();
-    group.bench_function("cpu_reference", |b| b.iter(|| cpu.train_epoch(&order, &mut |_| {}).unwrap()));
+    let mut cpu = ReferenceEngine::new(&model, &batch, weights, &config).unwrap();
+    bench_engine(&mut group, BenchmarkId::new("cpu", "reference"), &mut cpu, &batch, &config);
     group.finish();
 }
 
 fn conv_layers(c: &mut Criterion) {
     let Some(ctx) = gpu_context() else { return };
-    let conv = Conv2d::new(&ctx.device).unwrap();
     let step = uniform_buffer(&ctx.device, "step", &StepParams { batch_size: BATCH as u32, ..Default::default() });
     let mut group = c.benchmark_group("conv2d_base_layers_batch128");
     group.sample_size(10);
@@ -63,25 +77,25 @@ fn conv_layers(c: &mut Criterion) {
         let buffer = |n: usize| gpu::storage_buffer(&ctx.device, "bench", 4 * n as u64).unwrap();
         let (x, params, y, dy) =
             (buffer(s.input_len()), buffer(s.kernel_len() + filters), buffer(s.output_len()), buffer(s.output_len()));
-        let (dx, grads, dpre, partials) =
-            (buffer(s.input_len()), buffer(s.kernel_len() + filters), buffer(s.output_len()), buffer(s.partials_len()));
+        let (dx, grads) = (buffer(s.input_len()), buffer(s.kernel_len() + filters));
         let layer = format!("{}x{}x{}_to_{filters}_s{stride}", input[0], input[1], input[2]);
         group.throughput(Throughput::Elements((s.output_len() * 9 * input[2]) as u64));
-        for variant in [Conv2dVariant::Tiled, Conv2dVariant::Naive] {
-            let buffers = Conv2dBuffers {
+        for naive in [false, true] {
+            let gpu = GpuLayer {
+                kernels: &ctx.kernels,
+                tuning: Tuning::for_adapter(&ctx.info),
+                naive,
                 step: &step,
-                x: &x,
                 params: &params,
+                state: &params,
+                x: &x,
                 y: &y,
-                dy: &dy,
-                dx: Some(&dx),
-                grads: &grads,
-                dpre: &dpre,
-                partials: &partials,
+                backward: Some(GpuGrads { dy: &dy, dx: Some(&dx), grads: &grads }),
             };
-            let pass = conv.bind(&ctx.device, &s, &buffers, variant).unwrap();
+            let pass = conv2d::bind(&gpu, &s.tuned(gpu.tuning)).unwrap();
+            let variant = if naive { "naive" } else { "tiled" };
             for backward in [false, true] {
-                let name = format!("{}_{variant:?}", if backward { "backward" } else { "forward" }).to_lowercase();
+                let name = format!("{}_{variant}", if backward { "backward" } else { "forward" });
                 group.bench_function(BenchmarkId::new(name, &layer), |b| {
                     b.iter(|| {
                         let mut encoder = ctx.device.create_command_encoder(&Default::default());

@@ -1,19 +1,19 @@
-// common.wgsl — prepended to every training shader (see src/shaders.rs): the per-step uniform,
-// the 2-D grid index, and the counter-based hash shared with src/rng.rs.
+// common.wgsl — prepended to every training shader: the per-step uniform, the 2-D grid index, and
+// the counter-based hash shared with src/rng.rs. No entry points.
 
 override WORKGROUP_SIZE: u32 = 256u;
 
-// What changes from one training step to the next; written by the host before each submit.
-// Mirrored by `StepParams` in src/layers/mod.rs.
+// What changes from one submission to the next, and only that; written by the host before each
+// submit, bound only by the kernels that read it. Mirrored by `StepParams` in src/layers/mod.rs.
 struct Step {
     batch_size: u32,    // samples in this batch (the last batch of an epoch may be partial)
     batch_start: u32,   // position of the batch's first sample in the epoch's order
     step: u32,          // global training step, 0-based (keys the dropout masks)
     training: u32,      // 1: training (dropout active), 0: inference
-    seed: u32,          // the run's seed
-    adam_alpha: f32,    // Adam's bias-corrected learning rate for this step
+    adam_alpha: f32,    // Adam's bias-corrected learning rate for this step (computed in f64)
     penalty_slot: u32,  // where this step's L1 penalty is written (the batch index in the epoch)
-    _pad: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 // Invocation index on the 2-D grid that keeps dispatches under 65,535 workgroups per dimension.

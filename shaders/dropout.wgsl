@@ -18,11 +18,11 @@ struct DropoutShape {
     batch: u32,
     sample_len: u32,   // elements per sample
     layer: u32,        // index of the layer in the model, so each dropout layer has its own mask
+    seed: u32,         // the run's seed
     rate: f32,
     scale: f32,        // 1 / (1 − rate), computed once on the host
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -37,7 +37,7 @@ fn factor(i: u32) -> f32 {
     if (step.training == 0u) {
         return 1.0;
     }
-    let keep = uniform_at(dropout_key(step.seed, step.step, shape.layer), i) >= shape.rate;
+    let keep = uniform_at(dropout_key(shape.seed, step.step, shape.layer), i) >= shape.rate;
     return select(0.0, shape.scale, keep);
 }
 

@@ -37,6 +37,15 @@ pub fn cpu_name() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
+/// Threads the CPU paths run on: rayon's pool with the `fast-cpu` feature (`RAYON_NUM_THREADS`
+/// sets it), else 1.
+pub fn cpu_threads() -> usize {
+    #[cfg(feature = "fast-cpu")]
+    return rayon::current_num_threads();
+    #[cfg(not(feature = "fast-cpu"))]
+    return 1;
+}
+
 /// One line of the Part I comparison.
 #[derive(Clone, Debug)]
 pub struct ConvTiming {
@@ -96,7 +105,7 @@ pub fn conv_timings(
         })?,
     );
     if let Some(ctx) = gpu {
-        let conv = Conv3x3::new(&ctx.device)?;
+        let conv = Conv3x3::with_kernels(&ctx.kernels)?;
         let input_buffer = ctx.upload("bench input", &input.pixels, wgpu::BufferUsages::empty())?;
         let output_buffer = gpu::storage_buffer(&ctx.device, "bench output", input.pixels.len() as u64)?;
         let dispatch = conv.prepare(&ctx.device, &input_buffer, &output_buffer, width, height, kernel)?;
@@ -120,15 +129,16 @@ pub fn conv_timings(
     Ok(rows)
 }
 
-/// Training throughput of a backend, in images/s:
-/// whole epochs over `data` (so that the GPU's per-epoch metric readback counts), after one
-/// untimed warm-up epoch that lets drivers finish compiling.
+/// Training throughput of an engine built on `data`, in images/s: whole epochs of the training
+/// loop (so that the GPU's per-epoch metric readback counts), after one untimed warm-up epoch
+/// that lets drivers finish compiling.
 pub fn train_images_per_second(
-    backend: &mut dyn crate::train::Backend,
+    engine: &mut dyn crate::train::Engine,
     data: &crate::data::Dataset,
+    config: &crate::train::TrainConfig,
     budget: Duration,
 ) -> Result<f64> {
-    let order: Vec<u32> = (0..data.len() as u32).collect();
-    let per_epoch = measure(budget, 1, || backend.train_epoch(&order, &mut |_| {}).map(|_| ()))?;
+    let mut trainer = crate::train::Trainer::new(engine, data, &Default::default(), config)?;
+    let per_epoch = measure(budget, 1, || trainer.run_epoch().map(|_| ()))?;
     Ok(data.len() as f64 / per_epoch.as_secs_f64())
 }

@@ -6,20 +6,22 @@
 //! Keras (or PyTorch) model in a few lines. Format: <https://github.com/huggingface/safetensors>.
 //!
 //! # File layout (format version 1)
-//! Tensors, all F32 little-endian, each exactly one slice of the model's flat parameter vector:
-//! - `<layer>/kernel`, `<layer>/bias` for every layer with parameters, named as Keras names them:
-//!   `conv2d/kernel` `[3, 3, C, K]`, `conv2d/bias` `[K]`, `conv2d_1/...`, ..., `dense/kernel`
-//!   `[F, K]` (F in NHWC flatten order), `dense/bias` `[K]`;
-//! - with Adam's state: `optimizer/m/<same name>` and `optimizer/v/<same name>` for each of them.
+//! Tensors, all F32 little-endian, each exactly one slice of the model's flat `params` (trainable)
+//! or `state` (non-trainable) vector, in the order and with the names and shapes the layers
+//! declare ([`crate::layers::LayerInfo::tensors`]):
+//! - `<layer>/<tensor>` for every tensor, named as Keras names them: `conv2d/kernel`
+//!   `[3, 3, C, K]`, `conv2d/bias` `[K]`, `conv2d_1/...`, ..., `dense/kernel` `[F, K]` (F in
+//!   NHWC flatten order), `dense/bias` `[K]`;
+//! - with Adam's state: `optimizer/m/<same name>` and `optimizer/v/<same name>` for each
+//!   trainable one.
 //!
 //! Metadata (safetensors' `__metadata__`, string → string): `format` = `wgpu-cnn checkpoint`,
 //! `format_version` = `1`, `architecture` (the description, e.g. `c16,c16s2,c32,c32s2,d0.5,f10`),
 //! `model_name`, `config` (JSON of [`TrainConfig`]), `epochs_done`, `history` (JSON of
 //! [`History`]), `data`, and `optimizer_steps` when Adam's state is stored.
 //!
-//! Tensors and counts round-trip bit-exactly. The floats of `config` and `history` go through
-//! JSON, and serde_json as built here (without its `float_roundtrip` feature) reads about one
-//! 17-digit f64 in nine back a unit in the last place off; short decimals such as `0.0005` are exact.
+//! Tensors and counts round-trip bit-exactly, and so do the floats of `config` and `history`,
+//! which go through JSON: serde_json is built with its `float_roundtrip` feature.
 //!
 //! Every write goes through [`write_atomic`]: a crash leaves the previous checkpoint or the new
 //! one, never half of one.
@@ -30,10 +32,10 @@ use std::path::Path;
 use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ResumeError};
 use crate::io::write_atomic;
-use crate::model::{Architecture, LayerSpec, Model, CIFAR_INPUT};
-use crate::train::{EpochRecord, History, TrainConfig};
+use crate::model::{Architecture, Model, Weights, CIFAR_INPUT};
+use crate::train::{EpochRecord, History, OptimizerState, Snapshot, TrainConfig};
 
 /// The value of the `format` metadata entry, which tells our checkpoints from other safetensors files.
 pub const FORMAT: &str = "wgpu-cnn checkpoint";
@@ -67,22 +69,13 @@ dense_weight = t["dense/kernel"].reshape(H, W, C, K).permute(3, 2, 0, 1).reshape
 # (or keep our order: dense_weight = t["dense/kernel"].T with x.permute(0, 2, 3, 1).flatten(1))
 "#;
 
-/// Adam's state, so training can resume exactly: the first and second moments over the flat
-/// parameter vector (same layout), and the number of steps taken (Adam's t).
-#[derive(Clone, Debug, PartialEq)]
-pub struct OptimizerState {
-    pub m: Vec<f32>,
-    pub v: Vec<f32>,
-    pub steps: u64,
-}
-
 /// Everything needed to evaluate a trained model or to resume its training.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
     /// Name and layers.
     pub architecture: Architecture,
-    /// The model's flat parameter vector (see [`Model`]).
-    pub params: Vec<f32>,
+    /// The model's flat vectors (see [`Model`]).
+    pub weights: Weights,
     pub optimizer: Option<OptimizerState>,
     /// The training settings of the run.
     pub config: TrainConfig,
@@ -92,56 +85,49 @@ pub struct Checkpoint {
     pub data: String,
 }
 
-/// One tensor of the file: its name and shape, and the slice of the flat vector it holds.
+/// One tensor of the file: its name and shape, which flat vector it is a slice of, and where.
 struct Slot {
     name: String,
     shape: Vec<usize>,
+    trainable: bool,
     offset: usize,
     len: usize,
 }
 
-/// The parameter tensors of `model` in layer order, kernel then bias, with Keras' names and shapes.
-fn parameter_slots(model: &Model) -> Vec<Slot> {
-    let mut slots = Vec::new();
-    for layer in model.layers.iter().filter(|l| l.param_count() > 0) {
-        let kernel_shape = match layer.spec {
-            LayerSpec::Conv { filters, .. } => vec![3, 3, layer.input[2], filters],
-            LayerSpec::Dense { units } => vec![layer.input_len(), units],
-            LayerSpec::MaxPool | LayerSpec::Dropout { .. } => {
-                unreachable!("only conv and dense layers have parameters")
-            }
-        };
-        debug_assert_eq!(kernel_shape.iter().product::<usize>(), layer.kernel_len);
-        slots.push(Slot {
-            name: format!("{}/kernel", layer.name),
-            shape: kernel_shape,
-            offset: layer.kernel_offset,
-            len: layer.kernel_len,
-        });
-        slots.push(Slot {
-            name: format!("{}/bias", layer.name),
-            shape: vec![layer.bias_len],
-            offset: layer.bias_offset,
-            len: layer.bias_len,
-        });
-    }
-    slots
+/// The tensors of `model` in layer order, as the layers declare them.
+fn tensor_slots(model: &Model) -> Vec<Slot> {
+    model
+        .layers()
+        .flat_map(|(_, at)| {
+            at.tensors.iter().map(|t| Slot {
+                name: format!("{}/{}", at.name, t.spec.name),
+                shape: t.spec.shape.clone(),
+                trainable: t.spec.trainable,
+                offset: t.offset,
+                len: t.len(),
+            })
+        })
+        .collect()
 }
 
-/// The three flat vectors a checkpoint may hold, with the prefix of their tensor names.
-fn stored_vectors<'a>(params: &'a [f32], optimizer: Option<&'a OptimizerState>) -> Vec<(&'static str, &'a [f32])> {
-    let mut vectors = vec![("", params)];
+/// A flat vector a checkpoint holds: the prefix of its tensor names, whether its slots are the
+/// trainable ones (params, Adam's moments) or not (state), and the values.
+type Stored<'a> = (&'static str, bool, &'a [f32]);
+
+/// The flat vectors a checkpoint holds.
+fn stored_vectors<'a>(weights: &'a Weights, optimizer: Option<&'a OptimizerState>) -> Vec<Stored<'a>> {
+    let mut vectors = vec![("", true, &weights.params[..]), ("", false, &weights.state[..])];
     if let Some(optimizer) = optimizer {
-        vectors.push(("optimizer/m/", &optimizer.m[..]));
-        vectors.push(("optimizer/v/", &optimizer.v[..]));
+        vectors.push(("optimizer/m/", true, &optimizer.m[..]));
+        vectors.push(("optimizer/v/", true, &optimizer.v[..]));
     }
     vectors
 }
 
 /// The first NaN or infinity among the stored tensors, as "'name' holds NaN at index i".
-fn first_non_finite(slots: &[Slot], vectors: &[(&str, &[f32])]) -> Option<String> {
-    for (prefix, values) in vectors {
-        for slot in slots {
+fn first_non_finite(slots: &[Slot], vectors: &[Stored<'_>]) -> Option<String> {
+    for (prefix, trainable, values) in vectors {
+        for slot in slots.iter().filter(|s| s.trainable == *trainable) {
             let tensor = &values[slot.offset..][..slot.len];
             if let Some(i) = tensor.iter().position(|x| !x.is_finite()) {
                 return Some(format!("'{prefix}{}' holds {} at index {i}", slot.name, tensor[i]));
@@ -157,14 +143,16 @@ impl Checkpoint {
     /// [`Checkpoint::load`] would reject.
     pub fn save(&self, path: &Path) -> Result<()> {
         let model = self.model()?;
-        let slots = parameter_slots(&model);
+        let slots = tensor_slots(&model);
         let cannot = |why: String| Error::invalid(format!("{}: cannot save the checkpoint: {why}", path.display()));
         let count = model.param_count;
-        if self.params.len() != count {
+        if self.weights.params.len() != count || self.weights.state.len() != model.state_count {
             return Err(cannot(format!(
-                "there are {} parameters, but the architecture {} has {count}",
-                self.params.len(),
-                self.architecture
+                "there are {} parameters and {} non-trainable values, but the architecture {} has {count} and {}",
+                self.weights.params.len(),
+                self.weights.state.len(),
+                self.architecture,
+                model.state_count
             )));
         }
         if let Some(optimizer) = &self.optimizer {
@@ -177,15 +165,15 @@ impl Checkpoint {
                 )));
             }
         }
-        let vectors = stored_vectors(&self.params, self.optimizer.as_ref());
+        let vectors = stored_vectors(&self.weights, self.optimizer.as_ref());
         if let Some(what) = first_non_finite(&slots, &vectors) {
             return Err(cannot(format!("{what}; training diverged, try a lower learning rate")));
         }
 
         // safetensors takes views of byte buffers: encode every tensor first, then borrow them.
         let mut encoded: Vec<(String, &[usize], Vec<u8>)> = Vec::new();
-        for (prefix, values) in &vectors {
-            for slot in &slots {
+        for (prefix, trainable, values) in &vectors {
+            for slot in slots.iter().filter(|s| s.trainable == *trainable) {
                 let bytes = values[slot.offset..][..slot.len].iter().flat_map(|x| x.to_le_bytes()).collect();
                 encoded.push((format!("{prefix}{}", slot.name), &slot.shape, bytes));
             }
@@ -267,14 +255,23 @@ impl Checkpoint {
         let data = entry("data")?.clone();
 
         let model = Model::new(&architecture, CIFAR_INPUT).map_err(|e| bad(e.to_string()))?;
-        let slots = parameter_slots(&model);
+        let slots = tensor_slots(&model);
         // Adam's state is there when its step count or any of its tensors is; then all of it must be.
         let has_optimizer =
             metadata.contains_key("optimizer_steps") || file.names().iter().any(|n| n.starts_with("optimizer/"));
-        let prefixes: &[&str] = if has_optimizer { &["", "optimizer/m/", "optimizer/v/"] } else { &[""] };
+        // (prefix, trainable slots?, length) of each flat vector in the file.
+        let mut layout = vec![("", true, model.param_count), ("", false, model.state_count)];
+        if has_optimizer {
+            layout.push(("optimizer/m/", true, model.param_count));
+            layout.push(("optimizer/v/", true, model.param_count));
+        }
 
-        let expected: Vec<String> =
-            prefixes.iter().flat_map(|p| slots.iter().map(move |s| format!("{p}{}", s.name))).collect();
+        let expected: Vec<String> = layout
+            .iter()
+            .flat_map(|&(p, trainable, _)| {
+                slots.iter().filter(move |s| s.trainable == trainable).map(move |s| format!("{p}{}", s.name))
+            })
+            .collect();
         let mut unexpected: Vec<&str> = file.names().into_iter().filter(|n| !expected.iter().any(|e| e == n)).collect();
         if !unexpected.is_empty() {
             unexpected.sort_unstable();
@@ -284,9 +281,9 @@ impl Checkpoint {
         }
 
         let mut vectors = Vec::new();
-        for prefix in prefixes {
-            let mut values = vec![0f32; model.param_count];
-            for slot in &slots {
+        for &(prefix, trainable, len) in &layout {
+            let mut values = vec![0f32; len];
+            for slot in slots.iter().filter(|s| s.trainable == trainable) {
                 let name = format!("{prefix}{}", slot.name);
                 let tensor = file.tensor(&name).map_err(|_| {
                     bad(format!(
@@ -309,23 +306,58 @@ impl Checkpoint {
             }
             vectors.push(values);
         }
-        let as_slices: Vec<(&str, &[f32])> = prefixes.iter().copied().zip(vectors.iter().map(|v| &v[..])).collect();
-        if let Some(what) = first_non_finite(&slots, &as_slices) {
+        let stored: Vec<Stored<'_>> = layout.iter().zip(&vectors).map(|(&(p, t, _), v)| (p, t, &v[..])).collect();
+        if let Some(what) = first_non_finite(&slots, &stored) {
             return Err(bad(format!("tensor {what}; the checkpoint cannot be used")));
         }
 
         let mut vectors = vectors.into_iter();
-        let params = vectors.next().expect("the parameters are always read");
-        let optimizer = match (vectors.next(), vectors.next()) {
-            (Some(m), Some(v)) => {
+        let mut next = || vectors.next().expect("every vector of the layout is read");
+        let weights = Weights { params: next(), state: next() };
+        let optimizer = match has_optimizer {
+            true => {
+                let (m, v) = (next(), next());
                 let steps = entry("optimizer_steps")?;
                 let steps =
                     steps.parse().map_err(|_| bad(format!("'optimizer_steps' is '{steps}', not a whole number")))?;
                 Some(OptimizerState { m, v, steps })
             }
-            _ => None,
+            false => None,
         };
-        Ok(Checkpoint { architecture, params, optimizer, config, epochs_done, history, data })
+        Ok(Checkpoint { architecture, weights, optimizer, config, epochs_done, history, data })
+    }
+
+    /// A checkpoint of a run of `architecture` on the data described as `data`.
+    pub fn from_snapshot(architecture: &Architecture, snapshot: Snapshot, data: &str) -> Self {
+        Checkpoint {
+            architecture: architecture.clone(),
+            weights: snapshot.weights,
+            optimizer: Some(snapshot.optimizer),
+            config: snapshot.config,
+            epochs_done: snapshot.history.epochs.len(),
+            history: snapshot.history,
+            data: data.to_string(),
+        }
+    }
+
+    /// The settings to continue this run up to `epochs` on the data described as `data`: the
+    /// run's own, but for the number of epochs. Fails, saying why and what to do, when the data
+    /// differs from the run's, when it is trained that far already, or when the checkpoint holds
+    /// no optimiser state to continue from.
+    pub fn resume_config(&self, epochs: usize, data: &str) -> Result<TrainConfig> {
+        if self.data != data {
+            let (trained_on, given) = (self.data.clone(), data.to_string());
+            return Err(Error::Resume(ResumeError::OtherData { trained_on, given }));
+        }
+        if self.epochs_done >= epochs {
+            return Err(Error::Resume(ResumeError::Done { epochs_done: self.epochs_done }));
+        }
+        if self.optimizer.is_none() {
+            return Err(Error::Resume(ResumeError::NoOptimizer));
+        }
+        let config = TrainConfig { epochs, ..self.config.clone() };
+        config.validate()?;
+        Ok(config)
     }
 
     /// The model of this checkpoint, laid out on CIFAR-10's 32×32×3 input.
@@ -336,7 +368,7 @@ impl Checkpoint {
     /// Fails, saying both, when this checkpoint's layers differ from `expected`'s (the name alone
     /// may differ: `base` and `c16,c16s2,c32,c32s2,d0.5,f10` are the same net).
     pub fn check_architecture(&self, expected: &Architecture) -> Result<()> {
-        if self.architecture.layers == expected.layers {
+        if self.architecture.description() == expected.description() {
             return Ok(());
         }
         Err(Error::invalid(format!(
@@ -425,7 +457,7 @@ mod tests {
     #[test]
     fn the_base_nets_tensors_tile_the_flat_vector_with_keras_shapes() {
         let model = Model::new(&Architecture::parse("base").unwrap(), CIFAR_INPUT).unwrap();
-        let slots = parameter_slots(&model);
+        let slots = tensor_slots(&model);
         let names: Vec<&str> = slots.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,

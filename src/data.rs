@@ -25,13 +25,17 @@
 //!   `keras.utils.to_categorical(y, 10)`.
 
 use std::borrow::Cow;
+#[cfg(feature = "cifar-archive")]
 use std::fs::File;
+#[cfg(feature = "cifar-archive")]
 use std::io::{self, Read};
 use std::ops::Range;
-use std::path::{Component, Path};
+#[cfg(feature = "cifar-archive")]
+use std::path::Component;
+use std::path::Path;
 
+#[cfg(feature = "cifar-archive")]
 use md5::{Digest, Md5};
-use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -68,8 +72,10 @@ const META_FILE: &str = "batches.meta.txt";
 /// The folder the official archive unpacks to.
 const ARCHIVE_FOLDER: &str = "cifar-10-batches-bin";
 /// Size in bytes of the official `cifar-10-binary.tar.gz`.
+#[cfg(feature = "cifar-archive")]
 const OFFICIAL_ARCHIVE_BYTES: u64 = 170_052_171;
 /// MD5 of the official `cifar-10-binary.tar.gz`, as published on the dataset page.
+#[cfg(feature = "cifar-archive")]
 const OFFICIAL_ARCHIVE_MD5: &str = "c32a1d4ab5d03f1284b67883e8d87530";
 /// Where to get the dataset, for error messages.
 const HOW_TO_GET: &str = "get the binary version, cifar-10-binary.tar.gz (170,052,171 bytes), from \
@@ -246,11 +252,11 @@ pub fn parse_batch(bytes: &[u8], name: &str) -> Result<Dataset> {
         )));
     }
 
-    // Planar CHW → interleaved HWC, one record per task: pixel p = y * 32 + x of channel c is
+    // Planar CHW → interleaved HWC, record by record: pixel p = y * 32 + x of channel c is
     // byte 1 + c * 1024 + p of the record and byte p * 3 + c of the image.
     const PLANE: usize = HEIGHT * WIDTH;
     let mut images = vec![0u8; count * IMAGE_BYTES];
-    images.par_chunks_exact_mut(IMAGE_BYTES).zip(bytes.par_chunks_exact(RECORD_BYTES)).for_each(|(image, record)| {
+    images.chunks_exact_mut(IMAGE_BYTES).zip(bytes.chunks_exact(RECORD_BYTES)).for_each(|(image, record)| {
         let (red, rest) = record[1..].split_at(PLANE);
         let (green, blue) = rest.split_at(PLANE);
         for (p, pixel) in image.chunks_exact_mut(CHANNELS).enumerate() {
@@ -373,6 +379,7 @@ pub fn load_dir(path: &Path) -> Result<Cifar10> {
 }
 
 /// A reader that feeds everything read through it into an MD5 hasher, if it has one.
+#[cfg(feature = "cifar-archive")]
 struct Md5Reader<R> {
     /// The underlying reader.
     inner: R,
@@ -380,6 +387,7 @@ struct Md5Reader<R> {
     hasher: Option<Md5>,
 }
 
+#[cfg(feature = "cifar-archive")]
 impl<R: Read> Read for Md5Reader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
@@ -393,6 +401,7 @@ impl<R: Read> Read for Md5Reader<R> {
 /// Which file of the binary release an archive entry is, if any: `cifar-10-batches-bin/NAME`
 /// (the official layout) or a bare `NAME`, with or without a leading `./`. Returns the index into
 /// `BATCH_FILES ++ [META_FILE]`.
+#[cfg(feature = "cifar-archive")]
 fn archive_entry_index(entry: &Path) -> Option<usize> {
     let parts: Vec<_> = entry.components().filter(|c| !matches!(c, Component::CurDir)).collect();
     let file = match parts.as_slice() {
@@ -405,6 +414,7 @@ fn archive_entry_index(entry: &Path) -> Option<usize> {
 
 /// Reads the wanted entries of a gzipped tar stream. Errors are plain strings; the caller adds
 /// the file name and, for the official archive, the MD5 verdict.
+#[cfg(feature = "cifar-archive")]
 fn read_archive<R: Read>(reader: R) -> std::result::Result<[Option<Vec<u8>>; 7], String> {
     let mut found: [Option<Vec<u8>>; 7] = Default::default();
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(reader));
@@ -434,6 +444,7 @@ fn read_archive<R: Read>(reader: R) -> std::result::Result<[Option<Vec<u8>>; 7],
 /// subset and is not checked. Errors: the file cannot be opened ([`Error::Io`]); an MD5 mismatch;
 /// a corrupt or truncated gzip/tar stream; missing batch files (all named); any batch failing
 /// [`parse_batch`].
+#[cfg(feature = "cifar-archive")]
 pub fn load_tar_gz(path: &Path) -> Result<Cifar10> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
@@ -501,7 +512,14 @@ pub fn load(path: &Path) -> Result<Cifar10> {
     }
     let name = path.file_name().map(|name| name.to_string_lossy().to_lowercase()).unwrap_or_default();
     if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+        #[cfg(feature = "cifar-archive")]
         return load_tar_gz(path);
+        #[cfg(not(feature = "cifar-archive"))]
+        return Err(Error::invalid(format!(
+            "{}: reading a .tar.gz needs wgpu-cnn's cifar-archive feature; unpack it and pass the \
+             cifar-10-batches-bin folder instead",
+            path.display()
+        )));
     }
     Err(Error::invalid(format!(
         "{}: expected a folder of CIFAR-10 binary batches or a .tar.gz/.tgz archive of them; {HOW_TO_GET}",
@@ -509,27 +527,18 @@ pub fn load(path: &Path) -> Result<Cifar10> {
     )))
 }
 
-/// The real CIFAR-10 subset shipped in `assets/cifar10/` (the first 932 records of each
-/// training file, the first 846 of the test file: 4,660 + 846 images), compiled into the crate
-/// with `include_bytes!`, so no files are needed at run time.
-pub fn embedded() -> Cifar10 {
-    let batches: [&'static [u8]; 6] = [
-        include_bytes!("../assets/cifar10/data_batch_1.bin"),
-        include_bytes!("../assets/cifar10/data_batch_2.bin"),
-        include_bytes!("../assets/cifar10/data_batch_3.bin"),
-        include_bytes!("../assets/cifar10/data_batch_4.bin"),
-        include_bytes!("../assets/cifar10/data_batch_5.bin"),
-        include_bytes!("../assets/cifar10/test_batch.bin"),
-    ];
-    let meta: &'static [u8] = include_bytes!("../assets/cifar10/batches.meta.txt");
-    let name = |file: &str| format!("assets/cifar10/{file} (embedded)");
+/// CIFAR-10 from the bytes of its six batch files (`data_batch_1.bin` … `data_batch_5.bin`,
+/// `test_batch.bin`, in that order) and optionally `batches.meta.txt`, held in memory: a subset
+/// compiled into a program with `include_bytes!` (the tool's embedded demo data), a download, ...
+/// `origin` says where they came from (for [`Cifar10::source`] and error messages).
+pub fn from_bytes(batches: [&[u8]; 6], meta: Option<&[u8]>, origin: &str) -> Result<Cifar10> {
+    let name = |file: &str| format!("{origin}/{file}");
     let files = RawFiles {
         batches: batches.map(Cow::Borrowed),
         names: std::array::from_fn(|i| name(BATCH_FILES[i])),
-        meta: Some((Cow::Borrowed(meta), name(META_FILE))),
+        meta: meta.map(|meta| (Cow::Borrowed(meta), name(META_FILE))),
     };
-    assemble(files, "embedded subset of CIFAR-10 (assets/cifar10)", "")
-        .expect("the embedded CIFAR-10 files are valid (checked by tests/data.rs)")
+    assemble(files, origin, "")
 }
 
 /// The order in which to visit rows `0..n` in epoch `epoch` of a run seeded with `seed`: a
@@ -572,6 +581,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "cifar-archive")]
     fn data_archive_entries_are_matched_under_the_official_folder_or_bare() {
         assert_eq!(archive_entry_index(Path::new("cifar-10-batches-bin/data_batch_1.bin")), Some(0));
         assert_eq!(archive_entry_index(Path::new("./cifar-10-batches-bin/test_batch.bin")), Some(5));

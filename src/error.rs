@@ -1,5 +1,6 @@
 //! The crate's one error type. Every message says what went wrong with the actual values, and,
-//! where the user can do something about it, what to do.
+//! where the user can do something about it, what to do — in the library's terms: a front end
+//! maps [`Error::Setting`] to its own options (the CLI to its flags).
 
 use std::path::PathBuf;
 
@@ -44,9 +45,39 @@ pub enum Error {
     #[error("{}: {message}", path.display())]
     Image { path: PathBuf, message: String },
 
-    /// A user-supplied value (kernel string, option, shape) is not acceptable.
+    /// A user-supplied value (kernel string, file, shape) is not acceptable.
     #[error("{0}")]
     InvalidInput(String),
+
+    /// A training setting is out of range. `setting` is its [`crate::train::TrainConfig`] field
+    /// (`learning_rate`, `batch_size`, ...), which a front end may name by its own option.
+    #[error("{setting} {message}")]
+    Setting { setting: &'static str, message: String },
+
+    /// A checkpoint's run cannot continue as asked.
+    #[error("{0}")]
+    Resume(ResumeError),
+
+    /// The training loss stopped being a number: the weights are no longer usable.
+    #[error(
+        "training diverged in epoch {epoch}: the loss is {loss}; the weights of the epochs before are \
+         still good, try a lower learning rate"
+    )]
+    Diverged { epoch: usize, loss: f64 },
+}
+
+/// Why a run cannot continue from its checkpoint.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ResumeError {
+    /// The run trained on other data than is given now.
+    #[error("the run was trained on \"{trained_on}\", but this one would use \"{given}\"; resume with the same data")]
+    OtherData { trained_on: String, given: String },
+    /// It is trained as far as asked already.
+    #[error("already trained for {epochs_done} epochs; ask for more epochs to continue")]
+    Done { epochs_done: usize },
+    /// The checkpoint holds no optimiser state.
+    #[error("the checkpoint has no optimiser state to resume from")]
+    NoOptimizer,
 }
 
 /// Result with the crate's error.

@@ -78,12 +78,14 @@ On Linux without a GPU, install Mesa's software Vulkan driver (lavapipe): \
 `sudo apt-get install mesa-vulkan-drivers libvulkan1`. \
 `wgpu-cnn info` lists the adapters that were found.";
 
-/// The adapter, device and queue every GPU part of the CLI works on.
+/// The adapter, device and queue every GPU part of the CLI works on, and the device's pipelines
+/// (built once, shared by every engine on the context).
 pub struct GpuContext {
     pub adapter: wgpu::Adapter,
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
+    pub kernels: crate::kernel::Kernels,
 }
 
 impl fmt::Debug for GpuContext {
@@ -152,7 +154,8 @@ impl GpuContext {
             ..Default::default()
         }))
         .map_err(|source| Error::RequestDevice { adapter: info.name.clone(), source })?;
-        Ok(GpuContext { adapter, device, queue, info })
+        let kernels = crate::kernel::Kernels::new(&device);
+        Ok(GpuContext { adapter, device, queue, info, kernels })
     }
 
     /// "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)".
@@ -227,8 +230,8 @@ pub fn upload(device: &wgpu::Device, label: &str, bytes: &[u8], usage: wgpu::Buf
     })
 }
 
-/// Creates a zero-initialised storage buffer of at least `bytes` bytes (rounded up to 4).
-/// A uniform buffer holding `value`: a kernel's parameters, a layer's shape, the step parameters.
+/// A uniform buffer holding `value`: a kernel's parameters, the per-step uniform. `COPY_DST` too,
+/// so that the per-step uniform can be rewritten before each submit.
 pub fn uniform_buffer<T: bytemuck::Pod>(device: &wgpu::Device, label: &str, value: &T) -> wgpu::Buffer {
     use wgpu::util::DeviceExt;
     device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -238,6 +241,8 @@ pub fn uniform_buffer<T: bytemuck::Pod>(device: &wgpu::Device, label: &str, valu
     })
 }
 
+/// Creates a zero-initialised storage buffer of at least `bytes` bytes (rounded up to 4), usable
+/// as STORAGE | COPY_SRC | COPY_DST.
 pub fn storage_buffer(device: &wgpu::Device, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
     let size = padded_size(bytes);
     check_binding_size(device, label, size)?;
@@ -270,35 +275,126 @@ pub fn check_binding_size(device: &wgpu::Device, what: &str, bytes: u64) -> Resu
     Ok(())
 }
 
-/// Reads a whole buffer back to the host: copy into a MAP_READ staging buffer, submit, map, wait.
+/// Buffer ranges on their way to the host: the crate's one readback mechanism.
 ///
-/// This is the crate's only readback path. It blocks until the GPU has finished all work
-/// submitted so far on `queue`, so keep it out of inner loops (training reads metrics once per
-/// epoch).
-pub fn read_buffer(device: &wgpu::Device, queue: &wgpu::Queue, buffer: &wgpu::Buffer) -> Result<Vec<u8>> {
-    let size = buffer.size();
-    let staging = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("wgpu-cnn readback"),
-        size,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
+/// [`Readback::record`] records copies of the ranges into a MAP_READ staging buffer in the
+/// caller's encoder; after that encoder is submitted, [`Readback::map`] asks for the mapping.
+/// Then either [`Readback::try_take`] looks without waiting (the training loop's live metrics), or
+/// [`Readback::bytes`] is awaited: on native targets that future waits inside `device.poll` (wgpu
+/// runs map callbacks only there); in a browser the map's promise resolves it and nothing blocks.
+/// [`read_buffer`] and [`read_buffer_async`] are the whole-buffer shorthands.
+pub struct Readback {
+    device: wgpu::Device,
+    staging: wgpu::Buffer,
+    /// The map callback's channel (dropping the receiver would close it) and the future that
+    /// resolves when the callback has run.
+    mapped: Option<(MapReceiver, MapFuture)>,
+}
+
+type MapReceiver = futures_intrusive::channel::shared::OneshotReceiver<std::result::Result<(), wgpu::BufferAsyncError>>;
+
+/// Resolves when the map callback has run: `None` if it never will (the device was lost).
+type MapFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<std::result::Result<(), wgpu::BufferAsyncError>>>>>;
+
+impl fmt::Debug for Readback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Readback")
+            .field("bytes", &self.staging.size())
+            .field("mapping", &self.mapped.is_some())
+            .finish()
+    }
+}
+
+impl Readback {
+    /// Records copies of `ranges` — (buffer, offset, bytes), each a multiple of 4 — into
+    /// `encoder`, one after the other in the staging buffer.
+    pub fn record(
+        device: &wgpu::Device,
+        encoder: &mut wgpu::CommandEncoder,
+        ranges: &[(&wgpu::Buffer, u64, u64)],
+    ) -> Self {
+        let total: u64 = ranges.iter().map(|(_, _, bytes)| bytes).sum();
+        let staging = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgpu-cnn readback"),
+            size: total.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut at = 0;
+        for &(buffer, offset, bytes) in ranges {
+            if bytes > 0 {
+                encoder.copy_buffer_to_buffer(buffer, offset, &staging, at, bytes);
+            }
+            at += bytes;
+        }
+        Readback { device: device.clone(), staging, mapped: None }
+    }
+
+    /// Asks for the mapping; call it once the encoder holding the copies has been submitted.
+    pub fn map(&mut self) {
+        let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
+        self.staging.slice(..).map_async(wgpu::MapMode::Read, move |result| {
+            // The receiver is gone only if the readback was dropped unread.
+            let _ = sender.send(result);
+        });
+        let future = Box::pin(receiver.receive());
+        self.mapped = Some((receiver, future));
+    }
+
+    /// The bytes, if the copies have landed and the mapping is done; never waits.
+    pub fn try_take(&mut self) -> Option<Result<Vec<u8>>> {
+        let _ = self.device.poll(wgpu::PollType::Poll);
+        let (_, mapped) = self.mapped.as_mut()?;
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match mapped.as_mut().poll(&mut context) {
+            std::task::Poll::Pending => None,
+            std::task::Poll::Ready(result) => Some(self.finish(result)),
+        }
+    }
+
+    /// The bytes, once they have landed.
+    pub async fn bytes(mut self) -> Result<Vec<u8>> {
+        let Some((receiver, mapped)) = self.mapped.take() else {
+            return Err(Error::Readback("the readback was never mapped (call map after submitting)".into()));
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Readback(e.to_string()))?;
+        let result = mapped.await;
+        drop(receiver);
+        self.finish(result)
+    }
+
+    fn finish(&mut self, result: Option<std::result::Result<(), wgpu::BufferAsyncError>>) -> Result<Vec<u8>> {
+        self.mapped = None;
+        result
+            .ok_or_else(|| Error::Readback("the device was lost before the buffer was mapped".into()))?
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        let bytes = self.staging.slice(..).get_mapped_range().map_err(|e| Error::Readback(e.to_string()))?.to_vec();
+        self.staging.unmap();
+        Ok(bytes)
+    }
+}
+
+/// Reads a whole buffer back (see [`Readback`]): the future resolves to its bytes.
+pub fn read_buffer_async(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    buffer: &wgpu::Buffer,
+) -> impl std::future::Future<Output = Result<Vec<u8>>> {
     let mut encoder =
         device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpu-cnn readback") });
-    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
+    let mut readback = Readback::record(device, &mut encoder, &[(buffer, 0, buffer.size())]);
     queue.submit([encoder.finish()]);
+    readback.map();
+    readback.bytes()
+}
 
-    let slice = staging.slice(..);
-    let (sender, receiver) = std::sync::mpsc::channel();
-    slice.map_async(wgpu::MapMode::Read, move |result| {
-        // The receiver only goes away if this function already returned with an error.
-        let _ = sender.send(result);
-    });
-    device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Readback(e.to_string()))?;
-    receiver.recv().map_err(|e| Error::Readback(e.to_string()))?.map_err(|e| Error::Readback(e.to_string()))?;
-    let bytes = slice.get_mapped_range().map_err(|e| Error::Readback(e.to_string()))?.to_vec();
-    staging.unmap();
-    Ok(bytes)
+/// Reads a whole buffer back, blocking until the GPU has finished all work submitted so far on
+/// `queue` (native targets; a browser must await [`read_buffer_async`]). Keep it out of inner
+/// loops: training reads metrics once per epoch.
+pub fn read_buffer(device: &wgpu::Device, queue: &wgpu::Queue, buffer: &wgpu::Buffer) -> Result<Vec<u8>> {
+    pollster::block_on(read_buffer_async(device, queue, buffer))
 }
 
 /// Blocks until every submission on the device has finished (used to time GPU work).

@@ -1,11 +1,42 @@
-//! The one way to build a compute pipeline from WGSL and dispatch it.
+//! The host–shader contract, and the one way to build, bind and dispatch a compute kernel.
 //!
-//! Every shader in `shaders/` declares `override WORKGROUP_SIZE: u32;` and indexes its work as
-//! `gid.x + gid.y * num_workgroups.x * WORKGROUP_SIZE`, so a 1-D problem of any size can be laid
-//! out on a 2-D grid that stays under `max_compute_workgroups_per_dimension` (65,535 by default).
-//! [`WORKGROUP_SIZE`] is the single Rust constant that both sets the override and sizes the grid.
+//! # The contract
+//! Every WGSL file is a [`Shader`]: its source (with the preludes it is compiled with) and, for
+//! each entry point, the binding table that entry point uses ([`EntryPoint`]: name, binding
+//! number, uniform / read-only storage / read-write storage). The table is declared once, here on
+//! the host side, beside the code that binds it; `tests/shaders.rs` checks every table against
+//! naga's reflection of the WGSL (the bindings each entry point really uses, their numbers, names
+//! and access), so the two cannot drift apart.
+//!
+//! From a table [`Kernels`] builds an explicit bind group layout **per entry point**, not per
+//! file: a pipeline carries only the bindings its entry point uses (WebGPU allows 8 storage
+//! buffers per stage by default; conv2d's tiled file declares 12).
+//!
+//! # Binding
+//! There is one verb: [`Dispatch::new`] takes a kernel, its buffers by binding name ([`arg`],
+//! with the bytes the kernel will touch) and a [`Grid`], checks that every binding of the table is
+//! given exactly once, that each buffer has the usage its binding needs (`UNIFORM` or `STORAGE`)
+//! and is large enough — saying which binding, which kernel and the sizes when not — and returns
+//! a [`Dispatch`]: kernel, bind group and grid, fixed, ready to record into any compute pass.
+//!
+//! # Grids
+//! Most kernels index their work as `gid.x + gid.y · num_workgroups.x · WORKGROUP_SIZE`
+//! (`linear_index` in `shaders/common.wgsl`), so a 1-D problem of any size is laid out on a 2-D
+//! grid that stays under `max_compute_workgroups_per_dimension` (65,535 by default):
+//! [`Grid::Invocations`]. [`WORKGROUP_SIZE`] is the single Rust constant that both sets the
+//! shaders' `WORKGROUP_SIZE` override and sizes those grids.
+//!
+//! # Shapes: override constants or uniforms
+//! The convolution, most of a step's work, takes its shape as pipeline-override constants, so
+//! that every extent is a literal in its compiled pipelines (index arithmetic divides by
+//! constants; loads are picked at compile time): each layer gets pipelines of its own, built once
+//! and cached by [`Kernels`]. The other kernels are cheap and take their shapes as uniforms, so one
+//! pipeline serves every layer of their kind.
 
-use crate::error::Result;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
 use crate::gpu::with_error_scope;
 
 /// Invocations per workgroup of every 1-D-indexed kernel. 256 is a multiple of every vendor's
@@ -13,13 +44,85 @@ use crate::gpu::with_error_scope;
 /// default limit.
 pub const WORKGROUP_SIZE: u32 = 256;
 
-/// A compute pipeline for one entry point, with its bind group layout (group 0).
-/// Cheap to clone: wgpu handles are reference-counted.
-#[derive(Clone, Debug)]
-pub struct ComputeKernel {
-    pipeline: wgpu::ComputePipeline,
-    layout: wgpu::BindGroupLayout,
-    label: String,
+/// How an entry point sees one binding; must be the WGSL declaration's address space and access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// `var<uniform>`: the buffer needs `UNIFORM` usage.
+    Uniform,
+    /// `var<storage, read>`: `STORAGE` usage.
+    Read,
+    /// `var<storage, read_write>`: `STORAGE` usage.
+    ReadWrite,
+}
+
+/// One binding of an entry point (group 0): its number and its name in the WGSL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Binding {
+    pub number: u32,
+    pub name: &'static str,
+    pub access: Access,
+}
+
+/// `var<uniform>` binding `number` called `name`.
+pub const fn uniform(number: u32, name: &'static str) -> Binding {
+    Binding { number, name, access: Access::Uniform }
+}
+
+/// `var<storage, read>` binding `number` called `name`.
+pub const fn read(number: u32, name: &'static str) -> Binding {
+    Binding { number, name, access: Access::Read }
+}
+
+/// `var<storage, read_write>` binding `number` called `name`.
+pub const fn read_write(number: u32, name: &'static str) -> Binding {
+    Binding { number, name, access: Access::ReadWrite }
+}
+
+/// An entry point and exactly the bindings it uses.
+#[derive(Clone, Copy, Debug)]
+pub struct EntryPoint {
+    pub name: &'static str,
+    pub bindings: &'static [Binding],
+}
+
+/// A WGSL file as compiled: `source` is the file with its preludes (`own`, the file as written in
+/// `shaders/`, is its end), and `entry_points` the table of every entry point it has.
+#[derive(Debug)]
+pub struct Shader {
+    /// The file name in `shaders/`, e.g. `conv2d_tiled.wgsl`.
+    pub file: &'static str,
+    pub source: &'static str,
+    pub own: &'static str,
+    pub entry_points: &'static [EntryPoint],
+}
+
+impl Shader {
+    /// The table of entry point `name`.
+    pub fn entry_point(&self, name: &str) -> Result<&'static EntryPoint> {
+        self.entry_points.iter().find(|e| e.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.entry_points.iter().map(|e| e.name).collect();
+            Error::invalid(format!("{} has no entry point '{name}' (it has {})", self.file, names.join(", ")))
+        })
+    }
+}
+
+/// A shader file of `shaders/` as compiled: `shader_source!("a.wgsl")` is the file alone,
+/// `shader_source!("common.wgsl", "a.wgsl")` the file after the preludes named before it.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! shader_source {
+    ($($file:literal),+) => {
+        concat!($(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $file)), "\n"),+)
+    };
+}
+
+/// The last file of [`shader_source!`]'s list, alone.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! shader_own {
+    ($file:literal) => {
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $file))
+    };
 }
 
 /// The run-time checks naga adds to our shaders: every memory access stays bounds-checked, but
@@ -34,81 +137,200 @@ pub fn runtime_checks() -> wgpu::ShaderRuntimeChecks {
     }
 }
 
-/// Compiles a WGSL source once; build several [`ComputeKernel`]s from its entry points.
-pub fn shader_module(device: &wgpu::Device, label: &str, source: &str) -> Result<wgpu::ShaderModule> {
-    with_error_scope(device, &format!("compiling shader '{label}'"), || {
+fn compile(device: &wgpu::Device, shader: &Shader) -> Result<wgpu::ShaderModule> {
+    with_error_scope(device, &format!("compiling shader '{}'", shader.file), || {
         // SAFETY: memory accesses keep their bounds checks. The two checks turned off guard
         // against endless loops and integer division by zero, and neither can happen in the
         // shaders of this crate: every loop counts up to a bound taken from a shape uniform or
         // override constant (sizes of tensors that exist, far below u32::MAX) or a constant, or
         // halves a power of two, and every divisor is a stride, a tensor extent or a lane count,
-        // which the host makes ≥ 1 (Plane, Model and the layer shapes reject empty sizes;
-        // Conv2d::bind checks chunk_lanes).
+        // which the host makes ≥ 1 (Plane, Model and the layer shapes reject empty sizes; the
+        // convolution's bind checks its lane count).
         unsafe {
             device.create_shader_module_trusted(
-                wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(source.into()) },
+                wgpu::ShaderModuleDescriptor {
+                    label: Some(shader.file),
+                    source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                },
                 runtime_checks(),
             )
         }
     })
 }
 
-impl ComputeKernel {
-    /// Builds the pipeline for `entry_point` with `WORKGROUP_SIZE` set from the Rust constant.
-    /// The bind group layout is derived from the shader, so the WGSL bindings are the single
-    /// source of truth for what a kernel takes.
-    pub fn new(device: &wgpu::Device, module: &wgpu::ShaderModule, entry_point: &str) -> Result<Self> {
-        Self::specialized(device, module, entry_point, &[])
+/// The bind group layout of `entry`'s table: exactly its bindings, nothing more.
+fn layout_entries(entry: &EntryPoint) -> Vec<wgpu::BindGroupLayoutEntry> {
+    entry
+        .bindings
+        .iter()
+        .map(|b| wgpu::BindGroupLayoutEntry {
+            binding: b.number,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: match b.access {
+                    Access::Uniform => wgpu::BufferBindingType::Uniform,
+                    Access::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                    Access::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        })
+        .collect()
+}
+
+/// One entry point compiled into a pipeline (with its override constants), and its bind group
+/// layout. Cheap to clone: wgpu handles are reference-counted.
+#[derive(Clone, Debug)]
+pub struct Kernel {
+    shader: &'static str,
+    entry: &'static EntryPoint,
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+}
+
+impl Kernel {
+    /// `file::entry_point`, for errors and profiles.
+    pub fn label(&self) -> String {
+        format!("{}::{}", self.shader.trim_end_matches(".wgsl"), self.entry.name)
     }
 
-    /// Builds the pipeline for `entry_point` with the shader's `override` constants set from
-    /// `constants` (and `WORKGROUP_SIZE` from the Rust constant).
-    pub fn specialized(
-        device: &wgpu::Device,
-        module: &wgpu::ShaderModule,
-        entry_point: &str,
-        constants: &[(&str, f64)],
-    ) -> Result<Self> {
-        let label = entry_point.to_string();
+    /// The entry point's name.
+    pub fn entry_point(&self) -> &'static str {
+        self.entry.name
+    }
+}
+
+/// The compiled shaders and pipelines of one device, each built once: a layer that binds
+/// pipelines of a shape already seen gets them from here. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct Kernels {
+    inner: Arc<KernelsInner>,
+}
+
+struct KernelsInner {
+    device: wgpu::Device,
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<PipelineKey, Kernel>>,
+}
+
+/// Shader file, entry point, and the override constants as bits.
+type PipelineKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
+
+impl std::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pipelines = self.inner.pipelines.lock().map_or(0, |p| p.len());
+        f.debug_struct("Kernels").field("pipelines", &pipelines).finish()
+    }
+}
+
+impl Kernels {
+    /// An empty cache for `device`: nothing is compiled until asked for.
+    pub fn new(device: &wgpu::Device) -> Self {
+        Kernels {
+            inner: Arc::new(KernelsInner {
+                device: device.clone(),
+                modules: Mutex::new(HashMap::new()),
+                pipelines: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+
+    /// The pipeline of `shader`'s entry point `entry` with `constants` set (and `WORKGROUP_SIZE`
+    /// from the Rust constant): compiled on first use, then shared.
+    pub fn get(&self, shader: &'static Shader, entry: &str, constants: &[(&'static str, f64)]) -> Result<Kernel> {
+        let entry = shader.entry_point(entry)?;
+        let key: PipelineKey = (shader.file, entry.name, constants.iter().map(|(n, v)| (*n, v.to_bits())).collect());
+        // A poisoned lock only means another thread panicked while inserting; the map is intact.
+        if let Some(kernel) = self.inner.pipelines.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(kernel.clone());
+        }
+        let device = &self.inner.device;
+        let module = {
+            let mut modules = self.inner.modules.lock().unwrap_or_else(|e| e.into_inner());
+            match modules.get(shader.file) {
+                Some(module) => module.clone(),
+                None => {
+                    let module = compile(device, shader)?;
+                    modules.insert(shader.file, module.clone());
+                    module
+                }
+            }
+        };
+        let label = format!("{}::{}", shader.file.trim_end_matches(".wgsl"), entry.name);
         let mut all = vec![("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE))];
         all.extend_from_slice(constants);
-        let pipeline = with_error_scope(device, &format!("building pipeline '{label}'"), || {
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        let (pipeline, layout) = with_error_scope(device, &format!("building pipeline '{label}'"), || {
+            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                 label: Some(&label),
-                layout: None,
-                module,
-                entry_point: Some(entry_point),
+                entries: &layout_entries(entry),
+            });
+            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(&label),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(entry.name),
                 compilation_options: wgpu::PipelineCompilationOptions { constants: &all, ..Default::default() },
                 cache: None,
-            })
+            });
+            (pipeline, layout)
         })?;
-        let layout = pipeline.get_bind_group_layout(0);
-        Ok(ComputeKernel { pipeline, layout, label })
+        let kernel = Kernel { shader: shader.file, entry, pipeline, layout };
+        self.inner.pipelines.lock().unwrap_or_else(|e| e.into_inner()).insert(key, kernel.clone());
+        Ok(kernel)
     }
 
-    /// A bind group from `(binding, buffer)` pairs (whole buffers): exactly the bindings this entry point uses,
-    /// with the numbers its shader declares (each shader lists them at the top).
-    pub fn bind(&self, device: &wgpu::Device, buffers: &[(u32, &wgpu::Buffer)]) -> wgpu::BindGroup {
-        let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
-            .iter()
-            .map(|(binding, buffer)| wgpu::BindGroupEntry { binding: *binding, resource: buffer.as_entire_binding() })
-            .collect();
-        device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(&self.label),
-            layout: &self.layout,
-            entries: &entries,
-        })
+    /// Pipelines built so far (a shape seen twice adds none).
+    pub fn pipeline_count(&self) -> usize {
+        self.inner.pipelines.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
+}
 
-    /// Records one dispatch into an open compute pass.
-    pub fn dispatch(&self, pass: &mut wgpu::ComputePass<'_>, bind_group: &wgpu::BindGroup, workgroups: [u32; 3]) {
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, bind_group, &[]);
-        pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
-    }
+/// One buffer for the binding called `name`, of which the kernel touches the first `bytes`.
+#[derive(Clone, Copy, Debug)]
+pub struct Arg<'a> {
+    pub name: &'static str,
+    pub buffer: &'a wgpu::Buffer,
+    pub bytes: u64,
+}
 
-    pub fn label(&self) -> &str {
-        &self.label
+/// The buffer for binding `name`, of which the kernel touches the first `bytes` bytes.
+pub fn arg<'a>(name: &'static str, buffer: &'a wgpu::Buffer, bytes: u64) -> Arg<'a> {
+    Arg { name, buffer, bytes }
+}
+
+/// The bytes of `floats` f32 values (or u32 words).
+pub fn floats(floats: usize) -> u64 {
+    4 * floats as u64
+}
+
+/// How many workgroups a dispatch launches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grid {
+    /// Enough workgroups of [`WORKGROUP_SIZE`] for this many invocations, on the 2-D grid of
+    /// `linear_index` (kernels that index invocations).
+    Invocations(u64),
+    /// This many workgroups, on a 2-D grid within the per-dimension limit (kernels that index
+    /// workgroups, `workgroup_id.x + workgroup_id.y · num_workgroups.x`).
+    Workgroups(u64),
+}
+
+impl Grid {
+    fn size(self, max_per_dimension: u32) -> [u32; 3] {
+        match self {
+            Grid::Invocations(n) => grid_for(n, max_per_dimension),
+            Grid::Workgroups(n) => workgroup_grid(n, max_per_dimension),
+        }
     }
 }
 
@@ -116,42 +338,88 @@ impl ComputeKernel {
 /// once when the layer is bound.
 #[derive(Debug)]
 pub struct Dispatch {
-    kernel: ComputeKernel,
+    kernel: Kernel,
     bind_group: wgpu::BindGroup,
     workgroups: [u32; 3],
 }
 
 impl Dispatch {
-    /// `kernel` on `buffers` (`(binding, buffer)` pairs, see [`ComputeKernel::bind`]) over `workgroups`.
-    pub fn new(
-        device: &wgpu::Device,
-        kernel: &ComputeKernel,
-        buffers: &[(u32, &wgpu::Buffer)],
-        workgroups: [u32; 3],
-    ) -> Self {
-        Dispatch { kernel: kernel.clone(), bind_group: kernel.bind(device, buffers), workgroups }
-    }
-
-    /// `kernel` on `buffers` over the 1-D grid of `invocations` ([`grid_for`] within the device's
-    /// limit): the layout of every kernel indexed with `linear_index`.
-    pub fn covering(
-        device: &wgpu::Device,
-        kernel: &ComputeKernel,
-        buffers: &[(u32, &wgpu::Buffer)],
-        invocations: u64,
-    ) -> Self {
-        let max = device.limits().max_compute_workgroups_per_dimension;
-        Self::new(device, kernel, buffers, grid_for(invocations, max))
+    /// `kernel` on `args` over `grid`. Fails, naming the kernel, the binding and the sizes, when a
+    /// binding of its table is missing or given twice, a name is not in the table, a buffer lacks
+    /// the usage its binding needs, or is smaller than the bytes the kernel will touch.
+    pub fn new(device: &wgpu::Device, kernel: &Kernel, args: &[Arg<'_>], grid: Grid) -> Result<Self> {
+        let label = kernel.label();
+        let bad = |why: String| Error::invalid(format!("cannot bind {label}: {why}"));
+        for a in args {
+            if !kernel.entry.bindings.iter().any(|b| b.name == a.name) {
+                let names: Vec<&str> = kernel.entry.bindings.iter().map(|b| b.name).collect();
+                return Err(bad(format!("it has no binding '{}' (its bindings: {})", a.name, names.join(", "))));
+            }
+        }
+        let mut entries = Vec::with_capacity(kernel.entry.bindings.len());
+        for binding in kernel.entry.bindings {
+            let mut given = args.iter().filter(|a| a.name == binding.name);
+            let a = given
+                .next()
+                .ok_or_else(|| bad(format!("binding {} '{}' is not given", binding.number, binding.name)))?;
+            if given.next().is_some() {
+                return Err(bad(format!("binding {} '{}' is given twice", binding.number, binding.name)));
+            }
+            let (usage, what) = match binding.access {
+                Access::Uniform => (wgpu::BufferUsages::UNIFORM, "UNIFORM"),
+                Access::Read | Access::ReadWrite => (wgpu::BufferUsages::STORAGE, "STORAGE"),
+            };
+            if !a.buffer.usage().contains(usage) {
+                return Err(bad(format!(
+                    "the {} buffer needs {what} usage (binding {}); it has {:?}",
+                    binding.name,
+                    binding.number,
+                    a.buffer.usage()
+                )));
+            }
+            if a.buffer.size() < a.bytes.max(4) {
+                return Err(bad(format!(
+                    "the {} buffer holds {} bytes, but binding {} needs {}",
+                    binding.name,
+                    a.buffer.size(),
+                    binding.number,
+                    a.bytes.max(4)
+                )));
+            }
+            entries.push(wgpu::BindGroupEntry { binding: binding.number, resource: a.buffer.as_entire_binding() });
+        }
+        let bind_group = with_error_scope(device, &format!("binding {label}"), || {
+            device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&label),
+                layout: &kernel.layout,
+                entries: &entries,
+            })
+        })?;
+        let workgroups = grid.size(device.limits().max_compute_workgroups_per_dimension);
+        Ok(Dispatch { kernel: kernel.clone(), bind_group, workgroups })
     }
 
     /// Records it into an open compute pass.
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.kernel.dispatch(pass, &self.bind_group, self.workgroups);
+        pass.set_pipeline(&self.kernel.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let [x, y, z] = self.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+
+    /// `file::entry_point`.
+    pub fn label(&self) -> String {
+        self.kernel.label()
     }
 
     /// The entry point's name.
-    pub fn label(&self) -> &str {
-        self.kernel.label()
+    pub fn entry_point(&self) -> &'static str {
+        self.kernel.entry_point()
+    }
+
+    /// The workgroups it launches.
+    pub fn workgroups(&self) -> [u32; 3] {
+        self.workgroups
     }
 }
 

@@ -5,44 +5,59 @@
 //! plain-loop CPU reference beside every kernel.
 //!
 //! It is **not** a general tensor library: every kernel is written out for the layers the
-//! assignment needs, so that each one can be read, timed and reused on its own.
+//! assignment needs, so that each one can be read, timed and reused on its own. It never creates
+//! an embedder's device: every GPU part takes a `&wgpu::Device` (and `&wgpu::Queue`), records into
+//! the caller's encoder or compute pass, and works on the caller's buffers. [`wgpu`] is
+//! re-exported so that an application names the same version.
 //!
 //! ## Layout
+//! - [`kernel`]: the host–shader contract (binding tables, checked against naga by the tests) and
+//!   the one way to build, bind and dispatch a kernel; [`shaders`]: every WGSL source.
 //! - [`gpu`]: the one GPU context (adapter choice, device), upload, readback, error scopes.
-//! - [`kernel`]: the one way to build a compute pipeline from WGSL and dispatch it.
-//! - [`shaders`]: every WGSL source as a public constant.
 //! - [`filter`]: Part I, the 3×3 image convolution: CPU reference, fast CPU, GPU (embeddable).
-//! - [`layers`]: the network's layers, forward and backward, CPU reference beside GPU twin.
-//! - [`model`]: architectures, shapes, parameter layout, initialisation, summary.
-//! - [`train`]: the Keras training loop and its GPU and CPU backends.
-//! - [`data`], [`checkpoint`], [`metrics`], [`plot`], [`experiment`]: CIFAR-10, safetensors
-//!   checkpoints, evaluation, figures, the assignment's sweeps.
+//! - [`layers`]: the layer registry — one module per layer kind, forward and backward, CPU
+//!   reference beside GPU twin and fast CPU kernels; [`model`]: architectures laid out on the
+//!   registry (shapes, flat parameters, initialisation, summary).
+//! - [`train`]: the one training loop and its engines (GPU, fast CPU, reference); [`adam`] and
+//!   [`gather`]: the optimiser and the batch assembly every engine uses.
+//! - [`data`], [`metrics`], `checkpoint` (feature `checkpoint`): CIFAR-10, evaluation,
+//!   safetensors checkpoints.
 //! - [`selftest`]: every GPU kernel against its CPU reference, on any adapter.
-//! - [`picture`], [`io`], [`rng`], [`bench`](mod@bench): image files, atomic writes, seeded randomness,
-//!   timing helpers.
+//! - `fast` (feature `fast-cpu`): what the fast CPU kernels share; [`io`], [`rng`],
+//!   [`bench`](mod@bench): atomic writes, seeded randomness, timing helpers.
+//!
+//! ## Features
+//! With default features off the crate depends on wgpu, bytemuck, pollster, futures-intrusive,
+//! thiserror and num-traits only. `fast-cpu` (rayon) adds the fast CPU engine and multi-threaded
+//! Part I; `serde` (serde, serde_json) serialisable settings, histories and reports;
+//! `checkpoint` (with `serde`, safetensors) checkpoints; `cifar-archive` (flate2, tar, md-5) the
+//! official `cifar-10-binary.tar.gz`. All are on by default.
 //!
 //! ## Dimension legend (used in every doc comment and shader)
 //! `N` batch, `H`/`W` height/width, `C` channels, `K` output channels (filters), `y`/`x` pixel
 //! coordinates, `ky`/`kx` kernel taps.
 
+pub use wgpu;
+
+pub mod adam;
 pub mod bench;
+#[cfg(feature = "checkpoint")]
 pub mod checkpoint;
 pub mod data;
 pub mod error;
-pub mod experiment;
+#[cfg(feature = "fast-cpu")]
 pub mod fast;
 pub mod filter;
+pub mod gather;
 pub mod gpu;
 pub mod io;
 pub mod kernel;
 pub mod layers;
 pub mod metrics;
 pub mod model;
-pub mod picture;
-pub mod plot;
 pub mod rng;
 pub mod selftest;
 pub mod shaders;
+pub mod train;
 
 pub use error::{Error, Result};
-pub mod train;

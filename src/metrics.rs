@@ -16,13 +16,12 @@
 //!   computes it (from counts, so F1 is 0 rather than 0/0 when P or R is undefined).
 //! - macro avg = unweighted mean over classes; weighted avg = mean weighted by support.
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{Error, Result};
 
 /// Confusion matrix, rows = true class, columns = predicted class (sklearn's `confusion_matrix`
 /// with `labels = 0..classes`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ConfusionMatrix {
     pub classes: usize,
     /// Row-major `classes × classes`: `counts[true_class * classes + predicted]`.
@@ -121,7 +120,8 @@ impl ConfusionMatrix {
 }
 
 /// Precision, recall, F1 and support of one class (or an average of them).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ClassScores {
     pub precision: f64,
     pub recall: f64,
@@ -130,7 +130,8 @@ pub struct ClassScores {
 }
 
 /// What `sklearn.metrics.classification_report` shows, as numbers.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ClassificationReport {
     pub names: Vec<String>,
     pub per_class: Vec<ClassScores>,

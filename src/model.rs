@@ -1,37 +1,37 @@
-//! Architectures: a small description (`c16,c16s2,c32,c32s2,d0.5,f10`) turned into layers with
-//! concrete shapes, one flat parameter vector with a named view per tensor, Glorot-uniform
-//! initialisation and a Keras-like summary.
+//! Architectures: a small description (`c16,c16s2,c32,c32s2,d0.5,f10`) read through the layer
+//! registry ([`crate::layers::REGISTRY`]) into layers with concrete shapes, one flat parameter
+//! vector with a named view per tensor, Glorot-uniform initialisation and a Keras-like summary.
+//! Nothing here knows one layer kind from another: every fact about a layer comes from its module.
 //!
 //! # Layouts (the same as Keras, so weights move between the two without permutation)
 //! - activations: NHWC, `[N, H, W, C]`, f32
 //! - conv kernel: `[3, 3, C, K]` (ky, kx, input channel, filter), bias `[K]`
-//! - dense kernel: `[F, 10]` with `F = H·W·C` in NHWC flatten order, bias `[10]`
-//! - all parameters in one flat f32 vector, layer by layer, kernel then bias: Adam runs over it as
-//!   one tensor, and the gradients share the same layout.
+//! - dense kernel: `[F, K]` with `F = H·W·C` in NHWC flatten order, bias `[K]`
+//! - all trainable tensors in one flat f32 vector (`params`), layer by layer in each layer's
+//!   order (kernel then bias): Adam runs over it as one tensor, and the gradients share the same
+//!   layout. Non-trainable tensors (moving statistics) in a second flat vector (`state`).
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::layers::{parse_token, token_help, HeadLayer, HiddenLayer, Init, LayerAt, LayerInfo, Parsed};
 use crate::rng::Rng;
 
-/// One layer of an architecture description.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum LayerSpec {
-    /// `cK` / `cKsS`: Conv2D with K filters, 3×3, stride S (1 or 2), Keras 'same' padding, bias, ReLU.
-    Conv { filters: usize, stride: usize },
-    /// `p`: MaxPooling2D, 2×2, stride 2, 'valid' padding.
-    MaxPool,
-    /// `dR`: inverted dropout with rate R in [0, 1).
-    Dropout { rate: f32 },
-    /// `fU`: Flatten (NHWC) + Dense with U units and softmax; must be last.
-    Dense { units: usize },
-}
-
-/// A named list of layers.
-#[derive(Clone, Debug, PartialEq)]
+/// A named list of layers: hidden layers, then the head.
+#[derive(Clone, Debug)]
 pub struct Architecture {
     pub name: String,
-    pub layers: Vec<LayerSpec>,
+    pub hidden: Vec<Arc<dyn HiddenLayer>>,
+    pub head: Arc<dyn HeadLayer>,
+}
+
+/// Two architectures are the same net when their descriptions are (the names may differ:
+/// `base` and `c16,c16s2,c32,c32s2,d0.5,f10` are the same).
+impl PartialEq for Architecture {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.description() == other.description()
+    }
 }
 
 /// The assignment's nets.
@@ -58,72 +58,34 @@ impl Architecture {
         let names: Vec<&str> = NAMED_ARCHITECTURES.iter().map(|(n, _, _)| *n).collect();
         let bad = |why: String| {
             Error::invalid(format!(
-                "invalid architecture '{text}': {why}.\nUse a name ({}) or comma-separated layers: cK (3×3 conv, K filters), \
-                 cKs2 (stride 2), p (2×2 max-pool), dR (dropout, rate R), and a final f10 (dense softmax), \
+                "invalid architecture '{text}': {why}.\nUse a name ({}) or comma-separated layers: {}, \
                  e.g. c16,c16s2,c32,c32s2,d0.5,f10",
-                names.join(", ")
+                names.join(", "),
+                token_help()
             ))
         };
-        let mut layers = Vec::new();
-        for (i, token) in text.split(',').map(str::trim).enumerate() {
-            let at = |why: &str| bad(format!("layer {} '{token}': {why}", i + 1));
-            let number = |s: &str| -> Option<usize> { s.parse().ok().filter(|&n| n > 0) };
-            let layer = if let Some(rest) = token.strip_prefix('c') {
-                let (filters, stride) = match rest.split_once('s') {
-                    Some((k, s)) => (k, s),
-                    None => (rest, "1"),
-                };
-                let filters = number(filters).ok_or_else(|| at("the filter count must be a positive whole number"))?;
-                let stride = match stride {
-                    "1" => 1,
-                    "2" => 2,
-                    _ => return Err(at("the stride must be 1 or 2")),
-                };
-                if filters > 1024 {
-                    return Err(at("at most 1024 filters"));
-                }
-                LayerSpec::Conv { filters, stride }
-            } else if token == "p" || token == "p2" {
-                LayerSpec::MaxPool
-            } else if let Some(rate) = token.strip_prefix('d') {
-                let rate: f32 = rate.parse().map_err(|_| at("the dropout rate must be a number"))?;
-                if !(0.0..1.0).contains(&rate) {
-                    return Err(at("the dropout rate must be in [0, 1)"));
-                }
-                LayerSpec::Dropout { rate }
-            } else if let Some(units) = token.strip_prefix('f') {
-                let units = number(units).ok_or_else(|| at("the unit count must be a positive whole number"))?;
-                LayerSpec::Dense { units }
-            } else if token.is_empty() {
-                return Err(at("empty layer"));
-            } else {
-                return Err(at("unknown layer type"));
-            };
-            layers.push(layer);
-        }
-        match layers.iter().position(|l| matches!(l, LayerSpec::Dense { .. })) {
-            Some(i) if i + 1 == layers.len() => {}
-            Some(_) => {
-                return Err(bad("the dense layer (fN) must be the last layer, and there can be only one".into()))
+        let (mut hidden, mut head) = (Vec::new(), None);
+        let tokens: Vec<&str> = text.split(',').map(str::trim).collect();
+        for (i, token) in tokens.iter().enumerate() {
+            match parse_token(token).map_err(|why| bad(format!("layer {} '{token}': {why}", i + 1)))? {
+                Parsed::Hidden(layer) if head.is_none() => hidden.push(layer),
+                Parsed::Head(layer) if head.is_none() => head = Some(layer),
+                _ => return Err(bad("the dense layer (fN) must be the last layer, and there can be only one".into())),
             }
-            None => return Err(bad("it must end with a dense softmax layer, e.g. f10".into())),
         }
-        Ok(Architecture { name: text.to_string(), layers })
+        let head = head.ok_or_else(|| bad("it must end with a dense softmax layer, e.g. f10".into()))?;
+        Ok(Architecture { name: text.to_string(), hidden, head })
+    }
+
+    /// Every layer, the head last.
+    pub fn layers(&self) -> impl Iterator<Item = &dyn LayerInfo> {
+        let hidden = self.hidden.iter().map(|l| l.as_ref() as &dyn LayerInfo);
+        hidden.chain(std::iter::once(self.head.as_ref() as &dyn LayerInfo))
     }
 
     /// The description string (`c16,c16s2,...`), which [`Architecture::parse`] reads back.
     pub fn description(&self) -> String {
-        self.layers
-            .iter()
-            .map(|l| match l {
-                LayerSpec::Conv { filters, stride: 1 } => format!("c{filters}"),
-                LayerSpec::Conv { filters, stride } => format!("c{filters}s{stride}"),
-                LayerSpec::MaxPool => "p".to_string(),
-                LayerSpec::Dropout { rate } => format!("d{rate}"),
-                LayerSpec::Dense { units } => format!("f{units}"),
-            })
-            .collect::<Vec<_>>()
-            .join(",")
+        self.layers().map(|l| l.token()).collect::<Vec<_>>().join(",")
     }
 }
 
@@ -147,174 +109,150 @@ pub fn same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize
     (output, total / 2)
 }
 
-/// A layer with its concrete shapes and where its parameters live in the flat vector.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Layer {
-    pub spec: LayerSpec,
-    /// Keras-style name: conv2d, conv2d_1, max_pooling2d, dropout, dense, ...
-    pub name: String,
-    /// `[H, W, C]` of one input sample (for dense: the tensor before flattening).
-    pub input: [usize; 3],
-    /// `[H, W, C]` of one output sample (dense: `[1, 1, units]`).
-    pub output: [usize; 3],
-    /// Offset of the kernel in the flat parameter vector, and its length (0 for no parameters).
-    pub kernel_offset: usize,
-    pub kernel_len: usize,
-    /// Offset of the bias (right after the kernel) and its length.
-    pub bias_offset: usize,
-    pub bias_len: usize,
+/// A layer and where it sits in its model.
+#[derive(Debug)]
+pub struct Placed<L: ?Sized> {
+    pub layer: Arc<L>,
+    pub at: LayerAt,
 }
 
-impl Layer {
-    pub fn param_count(&self) -> usize {
-        self.kernel_len + self.bias_len
+impl<L: ?Sized> Clone for Placed<L> {
+    fn clone(&self) -> Self {
+        Placed { layer: self.layer.clone(), at: self.at.clone() }
     }
+}
 
-    /// Elements of one sample's input and output.
-    pub fn input_len(&self) -> usize {
-        self.input.iter().product()
-    }
-
-    pub fn output_len(&self) -> usize {
-        self.output.iter().product()
-    }
-
-    /// (top, left) padding of a convolution; (0, 0) for other layers.
-    pub fn padding(&self) -> (usize, usize) {
-        match self.spec {
-            LayerSpec::Conv { stride, .. } => {
-                (same_padding(self.input[0], 3, stride).1, same_padding(self.input[1], 3, stride).1)
-            }
-            _ => (0, 0),
-        }
-    }
-
-    /// Glorot-uniform fans of the kernel as Keras computes them: conv `(3·3·C, 3·3·K)`,
-    /// dense `(F, U)`.
-    pub fn fans(&self) -> (usize, usize) {
-        match self.spec {
-            LayerSpec::Conv { filters, .. } => (9 * self.input[2], 9 * filters),
-            LayerSpec::Dense { units } => (self.input_len(), units),
-            _ => (0, 0),
-        }
-    }
+/// A model's trainable parameters and its non-trainable tensors, each one flat vector (see the
+/// module docs for the layout).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Weights {
+    pub params: Vec<f32>,
+    pub state: Vec<f32>,
 }
 
 /// An architecture laid out on a 32×32×3 input (or any other).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Model {
     pub architecture: Architecture,
     pub input: [usize; 3],
-    pub layers: Vec<Layer>,
+    pub hidden: Vec<Placed<dyn HiddenLayer>>,
+    pub head: Placed<dyn HeadLayer>,
+    /// Elements of `params` (trainable) and `state` (non-trainable).
     pub param_count: usize,
+    pub state_count: usize,
+}
+
+/// Two models are the same when their layers are, placed alike.
+impl PartialEq for Model {
+    fn eq(&self, other: &Self) -> bool {
+        let ats = |m: &Model| m.layers().map(|(_, at)| at.clone()).collect::<Vec<_>>();
+        self.architecture == other.architecture && self.input == other.input && ats(self) == ats(other)
+    }
 }
 
 /// CIFAR-10 images.
 pub const CIFAR_INPUT: [usize; 3] = [32, 32, 3];
 
+/// The most elements one layer's output or tensor may have: every index into them is a u32 on
+/// the GPU.
+pub const MAX_TENSOR_LEN: usize = 1 << 28;
+
 impl Model {
     pub fn new(architecture: &Architecture, input: [usize; 3]) -> Result<Self> {
-        let mut layers = Vec::new();
-        let mut shape = input;
-        let mut offset = 0;
         let mut counts = std::collections::HashMap::new();
-        for spec in &architecture.layers {
-            let [h, w, c] = shape;
-            let (kind, output, kernel_len, bias_len) = match *spec {
-                LayerSpec::Conv { filters, stride } => {
-                    let (oh, _) = same_padding(h, 3, stride);
-                    let (ow, _) = same_padding(w, 3, stride);
-                    ("conv2d", [oh, ow, filters], 9 * c * filters, filters)
-                }
-                LayerSpec::MaxPool => {
-                    if h < 2 || w < 2 {
-                        return Err(Error::invalid(format!(
-                            "architecture '{}': a 2×2 max-pool needs at least 2×2 input, but gets {h}×{w}",
-                            architecture.name
-                        )));
-                    }
-                    ("max_pooling2d", [h / 2, w / 2, c], 0, 0)
-                }
-                LayerSpec::Dropout { .. } => ("dropout", shape, 0, 0),
-                LayerSpec::Dense { units } => ("dense", [1, 1, units], h * w * c * units, units),
-            };
+        let (mut shape, mut params, mut state) = (input, 0, 0);
+        let mut place = |index: usize, layer: &dyn LayerInfo| -> Result<LayerAt> {
+            let kind = layer.keras().0;
             let count = counts.entry(kind).or_insert(0usize);
             let name = if *count == 0 { kind.to_string() } else { format!("{kind}_{count}") };
             *count += 1;
-            layers.push(Layer {
-                spec: *spec,
-                name,
-                input: shape,
-                output,
-                kernel_offset: offset,
-                kernel_len,
-                bias_offset: offset + kernel_len,
-                bias_len,
-            });
-            offset += kernel_len + bias_len;
-            shape = output;
-        }
-        Ok(Model { architecture: architecture.clone(), input, layers, param_count: offset })
+            let at = LayerAt::place(layer, index, name, shape, params, state)
+                .map_err(|why| Error::invalid(format!("architecture '{}': {why}", architecture.name)))?;
+            let too_large = std::iter::once(at.output_len()).chain(at.tensors.iter().map(|t| t.len()));
+            if too_large.into_iter().any(|len| len > MAX_TENSOR_LEN) {
+                return Err(Error::invalid(format!(
+                    "architecture '{}': layer {} ({}) needs a tensor of more than {MAX_TENSOR_LEN} values",
+                    architecture.name,
+                    index + 1,
+                    layer.token()
+                )));
+            }
+            let (trainable, non_trainable) = at.param_counts();
+            (params, state, shape) = (params + trainable, state + non_trainable, at.output);
+            Ok(at)
+        };
+        let hidden = architecture
+            .hidden
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| Ok(Placed { layer: layer.clone(), at: place(i, layer.as_ref())? }))
+            .collect::<Result<Vec<_>>>()?;
+        let head = Placed { layer: architecture.head.clone(), at: place(hidden.len(), architecture.head.as_ref())? };
+        Ok(Model { architecture: architecture.clone(), input, hidden, head, param_count: params, state_count: state })
     }
 
-    /// The number of classes (units of the final dense layer).
+    /// Every layer with where it sits, the head last.
+    pub fn layers(&self) -> impl Iterator<Item = (&dyn LayerInfo, &LayerAt)> {
+        let hidden = self.hidden.iter().map(|p| (p.layer.as_ref() as &dyn LayerInfo, &p.at));
+        hidden.chain(std::iter::once((self.head.layer.as_ref() as &dyn LayerInfo, &self.head.at)))
+    }
+
+    /// The number of classes (the head's).
     pub fn classes(&self) -> usize {
-        self.layers.last().map_or(0, |l| l.output[2])
+        self.head.layer.classes()
     }
 
-    /// The final dense layer.
-    pub fn dense(&self) -> &Layer {
-        self.layers.last().expect("a model always ends with its dense layer")
-    }
-
-    /// Keras' initial parameters: Glorot-uniform kernels (`U(±sqrt(6 / (fan_in + fan_out)))`),
-    /// zero biases, drawn from `seed` layer by layer.
-    pub fn init_params(&self, seed: u64) -> Vec<f32> {
-        let mut params = vec![0f32; self.param_count];
+    /// Keras' initial weights: Glorot-uniform kernels (`U(±sqrt(6 / (fan_in + fan_out)))`) drawn
+    /// from `seed` tensor by tensor in layer order, zero biases; non-trainable tensors at their
+    /// initialisers.
+    pub fn init(&self, seed: u64) -> Weights {
+        let mut weights = Weights { params: vec![0f32; self.param_count], state: vec![0f32; self.state_count] };
         let mut rng = Rng::stream(seed, "glorot");
-        for layer in &self.layers {
-            if layer.kernel_len == 0 {
-                continue;
-            }
-            let (fan_in, fan_out) = layer.fans();
-            let limit = (6.0 / (fan_in + fan_out) as f64).sqrt();
-            for w in &mut params[layer.kernel_offset..][..layer.kernel_len] {
-                *w = rng.uniform(-limit, limit) as f32;
+        for (_, at) in self.layers() {
+            for tensor in &at.tensors {
+                let values = if tensor.spec.trainable { &mut weights.params } else { &mut weights.state };
+                let values = &mut values[tensor.range()];
+                match tensor.spec.init {
+                    Init::GlorotUniform { fan_in, fan_out } => {
+                        let limit = (6.0 / (fan_in + fan_out) as f64).sqrt();
+                        values.iter_mut().for_each(|w| *w = rng.uniform(-limit, limit) as f32);
+                    }
+                    Init::Zeros => values.fill(0.0),
+                    Init::Ones => values.fill(1.0),
+                }
             }
         }
-        params
+        weights
+    }
+
+    /// The trainable parameters of [`Model::init`].
+    pub fn init_params(&self, seed: u64) -> Vec<f32> {
+        self.init(seed).params
+    }
+
+    /// Checks that `weights` fit this model: lengths, and finite values.
+    pub fn check_weights(&self, weights: &Weights) -> Result<()> {
+        if weights.params.len() != self.param_count || weights.state.len() != self.state_count {
+            return Err(Error::invalid(format!(
+                "{} parameters and {} non-trainable values given, but {} has {} and {}",
+                weights.params.len(),
+                weights.state.len(),
+                self.architecture,
+                self.param_count,
+                self.state_count
+            )));
+        }
+        Ok(())
     }
 
     /// Multiply-adds of one sample's forward pass (the backward pass costs about twice that).
     pub fn forward_macs(&self) -> usize {
-        self.layers
-            .iter()
-            .map(|l| match l.spec {
-                LayerSpec::Conv { .. } => l.output_len() * 9 * l.input[2],
-                LayerSpec::Dense { .. } => l.kernel_len,
-                _ => 0,
-            })
-            .sum()
+        self.layers().map(|(layer, at)| layer.forward_macs(at)).sum()
     }
 
     /// A summary table in the layout of Keras 3's `model.summary()`.
     pub fn summary(&self) -> String {
-        let mut rows: Vec<(String, String, usize)> = Vec::new();
-        for layer in &self.layers {
-            let [h, w, c] = layer.output;
-            let kind = match layer.spec {
-                LayerSpec::Conv { .. } => "Conv2D",
-                LayerSpec::MaxPool => "MaxPooling2D",
-                LayerSpec::Dropout { .. } => "Dropout",
-                LayerSpec::Dense { .. } => "Dense",
-            };
-            if let LayerSpec::Dense { .. } = layer.spec {
-                rows.push(("flatten (Flatten)".to_string(), format!("(None, {})", layer.input_len()), 0));
-                rows.push((format!("{} ({kind})", layer.name), format!("(None, {c})"), layer.param_count()));
-            } else {
-                rows.push((format!("{} ({kind})", layer.name), format!("(None, {h}, {w}, {c})"), layer.param_count()));
-            }
-        }
+        let rows: Vec<_> = self.layers().flat_map(|(layer, at)| layer.summary_rows(at)).collect();
         let (a, b, c) = (33, 24, 15);
         let line = |l: char, m: char, r: char, fill: char| {
             format!(
@@ -336,10 +274,12 @@ impl Model {
             w3 = c - 2
         );
         out += &line('┡', '╇', '┩', '━');
-        for (i, (name, shape, params)) in rows.iter().enumerate() {
+        for (i, row) in rows.iter().enumerate() {
             out += &format!(
-                "│ {name:<w1$}│ {shape:<w2$}│ {:>w3$} │\n",
-                group_thousands(*params),
+                "│ {:<w1$}│ {:<w2$}│ {:>w3$} │\n",
+                row.layer,
+                row.shape,
+                group_thousands(row.params),
                 w1 = a - 1,
                 w2 = b - 1,
                 w3 = c - 2
@@ -359,9 +299,10 @@ impl Model {
                 format!("{bytes:.2} B")
             }
         };
-        out += &format!(" Total params: {} ({})\n", group_thousands(self.param_count), size(self.param_count));
+        let total = self.param_count + self.state_count;
+        out += &format!(" Total params: {} ({})\n", group_thousands(total), size(total));
         out += &format!(" Trainable params: {} ({})\n", group_thousands(self.param_count), size(self.param_count));
-        out += " Non-trainable params: 0 (0.00 B)\n";
+        out += &format!(" Non-trainable params: {} ({})\n", group_thousands(self.state_count), size(self.state_count));
         out
     }
 }
@@ -408,13 +349,21 @@ mod tests {
     #[test]
     fn shapes_flow_through_the_base_net() {
         let m = model("base");
-        let shapes: Vec<[usize; 3]> = m.layers.iter().map(|l| l.output).collect();
+        let shapes: Vec<[usize; 3]> = m.layers().map(|(_, at)| at.output).collect();
         assert_eq!(shapes, vec![[32, 32, 16], [16, 16, 16], [16, 16, 32], [8, 8, 32], [8, 8, 32], [1, 1, 10]]);
-        assert_eq!(m.dense().input_len(), 2048);
-        assert_eq!(m.layers[1].padding(), (0, 0));
-        assert_eq!(m.layers[0].padding(), (1, 1));
-        assert_eq!(m.layers[0].name, "conv2d");
-        assert_eq!(m.layers[1].name, "conv2d_1");
+        assert_eq!(m.head.at.input_len(), 2048);
+        let padding = |i: usize| {
+            let conv = crate::layers::conv2d::Conv2d { filters: m.hidden[i].at.output[2], stride: [1, 2][i % 2] };
+            let s = crate::layers::conv2d::Conv2dShape::for_layer(
+                &conv,
+                &crate::layers::Ctx { at: &m.hidden[i].at, batch: 1, run: Default::default() },
+            );
+            (s.pad_top, s.pad_left)
+        };
+        assert_eq!(padding(1), (0, 0));
+        assert_eq!(padding(0), (1, 1));
+        assert_eq!(m.hidden[0].at.name, "conv2d");
+        assert_eq!(m.hidden[1].at.name, "conv2d_1");
         // 2.82 M multiply-adds per image forward, as the peers' README says: output pixels ×
         // taps per pixel, 32²·16·27 + 16²·16·144 + 16²·32·144 + 8²·32·288 + 2048·10.
         assert_eq!(m.forward_macs(), 442_368 + 589_824 + 1_179_648 + 589_824 + 20_480);
@@ -425,7 +374,7 @@ mod tests {
         for (name, spec, _) in NAMED_ARCHITECTURES {
             let arch = Architecture::parse(name).unwrap();
             assert_eq!(arch.description(), *spec);
-            assert_eq!(Architecture::parse(spec).unwrap().layers, arch.layers);
+            assert_eq!(Architecture::parse(spec).unwrap().description(), arch.description());
         }
     }
 
@@ -455,18 +404,20 @@ mod tests {
         let a = m.init_params(1);
         assert_eq!(a, m.init_params(1));
         assert_ne!(a, m.init_params(2));
-        for layer in &m.layers {
-            if layer.kernel_len == 0 {
+        for (_, layer) in m.layers() {
+            if layer.tensors.is_empty() {
                 continue;
             }
-            let (fan_in, fan_out) = layer.fans();
+            let Init::GlorotUniform { fan_in, fan_out } = layer.tensor("kernel").spec.init else {
+                panic!("Glorot kernels")
+            };
             let limit = (6.0 / (fan_in + fan_out) as f32).sqrt();
-            let kernel = &a[layer.kernel_offset..][..layer.kernel_len];
+            let kernel = &a[layer.tensor("kernel").range()];
             assert!(kernel.iter().all(|w| w.abs() <= limit));
             // A uniform on ±limit has standard deviation limit/√3.
             let std = (kernel.iter().map(|w| w * w).sum::<f32>() / kernel.len() as f32).sqrt();
             assert!((std - limit / 3f32.sqrt()).abs() < 0.1 * limit, "{}: std {std}, limit {limit}", layer.name);
-            assert!(a[layer.bias_offset..][..layer.bias_len].iter().all(|&b| b == 0.0));
+            assert!(a[layer.tensor("bias").range()].iter().all(|&b| b == 0.0));
         }
     }
 

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-use wgpu_cnn::checkpoint::{Checkpoint, OptimizerState, PYTHON_LOADING_SNIPPET};
+use wgpu_cnn::checkpoint::{Checkpoint, PYTHON_LOADING_SNIPPET};
 use wgpu_cnn::model::{Architecture, Model, CIFAR_INPUT};
-use wgpu_cnn::train::{EpochRecord, History, TrainConfig};
+use wgpu_cnn::train::{EpochRecord, History, OptimizerState, TrainConfig};
 
 /// A tensor as a file holds it: name, shape, F32 values.
 type RawTensor = (String, Vec<usize>, Vec<f32>);
@@ -21,7 +21,7 @@ fn base_model() -> Model {
 fn base_checkpoint() -> Checkpoint {
     let model = base_model();
     let n = model.param_count;
-    let params = model.init_params(1);
+    let weights = model.init(1);
     let optimizer = OptimizerState {
         m: (0..n).map(|i| (i as f32 * 0.37).sin() * 1e-3).collect(),
         v: (0..n).map(|i| 1e-8 + (i as f32) * 1e-9).collect(),
@@ -35,8 +35,8 @@ fn base_checkpoint() -> Checkpoint {
                 accuracy: 0.3317777812480927,
                 val_loss: Some(1.5621),
                 val_accuracy: Some(0.4406),
-                // serde_json (without its float_roundtrip feature) reads this one back a unit in
-                // the last place off, as it does about one 17-digit f64 in nine.
+                // serde_json without its float_roundtrip feature would read this one back a unit
+                // in the last place off, as about one 17-digit f64 in nine; the crate enables it.
                 seconds: 492.16159209839907,
             },
             EpochRecord {
@@ -54,7 +54,7 @@ fn base_checkpoint() -> Checkpoint {
     assert_ne!(config, TrainConfig::default());
     Checkpoint {
         architecture: model.architecture.clone(),
-        params,
+        weights,
         optimizer: Some(optimizer),
         config,
         epochs_done: 2,
@@ -117,7 +117,7 @@ fn a_saved_checkpoint_loads_back_identical() {
     let checkpoint = base_checkpoint();
     let (_folder, path) = saved(&checkpoint);
     let loaded = Checkpoint::load(&path).unwrap();
-    assert_eq!(bits(&loaded.params), bits(&checkpoint.params));
+    assert_eq!(bits(&loaded.weights.params), bits(&checkpoint.weights.params));
     let (m, v) = (&loaded.optimizer.as_ref().unwrap().m, &loaded.optimizer.as_ref().unwrap().v);
     assert_eq!(bits(m), bits(&checkpoint.optimizer.as_ref().unwrap().m));
     assert_eq!(bits(v), bits(&checkpoint.optimizer.as_ref().unwrap().v));
@@ -167,19 +167,19 @@ fn the_file_holds_keras_named_tensors_that_are_slices_of_the_flat_vector() {
     // kernel starts after conv2d's 432 + 16, and [ky, kx, c, k] is row-major (HWIO).
     let model = base_model();
     let tensor = |name: &str| &tensors.iter().find(|t| t.0 == name).unwrap().2;
-    let params = &checkpoint.params;
+    let params = &checkpoint.weights.params;
     assert_eq!(tensor("conv2d/kernel")[0].to_bits(), params[0].to_bits());
-    assert_eq!(model.layers[1].kernel_offset, 448);
+    assert_eq!(model.hidden[1].at.tensor("kernel").offset, 448);
     let (ky, kx, c, k) = (2, 1, 7, 5);
     let index = ((ky * 3 + kx) * 16 + c) * 16 + k;
     assert_eq!(tensor("conv2d_1/kernel")[index].to_bits(), params[448 + index].to_bits());
-    let dense = model.dense();
+    let dense_kernel = model.head.at.tensor("kernel").offset;
     let kernel = tensor("dense/kernel");
-    assert_eq!(kernel[2047 * 10 + 9].to_bits(), params[dense.kernel_offset + 2047 * 10 + 9].to_bits());
+    assert_eq!(kernel[2047 * 10 + 9].to_bits(), params[dense_kernel + 2047 * 10 + 9].to_bits());
     assert_eq!(kernel.len(), 20_480);
     let m = &checkpoint.optimizer.as_ref().unwrap().m;
-    assert_eq!(tensor("optimizer/m/dense/kernel")[123].to_bits(), m[dense.kernel_offset + 123].to_bits());
-    assert_ne!(m[dense.kernel_offset + 123], 0.0);
+    assert_eq!(tensor("optimizer/m/dense/kernel")[123].to_bits(), m[dense_kernel + 123].to_bits());
+    assert_ne!(m[dense_kernel + 123], 0.0);
 
     let keys = |m: &HashMap<String, String>| {
         let mut keys: Vec<String> = m.keys().cloned().collect();
@@ -221,7 +221,7 @@ fn a_checkpoint_without_optimizer_state_loads_with_none() {
     assert!(!metadata.contains_key("optimizer_steps"));
     let loaded = Checkpoint::load(&path).unwrap();
     assert_eq!(loaded.optimizer, None);
-    assert_eq!(bits(&loaded.params), bits(&checkpoint.params));
+    assert_eq!(bits(&loaded.weights.params), bits(&checkpoint.weights.params));
 }
 
 #[test]
@@ -230,10 +230,10 @@ fn saving_over_a_checkpoint_replaces_it_and_leaves_no_temporary_files() {
     let (folder, path) = saved(&first);
     assert_eq!(Checkpoint::load(&path).unwrap().epochs_done, 2);
     let mut second = Checkpoint { epochs_done: 3, ..base_checkpoint() };
-    second.params[0] = 0.125;
+    second.weights.params[0] = 0.125;
     second.save(&path).unwrap();
     let loaded = Checkpoint::load(&path).unwrap();
-    assert_eq!((loaded.epochs_done, loaded.params[0]), (3, 0.125));
+    assert_eq!((loaded.epochs_done, loaded.weights.params[0]), (3, 0.125));
     let files: Vec<_> = std::fs::read_dir(folder.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(files, ["cifar.safetensors"]);
 }
@@ -253,8 +253,8 @@ fn saving_a_diverged_model_fails_and_says_where_the_nan_is() {
     let folder = tempfile::tempdir().unwrap();
     let path = folder.path().join("cifar.safetensors");
     let mut checkpoint = base_checkpoint();
-    let dense = base_model().dense().clone();
-    checkpoint.params[dense.bias_offset + 3] = f32::NAN;
+    let bias = base_model().head.at.tensor("bias").offset;
+    checkpoint.weights.params[bias + 3] = f32::NAN;
     let message = checkpoint.save(&path).unwrap_err().to_string();
     assert!(message.contains("'dense/bias' holds NaN at index 3"), "{message}");
     assert!(!path.exists());

@@ -7,6 +7,8 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
+mod common;
+
 use wgpu_cnn::data::{self, Dataset, CLASSES, CLASS_NAMES, IMAGE_BYTES, RECORD_BYTES};
 
 /// One record whose label is `label` and whose pixel byte `i` (0..3072, planar CHW) is
@@ -94,11 +96,11 @@ fn parse_batch_rejects_an_empty_file() {
 }
 
 #[test]
-fn embedded_subset_has_the_known_sizes_and_values() {
+fn the_cifar10_subset_has_the_known_sizes_and_values() {
     let start = Instant::now();
-    let cifar = data::embedded();
+    let cifar = common::cifar_sample();
     let elapsed = start.elapsed();
-    assert!(elapsed.as_secs_f64() < 1.0, "loading the embedded subset took {elapsed:?}");
+    assert!(elapsed.as_secs_f64() < 1.0, "loading the subset took {elapsed:?}");
 
     assert_eq!(cifar.train.len(), 4660);
     assert_eq!(cifar.test.len(), 846);
@@ -148,7 +150,7 @@ fn embedded_subset_has_the_known_sizes_and_values() {
 
 #[test]
 fn split_validation_keeps_the_last_rows_for_validation_like_keras() {
-    let train = data::embedded().train;
+    let train = common::cifar_sample().train.clone();
     let (fit, validation) = train.split_validation(0.1).unwrap();
     assert_eq!((fit.len(), validation.len()), (4194, 466));
     assert_eq!(fit, train.take_first(4194));

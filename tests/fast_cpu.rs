@@ -1,5 +1,5 @@
-//! The fast CPU layers and backend against the plain-loop references of `wgpu_cnn::layers` and
-//! `CpuBackend`: every layer on random tensors of odd shapes (stride 1 and 2, even and odd
+//! The fast CPU layers and engine against the plain-loop references of `wgpu_cnn::layers` and
+//! `ReferenceEngine`: every layer on random tensors of odd shapes (stride 1 and 2, even and odd
 //! sizes, channel counts that fill no vector, partial batches, outputs pre-filled with NaN), for
 //! every instruction set this CPU runs; whole training epochs from the same weights; and a
 //! count of heap allocations inside a training step.
@@ -11,20 +11,26 @@
 use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
 use std::cell::Cell;
 
-use wgpu_cnn::data::{self, Dataset};
-use wgpu_cnn::fast::conv2d::{self as fast_conv, ConvPlan};
-use wgpu_cnn::fast::dense_softmax::{self as fast_dense, DensePlan};
-use wgpu_cnn::fast::dropout::{self as fast_dropout, DropoutPlan};
-use wgpu_cnn::fast::maxpool2d::{self as fast_pool, PoolPlan};
-use wgpu_cnn::fast::{adam as fast_adam, FastCpuBackend, Isa, Layout};
-use wgpu_cnn::layers::adam::{self, AdamConfig};
+mod common;
+
+use common::cifar_sample;
+use wgpu_cnn::adam::fast as fast_adam;
+use wgpu_cnn::adam::{self, AdamConfig};
+use wgpu_cnn::data::Dataset;
+use wgpu_cnn::fast::{Isa, Layout};
+use wgpu_cnn::layers::conv2d::fast::{self as fast_conv, ConvPlan};
 use wgpu_cnn::layers::conv2d::{self, Conv2dShape};
+use wgpu_cnn::layers::dense_softmax::fast::{self as fast_dense, DensePlan};
 use wgpu_cnn::layers::dense_softmax::{self, DenseShape};
+use wgpu_cnn::layers::dropout::fast::{self as fast_dropout, DropoutPlan};
 use wgpu_cnn::layers::dropout::{self, DropoutShape};
+use wgpu_cnn::layers::maxpool2d::fast::{self as fast_pool, PoolPlan};
 use wgpu_cnn::layers::maxpool2d::{self, PoolShape};
+use wgpu_cnn::layers::Pass;
 use wgpu_cnn::model::{Architecture, Model, CIFAR_INPUT};
-use wgpu_cnn::train::cpu::CpuBackend;
-use wgpu_cnn::train::{Backend, TrainConfig};
+use wgpu_cnn::train::fast::{FastCpuEngine, FastOptions};
+use wgpu_cnn::train::reference::ReferenceEngine;
+use wgpu_cnn::train::{wait, Engine, Inference, RawMetrics, Step, TrainConfig, Trainer};
 
 // ---------------------------------------------------------------------------------------------
 // Counting allocator: heap allocations made by the current thread.
@@ -333,11 +339,11 @@ fn fast_dropout_draws_the_reference_mask_bit_for_bit() {
                 .iter()
                 .enumerate()
         {
-            let full = DropoutShape::new(batch, input.iter().product(), 3, rate);
+            let full = DropoutShape::new(batch, input.iter().product(), 3, rate, 42);
             let s = full.with_batch(batch - 1);
             let mut rng = Rng::new(400 + i as u64);
             let x = rng.tensor(s.len());
-            for training in [Some((42u32, 7u32)), None] {
+            for training in [Pass::Training { step: 7, first: 0 }, Pass::Inference] {
                 for (x_pad, y_pad) in [(0, 0), (0, 1), (1, 0)] {
                     let what = format!("{isa:?} dropout {input:?} rate {rate} {training:?} pads {x_pad}/{y_pad}");
                     let plan = DropoutPlan::new(&full, isa, input, x_pad, y_pad);
@@ -360,7 +366,8 @@ fn fast_dropout_draws_the_reference_mask_bit_for_bit() {
             }
             if rate > 0.0 {
                 let mut y = vec![0.0; s.len()];
-                fast_dropout::forward(&mut y, &x, Some((1, 2)), &s, &DropoutPlan::new(&full, isa, input, 0, 0));
+                let pass = Pass::Training { step: 2, first: 0 };
+                fast_dropout::forward(&mut y, &x, pass, &s, &DropoutPlan::new(&full, isa, input, 0, 0));
                 assert!(y.contains(&0.0), "rate {rate}: nothing was dropped");
             }
         }
@@ -468,57 +475,69 @@ fn max_difference(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
-/// One epoch of `rows` images at `batch` (so the last batch is partial) on the reference and
-/// the fast backend from the same weights: losses, penalties and parameters must agree.
-fn fast_matches_reference(arch: &str, rows: usize, batch: usize, isa: Isa, threads: usize) {
-    let model = Model::new(&Architecture::parse(arch).unwrap(), CIFAR_INPUT).unwrap();
-    let train = data::embedded().train.take_first(rows);
-    let config = TrainConfig { batch_size: batch, l1: 1e-3, seed: 7, ..Default::default() };
-    let initial = model.init_params(config.seed);
-    let order = data::epoch_order(train.len(), config.seed, 0);
+/// One epoch of the training loop on `engine`: its raw metrics.
+fn one_epoch(engine: &mut dyn Engine, train: &Dataset, config: &TrainConfig) -> RawMetrics {
+    Trainer::new(engine, train, &Dataset::default(), config).unwrap().run_epoch().unwrap().1
+}
 
-    let mut reference = CpuBackend::new(&model, &train, initial.clone(), &config).unwrap();
-    let mut fast = FastCpuBackend::with_options(&model, &train, initial.clone(), &config, isa, threads).unwrap();
-    let expected = reference.train_epoch(&order, &mut |_| {}).unwrap();
-    let actual = fast.train_epoch(&order, &mut |_| {}).unwrap();
-    assert_eq!(fast.steps_done(), reference.steps_done());
+fn options(isa: Isa, threads: usize) -> FastOptions {
+    FastOptions { isa, threads, reference_only: false }
+}
+
+/// One epoch of `rows` images at `batch` (so the last batch is partial) on the reference and
+/// the fast engine from the same weights: losses, penalties and parameters must agree.
+fn fast_matches_reference(arch: &str, rows: usize, batch: usize, options: FastOptions) {
+    let FastOptions { isa, threads, .. } = options;
+    let model = Model::new(&Architecture::parse(arch).unwrap(), CIFAR_INPUT).unwrap();
+    let train = cifar_sample().train.take_first(rows);
+    let config = TrainConfig { batch_size: batch, l1: 1e-3, seed: 7, ..Default::default() };
+    let initial = model.init(config.seed);
+
+    let mut reference = ReferenceEngine::new(&model, &train, initial.clone(), &config).unwrap();
+    let mut fast = FastCpuEngine::with_options(&model, &train, initial.clone(), &config, &options).unwrap();
+    let expected = one_epoch(&mut reference, &train, &config);
+    let actual = one_epoch(&mut fast, &train, &config);
+    assert_eq!(actual.penalties.len(), expected.penalties.len());
     assert_eq!(actual.losses.len(), rows);
 
     // The GPU matches the reference to ≈ 3e-7 on these runs; so must we (bounds 30× that).
     let first = max_difference(&actual.losses[..batch], &expected.losses[..batch]);
     let all = max_difference(&actual.losses, &expected.losses);
     let penalties = max_difference(&actual.penalties, &expected.penalties);
-    let (p_fast, p_reference) = (fast.params().unwrap(), reference.params().unwrap());
+    let (p_fast, p_reference) = (wait(fast.weights()).unwrap().params, wait(reference.weights()).unwrap().params);
     let params = max_difference(&p_fast, &p_reference);
-    let moved = max_difference(&p_reference, &initial);
-    eprintln!("{arch} ({isa:?}, {threads} threads): first-step losses Δ {first:e}, all losses Δ {all:e}, params Δ {params:e} (moved {moved:e})");
+    let moved = max_difference(&p_reference, &initial.params);
+    let how = if options.reference_only { ", reference fallback" } else { "" };
+    eprintln!("{arch} ({isa:?}, {threads} threads{how}): first-step losses Δ {first:e}, all losses Δ {all:e}, params Δ {params:e} (moved {moved:e})");
     assert!(first < 1e-5, "{arch}: first-step losses differ by {first}");
     assert!(all < 1e-4, "{arch}: losses differ by {all}");
     assert!(penalties < 1e-5, "{arch}: penalties differ by {penalties}");
     assert!(moved > 1e-3, "{arch}: training did not move the weights");
-    assert!(params < 1e-5, "{arch}: parameters differ by {params} after {} steps", fast.steps_done());
+    assert!(params < 1e-5, "{arch}: parameters differ by {params} after {} steps", actual.penalties.len());
     assert_eq!(actual.predictions.len(), expected.predictions.len());
 
-    let val = data::embedded().test.take_first(13);
-    let (e, a) = (reference.evaluate(&val).unwrap(), fast.evaluate(&val).unwrap());
+    let val = cifar_sample().test.take_first(13);
+    let (val_fast, val_reference) = (fast.prepare(&val).unwrap(), reference.prepare(&val).unwrap());
+    let (e, a) = (wait(reference.evaluate(val_reference)).unwrap(), wait(fast.evaluate(val_fast)).unwrap());
     assert_eq!(a.losses.len(), 13);
     let eval = max_difference(&a.losses, &e.losses);
     assert!(eval < 1e-4, "{arch}: evaluation losses differ by {eval}");
-    let (pa, pe) = (fast.probabilities(&val).unwrap(), reference.probabilities(&val).unwrap());
+    let pa = wait(fast.probabilities(val_fast)).unwrap();
+    let pe = wait(reference.probabilities(val_reference)).unwrap();
     assert!(max_difference(&pa, &pe) < 1e-5, "{arch}: probabilities differ");
 }
 
 #[test]
 fn fast_training_matches_the_reference_on_the_base_net() {
     for isa in isas() {
-        fast_matches_reference("base", 20, 8, isa, 1);
+        fast_matches_reference("base", 20, 8, options(isa, 1));
     }
 }
 
 #[test]
 fn fast_training_matches_the_reference_with_max_pooling_and_dropout() {
     for isa in isas() {
-        fast_matches_reference("maxpool", 20, 8, isa, 1);
+        fast_matches_reference("maxpool", 20, 8, options(isa, 1));
     }
 }
 
@@ -526,8 +545,8 @@ fn fast_training_matches_the_reference_with_max_pooling_and_dropout() {
 fn fast_training_matches_the_reference_over_several_micro_batches_and_threads() {
     // Batch 20 = micro-batches of 8, 8 and 4 summed into one step; 44 rows = 20 + 20 + 4.
     for threads in [1, 2, 3] {
-        fast_matches_reference("base", 44, 20, Isa::best(), threads);
-        fast_matches_reference("maxpool", 60, 20, Isa::best(), threads);
+        fast_matches_reference("base", 44, 20, options(Isa::best(), threads));
+        fast_matches_reference("maxpool", 60, 20, options(Isa::best(), threads));
     }
     // Not "maxpool" on 44 rows: there one of conv2d_2's 163,840 pre-activations is +5.0e-8 in
     // the reference and rounds to ≤ 0 here, so the ReLU passes that pixel's gradient in one and
@@ -536,17 +555,27 @@ fn fast_training_matches_the_reference_over_several_micro_batches_and_threads() 
 }
 
 #[test]
+fn layers_without_fast_kernels_run_their_reference_inside_the_fast_engine() {
+    // Every layer through the engine's fallback (what a newly registered layer without fast
+    // kernels gets): padded neighbours, micro-batches, threads, dropout keyed per micro-batch.
+    let fallback = FastOptions { isa: Isa::best(), threads: 2, reference_only: true };
+    fast_matches_reference("maxpool", 20, 8, fallback);
+    fast_matches_reference("d0.2,c8s2,p,c5,d0.3,c4s2,f10", 12, 8, fallback);
+}
+
+#[test]
 fn fast_training_gives_the_same_bits_every_run_for_a_thread_count() {
     let model = Model::new(&Architecture::parse("base").unwrap(), CIFAR_INPUT).unwrap();
-    let train = data::embedded().train.take_first(40);
+    let train = cifar_sample().train.take_first(40);
     let config = TrainConfig { batch_size: 40, ..Default::default() };
-    let order: Vec<u32> = (0..40).collect();
     let run = || {
         let mut fast =
-            FastCpuBackend::with_options(&model, &train, model.init_params(3), &config, Isa::best(), 2).unwrap();
-        fast.train_epoch(&order, &mut |_| {}).unwrap();
-        fast.train_epoch(&order, &mut |_| {}).unwrap();
-        fast.params().unwrap()
+            FastCpuEngine::with_options(&model, &train, model.init(3), &config, &options(Isa::best(), 2)).unwrap();
+        let mut trainer = Trainer::new(&mut fast, &train, &Dataset::default(), &config).unwrap();
+        trainer.run_epoch().unwrap();
+        trainer.run_epoch().unwrap();
+        drop(trainer);
+        wait(fast.weights()).unwrap().params
     };
     assert_bits_equal(&run(), &run(), "two runs with 2 threads");
 }
@@ -554,9 +583,9 @@ fn fast_training_gives_the_same_bits_every_run_for_a_thread_count() {
 #[test]
 fn fast_training_matches_the_reference_on_the_deep_net_and_odd_architectures() {
     let isa = Isa::best();
-    fast_matches_reference("deep", 12, 8, isa, 1);
+    fast_matches_reference("deep", 12, 8, options(isa, 1));
     // Dropout first and in the middle, pooling after dropout, a conv on a pooled odd size.
-    fast_matches_reference("d0.2,c8s2,p,c5,d0.3,c4s2,f10", 12, 8, isa, 1);
+    fast_matches_reference("d0.2,c8s2,p,c5,d0.3,c4s2,f10", 12, 8, options(isa, 1));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -569,31 +598,35 @@ fn fast_training_matches_the_reference_on_the_deep_net_and_odd_architectures() {
 #[test]
 fn a_training_step_allocates_nothing() {
     let model = Model::new(&Architecture::parse("maxpool").unwrap(), CIFAR_INPUT).unwrap();
-    let train: Dataset = data::embedded().train.take_first(24);
+    let train: Dataset = cifar_sample().train.take_first(24);
     let config = TrainConfig { batch_size: 16, ..Default::default() };
     let cases = isas().into_iter().map(|isa| (isa, 1)).chain([(Isa::best(), 2)]);
     for (isa, threads) in cases {
         let mut fast =
-            FastCpuBackend::with_options(&model, &train, model.init_params(1), &config, isa, threads).unwrap();
+            FastCpuEngine::with_options(&model, &train, model.init(1), &config, &options(isa, threads)).unwrap();
         let capacity = fast.buffer_capacity();
-        let (full, partial): (Vec<u32>, Vec<u32>) = ((0..16).collect(), (16..24).collect());
+        // A full batch, a partial one, a full one again.
+        let order: Vec<u32> = (0..24).chain(0..16).collect();
+        fast.begin_epoch(&order).unwrap();
+        let steps = [(0, 0, 16), (1, 16, 8), (2, 24, 16)];
         let before = allocations();
-        fast.step(&full);
-        fast.step(&partial);
-        fast.step(&full);
+        for (batch, start, len) in steps {
+            let t = batch as u64 + 1;
+            fast.train_step(&Step { batch, start, len, t, alpha: config.adam().alpha(t) }).unwrap();
+        }
         let made = allocations() - before;
         eprintln!("{isa:?}, {threads} threads: {made} allocations in three steps");
         assert_eq!(made, 0, "{isa:?}, {threads} threads: three training steps made {made} heap allocations");
         assert_eq!(fast.buffer_capacity(), capacity, "{isa:?}: buffers grew");
-        assert!(fast.losses()[..8].iter().all(|l| l.is_finite()));
+        assert!(wait(fast.epoch_metrics()).unwrap().losses[..8].iter().all(|l| l.is_finite()));
     }
 }
 
 #[test]
 fn describe_names_the_instruction_set_and_threads() {
     let model = Model::new(&Architecture::parse("base").unwrap(), CIFAR_INPUT).unwrap();
-    let train = data::embedded().train.take_first(4);
-    let fast = FastCpuBackend::new(&model, &train, model.init_params(1), &TrainConfig::default()).unwrap();
+    let train = cifar_sample().train.take_first(4);
+    let fast = FastCpuEngine::new(&model, &train, model.init(1), &TrainConfig::default()).unwrap();
     let text = fast.describe();
     assert!(text.starts_with("CPU fast (") && text.contains("thread"), "{text}");
 }
@@ -612,41 +645,43 @@ fn describe_names_the_instruction_set_and_threads() {
 fn report_training_and_inference_speed() {
     use std::time::Instant;
     let rows = 512;
-    let train = data::embedded().train.take_first(rows);
-    let order: Vec<u32> = (0..rows as u32).collect();
+    let train = cifar_sample().train.take_first(rows);
     let config = TrainConfig { batch_size: 128, ..Default::default() };
     let archs = std::env::var("FAST_ARCHS").unwrap_or_else(|_| "base,maxpool,deep".to_string());
     let isa = std::env::var("FAST_ISA").ok().map_or_else(Isa::best, |name| Isa::named(&name).expect("FAST_ISA"));
-    let threads = wgpu_cnn::fast::backend::threads_from_env();
+    let threads = wgpu_cnn::train::fast::threads_from_env();
     for arch in archs.split(',') {
         let model = Model::new(&Architecture::parse(arch).unwrap(), CIFAR_INPUT).unwrap();
-        let params = model.init_params(1);
-        let mut fast = FastCpuBackend::with_options(&model, &train, params.clone(), &config, isa, threads).unwrap();
-        fast.train_epoch(&order, &mut |_| {}).unwrap();
+        let weights = model.init(1);
+        let mut fast =
+            FastCpuEngine::with_options(&model, &train, weights.clone(), &config, &options(isa, threads)).unwrap();
+        let describe = fast.describe();
+        let mut trainer = Trainer::new(&mut fast, &train, &Dataset::default(), &config).unwrap();
+        trainer.run_epoch().unwrap();
         let epochs = 4;
         let start = Instant::now();
         for _ in 0..epochs {
-            fast.train_epoch(&order, &mut |_| {}).unwrap();
+            trainer.run_epoch().unwrap();
         }
         let train_rate = (epochs * rows) as f64 / start.elapsed().as_secs_f64();
+        drop(trainer);
+        let id = fast.prepare(&train).unwrap();
         let start = Instant::now();
         for _ in 0..epochs {
-            fast.evaluate(&train).unwrap();
+            wait(fast.evaluate(id)).unwrap();
         }
         let infer_rate = (epochs * rows) as f64 / start.elapsed().as_secs_f64();
         let reference = if std::env::var("FAST_SKIP_REFERENCE").is_ok() {
             String::new()
         } else {
-            let mut reference = CpuBackend::new(&model, &train, params, &config).unwrap();
+            let one = train.take_first(128);
+            let mut reference = ReferenceEngine::new(&model, &one, weights, &config).unwrap();
             let start = Instant::now();
-            reference.train_epoch(&order[..128], &mut |_| {}).unwrap();
+            one_epoch(&mut reference, &one, &config);
             let rate = 128.0 / start.elapsed().as_secs_f64();
             format!("; reference training {rate:.0} img/s ({:.1}× faster)", train_rate / rate)
         };
-        eprintln!(
-            "{arch}: {} training {train_rate:.0} img/s, inference {infer_rate:.0} img/s{reference}",
-            fast.describe()
-        );
+        eprintln!("{arch}: {describe} training {train_rate:.0} img/s, inference {infer_rate:.0} img/s{reference}");
     }
 }
 

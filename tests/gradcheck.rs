@@ -5,7 +5,10 @@
 mod common;
 
 use common::Rng;
-use wgpu_cnn::layers::{conv2d, dense_softmax, dropout, maxpool2d};
+use wgpu_cnn::layers::{
+    conv2d, dense_softmax, dropout, maxpool2d, parse_token, Backward, Ctx, HeadOutputs, LayerAt, Parsed, Pass,
+    RunSettings, REGISTRY,
+};
 
 fn random(rng: &mut Rng, n: usize, scale: f64) -> Vec<f64> {
     (0..n).map(|_| (rng.range(-1_000_000, 1_000_000) as f64 / 1_000_000.0) * scale).collect()
@@ -103,8 +106,8 @@ fn maxpool_sends_the_gradient_of_a_tie_to_the_first_maximum() {
 #[test]
 fn dropout_gradient_matches_finite_differences_and_keeps_about_one_minus_rate() {
     let mut rng = Rng::new(6);
-    let s = dropout::DropoutShape::new(3, 50, 4, 0.5);
-    let training = Some((42, 7));
+    let s = dropout::DropoutShape::new(3, 50, 4, 0.5, 42);
+    let training = Pass::Training { step: 7, first: 0 };
     let x = random(&mut rng, s.len(), 1.0);
     let r = random(&mut rng, s.len(), 1.0);
     let loss = |x: &[f64]| {
@@ -120,7 +123,7 @@ fn dropout_gradient_matches_finite_differences_and_keeps_about_one_minus_rate() 
     let kept = y.iter().filter(|&&v| v != 0.0).count();
     assert!((55..95).contains(&kept), "kept {kept} of 150 at rate 0.5");
     assert!(y.iter().zip(&x).all(|(y, x)| *y == 0.0 || (*y - 2.0 * x).abs() < 1e-12), "kept units are scaled by 2");
-    dropout::forward(&mut y, &x, None, &s);
+    dropout::forward(&mut y, &x, Pass::Inference, &s);
     assert_eq!(y, x, "dropout is the identity at inference");
 }
 
@@ -176,4 +179,72 @@ fn cross_entropy_is_stable_for_huge_logits() {
     assert_eq!(losses[0], 1000.0);
     assert_eq!(predicted[0], 0, "the largest logit is class 0");
     assert!(probs.iter().all(|p| p.is_finite()) && dlogits.iter().all(|d| d.is_finite()));
+}
+
+/// Every example of every registered layer kind, through the layer interface the engines use:
+/// dL/dx and every trainable tensor's gradient against central differences of the f64 forward
+/// pass (for the head: of its mean loss plus its penalty). A new layer kind is checked here by
+/// registering it.
+#[test]
+fn every_registered_layer_kind_s_backward_pass_matches_finite_differences() {
+    let mut checked = 0;
+    for kind in REGISTRY {
+        for (k, &(token, input)) in kind.examples.iter().enumerate() {
+            let mut rng = Rng::new(100 + k as u64);
+            let run = RunSettings { l1: 0.01, seed: 42 };
+            let pass = Pass::Training { step: 3, first: 0 };
+            let batch = 2;
+            match parse_token(token).unwrap() {
+                Parsed::Hidden(layer) => {
+                    let at = LayerAt::place(layer.as_ref(), 1, token.into(), input, 0, 0).unwrap();
+                    let c = Ctx { at: &at, batch, run };
+                    let (params_len, state_len) = at.param_counts();
+                    let x = random(&mut rng, batch * at.input_len(), 1.0);
+                    let params = random(&mut rng, params_len, 0.5);
+                    let r = random(&mut rng, batch * at.output_len(), 1.0);
+                    let forward = |x: &[f64], params: &[f64]| {
+                        let mut y = vec![0.0; batch * at.output_len()];
+                        layer.forward(&c, pass, x, &mut y, params, &mut vec![0.0; state_len]);
+                        y
+                    };
+                    let y = forward(&x, &params);
+                    let (mut dx, mut grads) = (vec![f64::NAN; x.len()], vec![f64::NAN; params.len()]);
+                    let b = Backward { x: &x, y: &y, dy: &r, dx: Some(&mut dx), params: &params, grads: &mut grads };
+                    layer.backward(&c, pass, b);
+                    check(&format!("{token} {input:?} dx"), &dx, &x, |x| dot(&forward(x, &params), &r));
+                    if !params.is_empty() {
+                        check(&format!("{token} {input:?} dθ"), &grads, &params, |p| dot(&forward(&x, p), &r));
+                    }
+                }
+                Parsed::Head(head) => {
+                    let at = LayerAt::place(head.as_ref(), 1, token.into(), input, 0, 0).unwrap();
+                    let c = Ctx { at: &at, batch, run };
+                    let classes = head.classes();
+                    let x = random(&mut rng, batch * at.input_len(), 1.0);
+                    let params = random(&mut rng, at.param_counts().0, 0.5);
+                    let labels: Vec<u32> = (0..batch as u32).map(|n| n % classes as u32).collect();
+                    let outputs = |x: &[f64], params: &[f64]| {
+                        let (mut probs, mut dlogits) = (vec![0.0; batch * classes], vec![0.0; batch * classes]);
+                        let (mut losses, mut predicted) = (vec![0.0; batch], vec![0u32; batch]);
+                        let out = HeadOutputs {
+                            probs: &mut probs,
+                            dlogits: &mut dlogits,
+                            losses: &mut losses,
+                            predicted: &mut predicted,
+                        };
+                        head.forward(&c, x, params, &labels, batch, out);
+                        (losses.iter().sum::<f64>() / batch as f64 + head.penalty(&c, params), dlogits)
+                    };
+                    let (_, dlogits) = outputs(&x, &params);
+                    let (mut dx, mut grads) = (vec![f64::NAN; x.len()], vec![f64::NAN; params.len()]);
+                    head.backward(&c, &x, &dlogits, Some(&mut dx), &params, &mut grads);
+                    head.penalty_backward(&c, &params, &mut grads);
+                    check(&format!("{token} {input:?} dx"), &dx, &x, |x| outputs(x, &params).0);
+                    check(&format!("{token} {input:?} dθ"), &grads, &params, |p| outputs(&x, p).0);
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= REGISTRY.len() * 2, "{checked} examples");
 }

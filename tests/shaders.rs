@@ -1,33 +1,99 @@
-//! Every WGSL file parses and validates with naga (no GPU needed), every Rust mirror of a WGSL
-//! uniform struct has the offsets naga computes for it, and the host sets exactly the `override`
-//! constants a shader declares.
+//! The host–shader contract, checked with naga (no GPU needed): every WGSL file parses and
+//! validates; every entry point's binding table on the host is exactly what naga's reflection
+//! says that entry point uses (numbers, names, uniform / read / read-write); every Rust mirror of
+//! a WGSL uniform struct has the offsets naga computes for it; and the host sets exactly the
+//! `override` constants a shader declares.
 
+use wgpu_cnn::kernel::{Access, Binding, Shader};
 use wgpu_cnn::shaders;
 
-fn parse(name: &str, source: &str) -> naga::Module {
+fn parse(name: &str, source: &str) -> (naga::Module, naga::valid::ModuleInfo) {
     let module = naga::front::wgsl::parse_str(source)
         .unwrap_or_else(|e| panic!("{name} does not parse:\n{}", e.emit_to_string(source)));
-    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default())
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default())
         .validate(&module)
         .unwrap_or_else(|e| panic!("{name} does not validate:\n{}", e.emit_to_string(source)));
-    module
+    (module, info)
+}
+
+fn shader(file: &str) -> &'static Shader {
+    shaders::all().into_iter().find(|s| s.file == file).unwrap_or_else(|| panic!("no shader {file}"))
 }
 
 #[test]
 fn every_shader_parses_and_validates_with_naga() {
-    assert!(!shaders::ALL.is_empty());
-    for (name, source) in shaders::ALL {
-        parse(name, source);
+    let all = shaders::all();
+    assert!(all.len() >= 8, "{} shaders", all.len());
+    for s in all {
+        parse(s.file, s.source);
     }
 }
 
 #[test]
 fn every_shader_starts_with_its_bindings_and_declares_the_workgroup_size_override() {
-    for (name, source) in shaders::ALL {
-        let own = shaders::own_part(source);
-        assert!(own.starts_with(&format!("// {name}")), "{name} should open with a comment naming the file");
-        assert!(own.contains("Bindings (group 0)"), "{name} should document its bindings at the top");
-        assert!(source.contains("override WORKGROUP_SIZE"), "{name} should take WORKGROUP_SIZE as an override");
+    for s in shaders::all() {
+        assert!(s.source.ends_with(&format!("{}\n", s.own)), "{}: the source ends with the file itself", s.file);
+        assert!(s.own.starts_with(&format!("// {}", s.file)), "{} should open with a comment naming the file", s.file);
+        assert!(s.own.contains("Bindings (group 0)"), "{} should document its bindings at the top", s.file);
+        assert!(s.source.contains("override WORKGROUP_SIZE"), "{} should take WORKGROUP_SIZE as an override", s.file);
+    }
+}
+
+/// What naga says entry point `entry` of `module` uses: (number, name, access), by number.
+fn reflected(module: &naga::Module, info: &naga::valid::ModuleInfo, entry: usize) -> Vec<(u32, String, Access)> {
+    let function = info.get_entry_point(entry);
+    let mut used: Vec<(u32, String, Access)> = module
+        .global_variables
+        .iter()
+        .filter(|(handle, var)| var.binding.is_some() && !function[*handle].is_empty())
+        .map(|(_, var)| {
+            let binding = var.binding.as_ref().expect("filtered on a binding");
+            assert_eq!(binding.group, 0, "every binding is in group 0");
+            let access = match var.space {
+                naga::AddressSpace::Uniform => Access::Uniform,
+                naga::AddressSpace::Storage { access } if access.contains(naga::StorageAccess::STORE) => {
+                    Access::ReadWrite
+                }
+                naga::AddressSpace::Storage { .. } => Access::Read,
+                other => panic!("binding {} is in address space {other:?}", binding.binding),
+            };
+            (binding.binding, var.name.clone().unwrap_or_default(), access)
+        })
+        .collect();
+    used.sort_by_key(|(number, ..)| *number);
+    used
+}
+
+#[test]
+fn every_binding_table_is_exactly_what_its_entry_point_uses() {
+    let mut tables = 0;
+    for s in shaders::all() {
+        let (module, info) = parse(s.file, s.source);
+        let entry_names: Vec<&str> = module.entry_points.iter().map(|e| e.name.as_str()).collect();
+        let table_names: Vec<&str> = s.entry_points.iter().map(|e| e.name).collect();
+        let (mut a, mut b) = (entry_names.clone(), table_names.clone());
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "{}: the host has a table for every entry point and no other", s.file);
+        for (index, entry) in module.entry_points.iter().enumerate() {
+            let table = s.entry_point(&entry.name).unwrap();
+            let mut host: Vec<(u32, String, Access)> =
+                table.bindings.iter().map(|b: &Binding| (b.number, b.name.to_string(), b.access)).collect();
+            host.sort_by_key(|(number, ..)| *number);
+            assert_eq!(host, reflected(&module, &info, index), "{}::{}: host table vs naga", s.file, entry.name);
+            tables += 1;
+        }
+    }
+    assert!(tables >= 20, "{tables} tables checked");
+}
+
+#[test]
+fn no_entry_point_binds_more_than_webgpus_default_of_8_storage_buffers() {
+    for s in shaders::all() {
+        for entry in s.entry_points {
+            let storage = entry.bindings.iter().filter(|b| b.access != Access::Uniform).count();
+            assert!(storage <= 8, "{}::{} binds {storage} storage buffers", s.file, entry.name);
+        }
     }
 }
 
@@ -51,7 +117,7 @@ fn struct_layout(module: &naga::Module, name: &str) -> (Vec<(String, u32)>, u32)
 fn conv3x3_params_match_the_wgsl_struct_layout() {
     use std::mem::{offset_of, size_of};
     use wgpu_cnn::filter::Conv3x3Params;
-    let module = parse("conv3x3.wgsl", shaders::CONV3X3);
+    let (module, _) = parse("conv3x3.wgsl", shader("conv3x3.wgsl").source);
     let (members, span) = struct_layout(&module, "Conv3x3Params");
     let rust = [
         ("width", offset_of!(Conv3x3Params, width)),
@@ -71,7 +137,7 @@ fn conv3x3_params_match_the_wgsl_struct_layout() {
 /// in `$source`, member by member in declaration order.
 macro_rules! assert_layout {
     ($source:expr, $wgsl:literal, $rust:ty, [$($field:ident $(+ $extra:literal)?),* $(,)?]) => {{
-        let module = parse($wgsl, $source);
+        let (module, _) = parse($wgsl, $source);
         let (members, span) = struct_layout(&module, $wgsl);
         let rust: Vec<u32> = vec![$((std::mem::offset_of!($rust, $field) $(+ $extra)?) as u32),*];
         let wgsl: Vec<u32> = members.iter().map(|(_, offset)| *offset).collect();
@@ -82,49 +148,60 @@ macro_rules! assert_layout {
 
 #[test]
 fn training_uniforms_match_their_wgsl_structs() {
-    use wgpu_cnn::layers::adam::AdamShape;
+    use wgpu_cnn::adam::AdamShape;
+    use wgpu_cnn::gather::GatherShape;
     use wgpu_cnn::layers::dense_softmax::DenseShape;
     use wgpu_cnn::layers::dropout::DropoutShape;
-    use wgpu_cnn::layers::gather::GatherShape;
     use wgpu_cnn::layers::maxpool2d::PoolShape;
     use wgpu_cnn::layers::StepParams;
     assert_layout!(
-        shaders::ADAM,
+        shader("adam.wgsl").source,
         "Step",
         StepParams,
-        [batch_size, batch_start, step, training, seed, adam_alpha, penalty_slot, _pad]
+        [batch_size, batch_start, step, training, adam_alpha, penalty_slot, _pad, _pad + 4]
     );
     assert_layout!(
-        shaders::MAXPOOL2D,
+        shader("maxpool2d.wgsl").source,
         "PoolShape",
         PoolShape,
         [batch, in_h, in_w, channels, out_h, out_w, _pad, _pad + 4]
     );
     assert_layout!(
-        shaders::DROPOUT,
+        shader("dropout.wgsl").source,
         "DropoutShape",
         DropoutShape,
-        [batch, sample_len, layer, rate, scale, _pad, _pad + 4, _pad + 8]
+        [batch, sample_len, layer, seed, rate, scale, _pad, _pad + 4]
     );
     assert_layout!(
-        shaders::DENSE_SOFTMAX,
+        shader("dense_softmax.wgsl").source,
         "DenseShape",
         DenseShape,
         [batch, features, classes, kernel_offset, bias_offset, l1, _pad, _pad + 4]
     );
-    assert_layout!(shaders::ADAM, "AdamShape", AdamShape, [count, one_minus_beta1, one_minus_beta2, epsilon]);
-    assert_layout!(shaders::GATHER, "GatherShape", GatherShape, [batch, sample_len, split_row, _pad]);
+    assert_layout!(
+        shader("adam.wgsl").source,
+        "AdamShape",
+        AdamShape,
+        [count, one_minus_beta1, one_minus_beta2, epsilon]
+    );
+    assert_layout!(shader("gather.wgsl").source, "GatherShape", GatherShape, [batch, sample_len, split_row, _pad]);
 }
 
 #[test]
-fn conv2d_shapes_set_exactly_the_overrides_the_shader_declares() {
+fn conv2d_shapes_set_exactly_the_overrides_the_shaders_declare() {
     use wgpu_cnn::layers::conv2d::Conv2dShape;
-    let module = parse("conv2d.wgsl", shaders::CONV2D);
-    let mut declared: Vec<String> =
-        module.overrides.iter().filter_map(|(_, o)| o.name.clone()).filter(|name| name != "WORKGROUP_SIZE").collect();
-    let mut set: Vec<String> =
-        Conv2dShape::new(2, [8, 8, 4], 8, 2).constants().iter().map(|(name, _)| name.to_string()).collect();
-    declared.sort();
-    set.sort();
-    assert_eq!(declared, set);
+    for file in ["conv2d_tiled.wgsl", "conv2d_naive.wgsl"] {
+        let (module, _) = parse(file, shader(file).source);
+        let mut declared: Vec<String> = module
+            .overrides
+            .iter()
+            .filter_map(|(_, o)| o.name.clone())
+            .filter(|name| name != "WORKGROUP_SIZE")
+            .collect();
+        let mut set: Vec<String> =
+            Conv2dShape::new(2, [8, 8, 4], 8, 2).constants().iter().map(|(name, _)| name.to_string()).collect();
+        declared.sort();
+        set.sort();
+        assert_eq!(declared, set, "{file}");
+    }
 }

@@ -1,40 +1,54 @@
-//! Whole training steps: GPU and CPU agree over several steps from the same seed (with dropout,
-//! max-pooling, partial batches and L1), and training learns real CIFAR-10 pictures.
+//! Whole training steps through the one training loop: GPU and CPU engines agree over several
+//! steps from the same seed (with dropout, max-pooling, partial batches and L1), resuming equals
+//! not stopping, the loop stops on divergence, and training learns real CIFAR-10 pictures.
 
 mod common;
 
-use common::gpu;
-use wgpu_cnn::data::{self, Dataset};
-use wgpu_cnn::experiment::BackendFactory;
-use wgpu_cnn::model::{Architecture, Model, CIFAR_INPUT};
-use wgpu_cnn::train::cpu::CpuBackend;
-use wgpu_cnn::train::gpu::GpuBackend;
-use wgpu_cnn::train::{fit, Backend, History, TrainConfig};
-use wgpu_cnn::Result;
+use common::{cifar_sample, gpu};
+use wgpu_cnn::data::Dataset;
+use wgpu_cnn::model::{Architecture, Model, Weights, CIFAR_INPUT};
+use wgpu_cnn::train::gpu::{GpuEngine, GpuInference};
+use wgpu_cnn::train::reference::ReferenceEngine;
+use wgpu_cnn::train::{wait, Engine, History, Inference, RawMetrics, TrainConfig, Trainer};
+use wgpu_cnn::{Error, Result};
 
 fn subset(rows: usize) -> Dataset {
-    data::embedded().train.take_first(rows)
+    cifar_sample().train.take_first(rows)
 }
 
 fn max_difference(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
+fn model(arch: &str) -> Model {
+    Model::new(&Architecture::parse(arch).unwrap(), CIFAR_INPUT).unwrap()
+}
+
+/// One epoch of the training loop on `engine`: its raw metrics.
+fn one_epoch(engine: &mut dyn Engine, train: &Dataset, config: &TrainConfig) -> RawMetrics {
+    Trainer::new(engine, train, &Dataset::default(), config).unwrap().run_epoch().unwrap().1
+}
+
+/// Evaluation of `data` on `engine`.
+fn evaluate(engine: &mut dyn Inference, data: &Dataset) -> RawMetrics {
+    let id = engine.prepare(data).unwrap();
+    wait(engine.evaluate(id)).unwrap()
+}
+
 /// Trains `arch` for one epoch of `rows` images (batch 8, so the last batch is partial) on both
-/// backends from the same initial weights; the parameters and metrics must agree.
+/// engines from the same initial weights; the parameters and metrics must agree.
 fn gpu_matches_cpu(arch: &str, rows: usize) {
     let Some(ctx) = gpu() else { return };
-    let model = Model::new(&Architecture::parse(arch).unwrap(), CIFAR_INPUT).unwrap();
+    let model = model(arch);
     let train = subset(rows);
     let config = TrainConfig { batch_size: 8, l1: 1e-3, seed: 7, ..Default::default() };
-    let initial = model.init_params(config.seed);
-    let order = data::epoch_order(train.len(), config.seed, 0);
+    let initial = model.init(config.seed);
 
-    let mut cpu = CpuBackend::new(&model, &train, initial.clone(), &config).unwrap();
-    let mut gpu = GpuBackend::new(ctx, &model, &train, &initial, &config).unwrap();
-    let cpu_raw = cpu.train_epoch(&order, &mut |_| {}).unwrap();
-    let gpu_raw = gpu.train_epoch(&order, &mut |_| {}).unwrap();
-    assert_eq!(cpu.steps_done(), gpu.steps_done());
+    let mut cpu = ReferenceEngine::new(&model, &train, initial.clone(), &config).unwrap();
+    let mut gpu = GpuEngine::new(ctx, &model, &train, &initial, &config).unwrap();
+    let cpu_raw = one_epoch(&mut cpu, &train, &config);
+    let gpu_raw = one_epoch(&mut gpu, &train, &config);
+    assert_eq!(cpu_raw.penalties.len(), gpu_raw.penalties.len());
 
     // Same math in a different summation order: measured differences are ≈ 3e-7 (f32 rounding);
     // the bounds leave 30× room for other drivers.
@@ -43,21 +57,22 @@ fn gpu_matches_cpu(arch: &str, rows: usize) {
     let all_losses = max_difference(&cpu_raw.losses, &gpu_raw.losses);
     assert!(all_losses < 1e-4, "{arch}: losses differ by {all_losses}");
     assert!(max_difference(&cpu_raw.penalties, &gpu_raw.penalties) < 1e-5);
-    let (cpu_params, gpu_params) = (cpu.params().unwrap(), gpu.params().unwrap());
+    let (cpu_params, gpu_params) = (wait(cpu.weights()).unwrap().params, wait(gpu.weights()).unwrap().params);
     let param_difference = max_difference(&cpu_params, &gpu_params);
-    let moved = max_difference(&cpu_params, &initial);
+    let moved = max_difference(&cpu_params, &initial.params);
     assert!(moved > 1e-3, "{arch}: training did not move the weights");
-    assert!(
-        param_difference < 1e-5,
-        "{arch}: parameters differ by {param_difference} after {} steps",
-        cpu.steps_done()
-    );
+    assert!(param_difference < 1e-5, "{arch}: parameters differ by {param_difference} after one epoch");
     eprintln!("{arch}: first-step loss Δ {loss_difference:e}, all losses Δ {all_losses:e}, params Δ {param_difference:e} (moved {moved:e})");
 
-    let val = data::embedded().test.take_first(13);
-    let (c, g) = (cpu.evaluate(&val).unwrap(), gpu.evaluate(&val).unwrap());
+    let val = cifar_sample().test.take_first(13);
+    let (c, g) = (evaluate(&mut cpu, &val), evaluate(&mut gpu, &val));
     assert!(max_difference(&c.losses, &g.losses) < 1e-3);
     assert_eq!(c.losses.len(), 13);
+    // The forward-only engine (no gradient buffers) gives the training engine's numbers.
+    let trained = wait(gpu.weights()).unwrap();
+    let mut inference = GpuInference::new(ctx, &model, &trained, &config).unwrap();
+    let i = evaluate(&mut inference, &val);
+    assert_eq!(i, g, "{arch}: the forward-only engine agrees with the training engine bit for bit");
 }
 
 #[test]
@@ -71,91 +86,140 @@ fn a_gpu_training_epoch_matches_the_cpu_reference_with_max_pooling() {
 }
 
 #[test]
+fn a_gpu_training_epoch_matches_the_cpu_reference_when_the_first_layer_has_no_weights() {
+    gpu_matches_cpu("p,c4,d0.2,f10", 12);
+}
+
+#[test]
 fn the_same_seed_gives_the_same_run_on_the_gpu() {
     let Some(ctx) = gpu() else { return };
-    let model = Model::new(&Architecture::parse("c4s2,d0.5,f10").unwrap(), CIFAR_INPUT).unwrap();
+    let model = model("c4s2,d0.5,f10");
     let train = subset(40);
     let config = TrainConfig { epochs: 2, batch_size: 16, ..Default::default() };
     let run = || {
-        let mut gpu = GpuBackend::new(ctx, &model, &train, &model.init_params(config.seed), &config).unwrap();
-        let history =
-            fit(&mut gpu, &train, &Dataset::default(), &config, History::default(), &mut |_| {}, &mut |_, _| Ok(()))
-                .unwrap();
-        (history.epochs.iter().map(|e| e.loss).collect::<Vec<_>>(), gpu.params().unwrap())
+        let mut gpu = GpuEngine::new(ctx, &model, &train, &model.init(config.seed), &config).unwrap();
+        let mut trainer = Trainer::new(&mut gpu, &train, &Dataset::default(), &config).unwrap();
+        let history = trainer.fit(&mut |_| {}, &mut |_| Ok(())).unwrap();
+        drop(trainer);
+        (history.epochs.iter().map(|e| e.loss).collect::<Vec<_>>(), wait(gpu.weights()).unwrap())
     };
     let (first, second) = (run(), run());
     assert_eq!(first, second, "a seeded run is bit-for-bit reproducible on one device");
 }
 
+/// An engine for a run, from its initial weights.
+type EngineFor<'a> = &'a dyn Fn(&Model, &Dataset, Weights, &TrainConfig) -> Result<Box<dyn Engine>>;
+
 /// Trains `epochs` epochs in one go, or `split` epochs, a checkpoint save and load, then the rest.
-fn train_with_resume(backend_for: BackendFactory<'_>, split: Option<usize>) -> Vec<f32> {
+fn train_with_resume(engine_for: EngineFor<'_>, split: Option<usize>) -> Vec<f32> {
     use wgpu_cnn::checkpoint::Checkpoint;
-    let model = Model::new(&Architecture::parse("c4,c8s2,d0.5,f10").unwrap(), CIFAR_INPUT).unwrap();
+    let model = model("c4,c8s2,d0.5,f10");
     let (train, validation) = subset(60).split_validation(0.2).unwrap();
     let config = TrainConfig { epochs: 3, batch_size: 16, ..Default::default() };
-    let mut backend = backend_for(&model, &train, model.init_params(config.seed), &config).unwrap();
+    let mut engine = engine_for(&model, &train, model.init(config.seed), &config).unwrap();
     let Some(split) = split else {
-        fit(backend.as_mut(), &train, &validation, &config, History::default(), &mut |_| {}, &mut |_, _| Ok(()))
-            .unwrap();
-        return backend.params().unwrap();
+        Trainer::new(engine.as_mut(), &train, &validation, &config).unwrap().fit(&mut |_| {}, &mut |_| Ok(())).unwrap();
+        return wait(engine.weights()).unwrap().params;
     };
     let first = TrainConfig { epochs: split, ..config.clone() };
-    let history =
-        fit(backend.as_mut(), &train, &validation, &first, History::default(), &mut |_| {}, &mut |_, _| Ok(()))
-            .unwrap();
+    let mut trainer = Trainer::new(engine.as_mut(), &train, &validation, &first).unwrap();
+    trainer.fit(&mut |_| {}, &mut |_| Ok(())).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.safetensors");
-    Checkpoint {
-        architecture: model.architecture.clone(),
-        params: backend.params().unwrap(),
-        optimizer: Some(backend.optimizer_state().unwrap()),
-        config: first,
-        epochs_done: split,
-        history,
-        data: "test".into(),
-    }
-    .save(&path)
-    .unwrap();
-    drop(backend);
+    Checkpoint::from_snapshot(&model.architecture, trainer.snapshot().unwrap(), "test").save(&path).unwrap();
+    drop(trainer);
+    drop(engine);
     let checkpoint = Checkpoint::load(&path).unwrap();
-    let mut resumed = backend_for(&model, &train, checkpoint.params.clone(), &config).unwrap();
-    resumed.set_optimizer_state(checkpoint.optimizer.as_ref().unwrap()).unwrap();
-    let history =
-        fit(resumed.as_mut(), &train, &validation, &config, checkpoint.history, &mut |_| {}, &mut |_, _| Ok(()))
-            .unwrap();
+    let config = checkpoint.resume_config(3, "test").unwrap();
+    let mut resumed = engine_for(&model, &train, checkpoint.weights.clone(), &config).unwrap();
+    let trainer = Trainer::new(resumed.as_mut(), &train, &validation, &config).unwrap();
+    let mut trainer = trainer.resume(checkpoint.history.clone(), checkpoint.optimizer.as_ref().unwrap()).unwrap();
+    let history = trainer.fit(&mut |_| {}, &mut |_| Ok(())).unwrap();
     assert_eq!(history.epochs.len(), 3);
-    resumed.params().unwrap()
+    drop(trainer);
+    wait(resumed.weights()).unwrap().params
+}
+
+fn reference(m: &Model, t: &Dataset, w: Weights, c: &TrainConfig) -> Result<Box<dyn Engine>> {
+    Ok(Box::new(ReferenceEngine::new(m, t, w, c)?))
 }
 
 #[test]
 fn a_resumed_run_equals_an_uninterrupted_one_on_the_cpu() {
-    let cpu = |m: &Model, t: &Dataset, p: Vec<f32>, c: &TrainConfig| -> Result<Box<dyn Backend>> {
-        Ok(Box::new(CpuBackend::new(m, t, p, c)?))
-    };
-    assert_eq!(train_with_resume(&cpu, None), train_with_resume(&cpu, Some(1)));
+    assert_eq!(train_with_resume(&reference, None), train_with_resume(&reference, Some(1)));
 }
 
 #[test]
 fn a_resumed_run_equals_an_uninterrupted_one_on_the_gpu() {
     let Some(ctx) = gpu() else { return };
-    let on_gpu = |m: &Model, t: &Dataset, p: Vec<f32>, c: &TrainConfig| -> Result<Box<dyn Backend>> {
-        Ok(Box::new(GpuBackend::new(ctx, m, t, &p, c)?))
+    let on_gpu = |m: &Model, t: &Dataset, w: Weights, c: &TrainConfig| -> Result<Box<dyn Engine>> {
+        Ok(Box::new(GpuEngine::new(ctx, m, t, &w, c)?))
     };
     assert_eq!(train_with_resume(&on_gpu, None), train_with_resume(&on_gpu, Some(2)));
+}
+
+#[test]
+fn the_loop_stops_with_a_clear_error_when_training_diverges() {
+    // A learning rate of 1e38 moves the weights to ±3e38 in one step: the logits overflow.
+    let model = model("c4s2,f10");
+    let train = subset(64);
+    let config = TrainConfig { epochs: 3, batch_size: 16, learning_rate: 1e38, ..Default::default() };
+    let mut engine = reference(&model, &train, model.init(config.seed), &config).unwrap();
+    let mut trainer = Trainer::new(engine.as_mut(), &train, &Dataset::default(), &config).unwrap();
+    let mut saved = 0;
+    let error = trainer.fit(&mut |_| {}, &mut |_| {
+        saved += 1;
+        Ok(())
+    });
+    match error {
+        Err(Error::Diverged { epoch, loss }) => {
+            assert!(!loss.is_finite() && epoch >= 1, "epoch {epoch}, loss {loss}");
+            assert_eq!(saved, epoch - 1, "no epoch after the divergence was handed on to be saved");
+            assert!(Error::Diverged { epoch, loss }.to_string().contains("lower learning rate"));
+        }
+        other => panic!("expected divergence, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_training_loop_can_be_driven_step_by_step() {
+    // What a browser's event loop does: one `advance` at a time, each a training step at most.
+    let model = model("c4s2,f10");
+    let train = subset(40);
+    let config = TrainConfig { epochs: 2, batch_size: 16, ..Default::default() };
+    let mut engine = reference(&model, &train, model.init(config.seed), &config).unwrap();
+    let mut trainer = Trainer::new(engine.as_mut(), &train, &Dataset::default(), &config).unwrap();
+    let mut events = Vec::new();
+    while let Some(event) = pollster::block_on(trainer.advance()).unwrap() {
+        events.push(event);
+    }
+    use wgpu_cnn::train::Event;
+    let steps = events.iter().filter(|e| matches!(e, Event::Step { .. })).count();
+    let ends = events.iter().filter(|e| matches!(e, Event::EpochEnd(_))).count();
+    assert_eq!((steps, ends, trainer.steps()), (2 * 3, 2, 6), "{events:?}");
+    assert!(trainer.is_done());
+    // The same run through `fit` gives the same history.
+    let mut engine = reference(&model, &train, model.init(config.seed), &config).unwrap();
+    let history = Trainer::new(engine.as_mut(), &train, &Dataset::default(), &config)
+        .unwrap()
+        .fit(&mut |_| {}, &mut |_| Ok(()))
+        .unwrap();
+    let losses = |h: &History| h.epochs.iter().map(|e| e.loss).collect::<Vec<_>>();
+    assert_eq!(losses(&history), losses(trainer.history()));
 }
 
 #[test]
 fn a_short_training_learns_real_pictures_well_above_the_baseline() {
     // A small net on 3,000 real CIFAR-10 images, 6 epochs on the CPU reference (a few seconds):
     // the most-common-label baseline is ≈ 10%; measured here: see the assertion message.
-    let data = data::embedded();
-    let model = Model::new(&Architecture::parse("c8s2,c16s2,f10").unwrap(), CIFAR_INPUT).unwrap();
+    let data = cifar_sample();
+    let model = model("c8s2,c16s2,f10");
     let (train, validation) = data.train.take_first(3000).split_validation(0.1).unwrap();
     let config = TrainConfig { epochs: 6, batch_size: 32, ..Default::default() };
-    let mut cpu = CpuBackend::new(&model, &train, model.init_params(config.seed), &config).unwrap();
+    let mut cpu = reference(&model, &train, model.init(config.seed), &config).unwrap();
     let history =
-        fit(&mut cpu, &train, &validation, &config, History::default(), &mut |_| {}, &mut |_, _| Ok(())).unwrap();
-    let raw = cpu.evaluate(&data.test).unwrap();
+        Trainer::new(cpu.as_mut(), &train, &validation, &config).unwrap().fit(&mut |_| {}, &mut |_| Ok(())).unwrap();
+    let raw = evaluate(cpu.as_mut(), &data.test);
     let (_, accuracy) = raw.summarise(data.test.labels.iter().copied(), usize::MAX);
     let losses: Vec<f64> = history.epochs.iter().map(|e| e.loss).collect();
     assert!(losses.windows(2).all(|w| w[1] < w[0]), "the training loss falls every epoch: {losses:?}");
@@ -165,20 +229,20 @@ fn a_short_training_learns_real_pictures_well_above_the_baseline() {
 /// The assignment's Keras comparison: 20 epochs of `base` on the 4,660 real images (the same as
 /// ../shared/data/cifar10-sample), seed 42. Keras 3 on the same images, three seeds: test
 /// 0.46–0.49. Measured here: fast CPU 0.4823 (8 s), CPU reference 0.4775 (9 minutes).
-fn twenty_epochs_of_base(backend_for: BackendFactory<'_>) -> f64 {
-    let data = data::embedded();
-    let model = Model::new(&Architecture::parse("base").unwrap(), CIFAR_INPUT).unwrap();
+fn twenty_epochs_of_base(engine_for: EngineFor<'_>) -> f64 {
+    let data = cifar_sample();
+    let model = model("base");
     let config = TrainConfig::default();
     let (train, validation) = data.train.split_validation(config.validation_split).unwrap();
-    let mut backend = backend_for(&model, &train, model.init_params(config.seed), &config).unwrap();
-    fit(backend.as_mut(), &train, &validation, &config, History::default(), &mut |_| {}, &mut |_, _| Ok(())).unwrap();
-    backend.evaluate(&data.test).unwrap().summarise(data.test.labels.iter().copied(), usize::MAX).1
+    let mut engine = engine_for(&model, &train, model.init(config.seed), &config).unwrap();
+    Trainer::new(engine.as_mut(), &train, &validation, &config).unwrap().fit(&mut |_| {}, &mut |_| Ok(())).unwrap();
+    evaluate(engine.as_mut(), &data.test).summarise(data.test.labels.iter().copied(), usize::MAX).1
 }
 
 #[test]
 fn twenty_epochs_of_the_base_net_on_the_fast_cpu_reach_the_keras_test_accuracy() {
-    let fast = |m: &Model, t: &Dataset, p: Vec<f32>, c: &TrainConfig| -> Result<Box<dyn Backend>> {
-        Ok(Box::new(wgpu_cnn::fast::FastCpuBackend::new(m, t, p, c)?))
+    let fast = |m: &Model, t: &Dataset, w: Weights, c: &TrainConfig| -> Result<Box<dyn Engine>> {
+        Ok(Box::new(wgpu_cnn::train::fast::FastCpuEngine::new(m, t, w, c)?))
     };
     let accuracy = twenty_epochs_of_base(&fast);
     assert!((0.44..0.52).contains(&accuracy), "test accuracy {accuracy:.4}");
@@ -188,9 +252,6 @@ fn twenty_epochs_of_the_base_net_on_the_fast_cpu_reach_the_keras_test_accuracy()
 #[test]
 #[ignore]
 fn twenty_epochs_of_the_base_net_on_the_cpu_reference_reach_the_keras_test_accuracy() {
-    let reference = |m: &Model, t: &Dataset, p: Vec<f32>, c: &TrainConfig| -> Result<Box<dyn Backend>> {
-        Ok(Box::new(CpuBackend::new(m, t, p, c)?))
-    };
     let accuracy = twenty_epochs_of_base(&reference);
     assert!((0.44..0.52).contains(&accuracy), "test accuracy {accuracy:.4}");
 }

@@ -1,11 +1,13 @@
-//! The fast CPU implementation of every layer, and [`FastCpuBackend`], the training step built
-//! from them: the same math as the plain-loop references in [`crate::layers`] (the oracle it is
-//! tested against), written for speed on one core.
+//! What the fast CPU kernels share — the vector instruction sets ([`simd`]), the two register-
+//! tiled micro-kernels (`block`), the padded NHWC [`Layout`] — and the interface through which
+//! the fast CPU engine ([`crate::train::fast::FastCpuEngine`]) runs a layer's fast kernels
+//! ([`FastLayer`], [`FastHead`]). The kernels themselves live with their layers
+//! (`src/layers/<kind>/fast.rs`).
 //!
-//! It is **not** a second reference: summation orders differ from the plain loops (so results
-//! agree to f32 rounding, not bit for bit, except where noted), and it is f32 only.
+//! They are **not** a second reference: summation orders differ from the plain loops (so results
+//! agree to f32 rounding, not bit for bit, except where noted), and they are f32 only.
 //!
-//! # How it is fast
+//! # How they are fast
 //! - Two register-blocked micro-kernels (`block`) do all the multiply-adds, in AVX-512,
 //!   AVX2 + FMA or portable SIMD, chosen at run time ([`simd::Isa`]).
 //! - Convolutions are implicit GEMMs straight from NHWC: a 3×3 tap row `(kx, c)` of a padded
@@ -14,15 +16,16 @@
 //!   gradient is the same kernel over the padded output gradient with transposed weights
 //!   (stride 2 split into its four sub-pixel phases), and the weight gradient is
 //!   `colᵀ · dpre` accumulated in registers, pixel chunk by pixel chunk, straight from the
-//!   padded input. See [`conv2d`].
-//! - Fusion: bias and ReLU in the forward tile's store; the ReLU's backward pass in the next
-//!   layer's input gradient (a convolution or pooling layer writes the previous convolution's
-//!   `dpre` directly); dropout's mask recomputed from its hash instead of stored; every
-//!   activation written straight into the padded layout its consumer reads.
-//! - [`FastCpuBackend`] runs a step in micro-batches of 8 images (forward and backward through
-//!   every layer, weight gradients summed), so activations stay in L2 instead of streaming
-//!   through DRAM at every layer, and splits the micro-batches between threads.
-//! - Every buffer is sized once, when the backend is built; a training step allocates nothing.
+//!   padded input. See [`crate::layers::conv2d::fast`].
+//! - Fusion ([`Fusion`]): bias and ReLU in the forward tile's store; the ReLU's backward pass in
+//!   the next layer's input gradient (a convolution or pooling layer writes the previous
+//!   convolution's `dpre` directly); dropout's mask recomputed from its hash instead of stored;
+//!   every activation written straight into the padded layout its consumer reads.
+//! - The engine runs a step in micro-batches of 8 images (forward and backward through every
+//!   layer, weight gradients **accumulated** into per-worker sums zeroed once per step), so
+//!   activations stay in L2 instead of streaming through DRAM at every layer, and splits the
+//!   micro-batches between threads.
+//! - Every buffer is sized once, when the engine is built; a training step allocates nothing.
 //!
 //! # Layouts
 //! Activations are NHWC as everywhere in the crate, but a tensor read by a convolution (its
@@ -33,27 +36,99 @@
 //! all parameters one flat vector, exactly as [`crate::model`].
 //!
 //! # How it is checked
-//! `tests/fast_cpu.rs` runs every layer against [`crate::layers`] on random tensors of odd
-//! shapes, for every instruction set the CPU has, with outputs pre-filled with NaN (and padded
-//! borders checked to be still zero); then whole training epochs of [`FastCpuBackend`] against
-//! [`crate::train::cpu::CpuBackend`] from the same weights (batch 8 with a partial last batch;
-//! several micro-batches and threads); and counts heap allocations during a step (there are
-//! none). `benches/cpu_layers.rs` times each layer and a whole step against the reference.
+//! `tests/fast_cpu.rs` runs every layer's fast kernels against its reference on random tensors
+//! of odd shapes, for every instruction set the CPU has, with outputs pre-filled with NaN (and
+//! padded borders checked to be still zero); then whole training epochs of the fast engine
+//! against the reference engine from the same weights (batch 8 with a partial last batch;
+//! several micro-batches and threads; every layer through the reference fallback too); and
+//! counts heap allocations during a step (there are none). `benches/cpu_layers.rs` times each
+//! layer and a whole step against the reference.
 //!
 //! # Requirements
 //! The AVX-512 kernels need Rust 1.89 (when its intrinsics were stabilised).
 
-pub mod adam;
-pub mod backend;
 pub(crate) mod block;
-pub mod conv2d;
-pub mod dense_softmax;
-pub mod dropout;
-pub mod maxpool2d;
 pub mod simd;
 
-pub use backend::FastCpuBackend;
 pub use simd::Isa;
+
+use crate::layers::{HeadOutputs, Pass};
+
+/// How a layer meets its neighbours in the fast CPU engine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fusion {
+    /// Pixels of zero border the layer reads its input with (1 for a 3×3 convolution, so that
+    /// every tap is in bounds); the layer before writes its output in that layout.
+    pub input_pad: usize,
+    /// The output is `relu(pre-activation)`, and the backward pass starts from dL/d(pre-
+    /// activation) in a padded buffer of its own ([`FastBackward::dpre`]), which the next layer
+    /// may write through the ReLU.
+    pub relu_output: bool,
+    /// The backward pass can write `dx · (x > 0)` straight into the previous layer's dpre
+    /// ([`FastDx::ThroughRelu`]): the ReLU's backward pass, fused.
+    pub masked_dx: bool,
+}
+
+/// Where a fast layer's input gradient goes.
+pub enum FastDx<'a> {
+    /// Nowhere: the first layer.
+    None,
+    /// Plain NHWC.
+    Plain(&'a mut [f32]),
+    /// Through the previous layer's ReLU into its dpre (padded; only to layers whose
+    /// [`Fusion::masked_dx`] is set, after a layer whose [`Fusion::relu_output`] is).
+    ThroughRelu(&'a mut [f32]),
+}
+
+/// The tensors of a fast backward pass: x and y in the layouts the layer was built with, dy plain.
+pub struct FastBackward<'a> {
+    pub x: &'a [f32],
+    pub y: &'a [f32],
+    pub dy: &'a [f32],
+    /// The layer's dL/d(pre-activation), padded, for a layer with [`Fusion::relu_output`].
+    pub dpre: Option<&'a mut [f32]>,
+    /// The next layer has already written `dpre` (through this layer's ReLU): `dy` is unused.
+    pub dpre_ready: bool,
+    pub dx: FastDx<'a>,
+    /// The worker's gradient sums (the model's `params` layout): this micro-batch's are **added**.
+    pub grads: &'a mut [f32],
+}
+
+/// A hidden layer's fast kernels, built for micro-batches of up to some size. Shared by the
+/// engine's workers while micro-batches run: only [`FastLayer::pack`] takes `&mut self`.
+pub trait FastLayer: Send + Sync {
+    /// Takes this step's weights (packed for the kernels), once per step; `backward` when the
+    /// step trains.
+    fn pack(&mut self, _params: &[f32], _backward: bool) {}
+    /// `y = f(x)` for `batch` samples.
+    fn forward(&self, batch: usize, pass: Pass, x: &[f32], y: &mut [f32], state: &[f32]);
+    /// The backward pass of the last forward pass on these samples.
+    fn backward(&self, batch: usize, pass: Pass, b: FastBackward<'_>);
+    /// Floats of scratch the layer holds (for the allocation tests).
+    fn scratch_capacity(&self) -> usize {
+        0
+    }
+}
+
+/// The head's fast kernels.
+pub trait FastHead: Send + Sync {
+    /// Takes this step's weights, once per step.
+    fn pack(&mut self, params: &[f32]);
+    /// Probabilities, losses, predictions and dlogits of `batch` samples of a batch of
+    /// `mean_over`; x plain.
+    fn forward(&self, batch: usize, x: &[f32], labels: &[u32], mean_over: usize, out: HeadOutputs<'_, f32>);
+    /// Adds this micro-batch's dL/dθ (the data term) to `grads`, and writes dL/dx.
+    fn backward(&self, batch: usize, x: &[f32], dlogits: &[f32], dx: Option<&mut [f32]>, grads: &mut [f32]);
+    /// Once per step, after every micro-batch: adds the regulariser's gradient to `grads` and
+    /// returns its penalty, both for `params` (the step's starting weights).
+    fn regularize(&self, params: &[f32], grads: &mut [f32]) -> f32;
+    /// The regulariser's penalty for `params`.
+    fn penalty(&self, params: &[f32]) -> f32;
+    /// Floats of scratch the head holds (for the allocation tests).
+    fn scratch_capacity(&self) -> usize {
+        0
+    }
+}
 
 /// Lanes of the widest vectors any instruction set uses: packed weights are padded to this.
 pub(crate) const MAX_LANES: usize = 16;
@@ -138,4 +213,11 @@ impl Layout {
     pub fn zeros(&self, batch: usize) -> Vec<f32> {
         vec![0.0; self.len(batch)]
     }
+}
+
+/// `total` split into pieces of at most `tile`, as evenly as possible: `(start, len)`.
+pub(crate) fn split(total: usize, tile: usize) -> impl Iterator<Item = (usize, usize)> {
+    let pieces = total.div_ceil(tile.max(1));
+    let (base, extra) = (total.checked_div(pieces).unwrap_or(0), total.checked_rem(pieces).unwrap_or(0));
+    (0..pieces).map(move |i| (i * base + i.min(extra), base + usize::from(i < extra)))
 }

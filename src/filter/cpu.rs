@@ -3,6 +3,7 @@
 //! integer kernels, rows in parallel; see [`conv3x3_fast`]). Both give the same bits for every
 //! kernel.
 
+#[cfg(feature = "fast-cpu")]
 use rayon::prelude::*;
 
 use super::{Kernel3x3, Plane};
@@ -62,8 +63,8 @@ const ROWS_PER_TASK: usize = 16;
 /// - Interior columns read the image rows directly (no padded copies); the two edge columns and
 ///   rows outside the image (zeros) take the same sums with the padding's zeros.
 /// - AVX-512 (BW) or AVX2 is chosen at run time; other CPUs run a portable loop.
-/// - Rows run in parallel in tasks of `ROWS_PER_TASK` (rayon; `RAYON_NUM_THREADS` sets the
-///   count). With the vector kernels one thread nearly saturates memory bandwidth, so a second
+/// - Rows run in parallel in tasks of `ROWS_PER_TASK` (rayon, with the `fast-cpu` feature;
+///   `RAYON_NUM_THREADS` sets the count). With the vector kernels one thread nearly saturates memory bandwidth, so a second
 ///   one adds little, and nothing is lost when there is only one core.
 pub fn conv3x3_fast(input: &Plane, kernel: &Kernel3x3) -> Plane {
     let (w, h) = (input.width as usize, input.height as usize);
@@ -71,7 +72,7 @@ pub fn conv3x3_fast(input: &Plane, kernel: &Kernel3x3) -> Plane {
     let isa = RowIsa::detect();
     let zeros = vec![0u8; w];
     let mut output: Vec<u8> = Vec::with_capacity(w * h);
-    output.spare_capacity_mut()[..w * h].par_chunks_mut(w * ROWS_PER_TASK).enumerate().for_each(|(task, rows)| {
+    let task = |(task, rows): (usize, &mut [std::mem::MaybeUninit<u8>])| {
         for (r, out) in rows.chunks_mut(w).enumerate() {
             let y = task * ROWS_PER_TASK + r;
             let row = |y: Option<usize>| y.filter(|&y| y < h).map_or(&zeros[..], |y| &input.pixels[y * w..][..w]);
@@ -80,7 +81,12 @@ pub fn conv3x3_fast(input: &Plane, kernel: &Kernel3x3) -> Plane {
             let out = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), w) };
             conv_row(isa, &method, out, window);
         }
-    });
+    };
+    let rows = &mut output.spare_capacity_mut()[..w * h];
+    #[cfg(feature = "fast-cpu")]
+    rows.par_chunks_mut(w * ROWS_PER_TASK).enumerate().for_each(task);
+    #[cfg(not(feature = "fast-cpu"))]
+    rows.chunks_mut(w * ROWS_PER_TASK).enumerate().for_each(task);
     // SAFETY: every row of the w·h bytes was written above.
     unsafe { output.set_len(w * h) };
     Plane { width: input.width, height: input.height, pixels: output }

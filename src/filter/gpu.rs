@@ -13,8 +13,21 @@ use bytemuck::{Pod, Zeroable};
 use super::{Kernel3x3, Plane};
 use crate::error::{Error, Result};
 use crate::gpu;
-use crate::kernel::{begin_pass, shader_module, ComputeKernel, Dispatch};
-use crate::shaders;
+use crate::kernel::{arg, begin_pass, read, read_write, uniform, Dispatch, EntryPoint, Grid, Kernel, Kernels, Shader};
+use crate::{shader_own, shader_source};
+
+/// The binding tables of `shaders/conv3x3.wgsl`: both entry points take the same three.
+pub static SHADER: Shader = Shader {
+    file: "conv3x3.wgsl",
+    source: shader_source!("conv3x3.wgsl"),
+    own: shader_own!("conv3x3.wgsl"),
+    entry_points: &[
+        EntryPoint { name: "conv3x3_int", bindings: BINDINGS },
+        EntryPoint { name: "conv3x3_float", bindings: BINDINGS },
+    ],
+};
+
+const BINDINGS: &[crate::kernel::Binding] = &[uniform(0, "params"), read(1, "input"), read_write(2, "output")];
 
 /// Mirror of `Conv3x3Params` in `shaders/conv3x3.wgsl` (a test checks the offsets against naga).
 #[repr(C)]
@@ -33,8 +46,8 @@ pub struct Conv3x3Params {
 /// dispatch per (input, output, kernel) and record it as often as needed.
 #[derive(Clone, Debug)]
 pub struct Conv3x3 {
-    exact: ComputeKernel,
-    float: ComputeKernel,
+    exact: Kernel,
+    float: Kernel,
 }
 
 /// One bound convolution: ready to be recorded into a command encoder or an open compute pass.
@@ -49,10 +62,14 @@ pub struct Conv3x3Dispatch {
 impl Conv3x3 {
     /// Compiles `shaders/conv3x3.wgsl` on `device`.
     pub fn new(device: &wgpu::Device) -> Result<Self> {
-        let module = shader_module(device, "conv3x3.wgsl", shaders::CONV3X3)?;
+        Self::with_kernels(&Kernels::new(device))
+    }
+
+    /// Takes the pipelines from (or builds them into) `kernels`, the device's cache.
+    pub fn with_kernels(kernels: &Kernels) -> Result<Self> {
         Ok(Conv3x3 {
-            exact: ComputeKernel::new(device, &module, "conv3x3_int")?,
-            float: ComputeKernel::new(device, &module, "conv3x3_float")?,
+            exact: kernels.get(&SHADER, "conv3x3_int", &[])?,
+            float: kernels.get(&SHADER, "conv3x3_float", &[])?,
         })
     }
 
@@ -92,17 +109,6 @@ impl Conv3x3 {
     ) -> Result<Conv3x3Dispatch> {
         Self::check_fits(device, width, height)?;
         let needed = Self::buffer_size(width, height);
-        for (name, buffer) in [("input", input), ("output", output)] {
-            if buffer.size() < needed {
-                return Err(Error::invalid(format!(
-                    "the {name} buffer holds {} bytes, but a {width}×{height} plane needs {needed}",
-                    buffer.size()
-                )));
-            }
-            if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
-                return Err(Error::invalid(format!("the {name} buffer needs STORAGE usage")));
-            }
-        }
         let integer = kernel.integer_weights();
         let mut params =
             Conv3x3Params { width, height, _pad: [0; 2], weights: [[0.0; 4]; 3], weights_int: [[0; 4]; 3] };
@@ -115,9 +121,15 @@ impl Conv3x3 {
         let params_buffer = gpu::uniform_buffer(device, "conv3x3 params", &params);
 
         let kernel = if integer.is_some() { &self.exact } else { &self.float };
-        // One invocation per u32 word (four pixels) of the plane.
-        let words = needed / 4;
-        let dispatch = Dispatch::covering(device, kernel, &[(0, &params_buffer), (1, input), (2, output)], words);
+        // One invocation per u32 word (four pixels) of the plane. Binding checks the buffers'
+        // usages and that each holds the plane.
+        let args = [
+            arg("params", &params_buffer, std::mem::size_of::<Conv3x3Params>() as u64),
+            arg("input", input, needed),
+            arg("output", output, needed),
+        ];
+        let dispatch = Dispatch::new(device, kernel, &args, Grid::Invocations(needed / 4))
+            .map_err(|e| Error::invalid(format!("a {width}×{height} plane: {e}")))?;
         Ok(Conv3x3Dispatch { dispatch, _params: params_buffer, exact: integer.is_some() })
     }
 

@@ -17,7 +17,7 @@
 pub mod cpu;
 mod gpu;
 
-pub use gpu::{Conv3x3, Conv3x3Dispatch, Conv3x3Params};
+pub use gpu::{Conv3x3, Conv3x3Dispatch, Conv3x3Params, SHADER};
 
 use crate::error::{Error, Result};
 

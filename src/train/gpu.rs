@@ -1,339 +1,225 @@
-//! The training step on the GPU. Everything is built once: pipelines, buffers, bind groups; the
-//! training set is uploaded once as u8. A step writes the 32-byte step uniform, records every
-//! layer's dispatches into one compute pass of one command encoder, and submits:
+//! Training and inference on the GPU. Everything is built once: pipelines (in the context's
+//! [`Kernels`]), buffers, bind groups; each dataset is uploaded once as u8. A training step
+//! writes the 32-byte step uniform, records every layer's dispatches into one compute pass of one
+//! command encoder, and submits:
 //!
-//! gather → hidden layers forward → dense logits → softmax/CE/dlogits → L1 penalty → dense
-//! backward → hidden layers backward (reversed) → Adam over the flat parameter buffer.
+//! gather → hidden layers forward → head forward (logits, softmax, CE, dlogits) → L1 penalty →
+//! head backward → hidden layers backward (reversed) → Adam over the flat parameter buffer.
 //!
-//! Nothing is read back during an epoch: the per-sample loss and prediction land in a metrics
-//! buffer indexed by position in the epoch, read once at its end.
+//! Nothing is read back during an epoch but the live metrics for the progress bar, through a
+//! copy that never stalls the queue: the per-sample loss and prediction land in a metrics buffer
+//! indexed by position in the epoch, read once at its end.
+//!
+//! [`GpuInference`] is the forward pass alone (evaluation, prediction): no gradient, Adam or
+//! training-set buffers.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::{layer_shapes, Backend, LayerShape, RawMetrics, StepProgress, TrainConfig};
-use crate::checkpoint::OptimizerState;
+use super::{
+    check_engine_inputs, check_moments, DataId, Engine, EpochProgress, Inference, Moments, Pending, RawMetrics, Step,
+    TrainConfig,
+};
+use crate::adam::{self, AdamBuffers};
 use crate::data::Dataset;
-use crate::error::Result;
-use crate::gpu::uniform_buffer;
-use crate::gpu::{self, GpuContext};
-use crate::kernel::begin_pass;
-use crate::layers::adam::{Adam, AdamBuffers, AdamConfig, AdamPass};
-use crate::layers::conv2d::{Conv2d, Conv2dBuffers, Conv2dPass, Conv2dVariant};
-use crate::layers::dense_softmax::{DenseBuffers, DenseSoftmax, DenseSoftmaxPass};
-use crate::layers::dropout::{Dropout, DropoutPass};
-use crate::layers::gather::{Gather, GatherBuffers, GatherPass, GpuDataset};
-use crate::layers::maxpool2d::{MaxPool2d, MaxPool2dPass};
-use crate::layers::{ActivationBuffers, StepParams};
-use crate::model::Model;
+use crate::error::{Error, Result};
+use crate::gather::{self, GatherBuffers, GpuDataset};
+use crate::gpu::{self, read_buffer_async, uniform_buffer, GpuContext, Readback};
+use crate::kernel::{begin_pass, floats, Dispatch, Kernels};
+use crate::layers::{Ctx, GpuGrads, GpuHead, GpuLayer, LayerPass, StepParams, Tuning};
+use crate::model::{Model, Weights};
 
-/// Records one stage of a step into a compute pass (for [`GpuBackend::profile_step`]).
-type Stage<'a> = Box<dyn Fn(&mut wgpu::ComputePass<'_>) + 'a>;
-
-/// A hidden layer bound to its buffers.
-enum HiddenPass {
-    Conv(Conv2dPass),
-    Pool(MaxPool2dPass),
-    Dropout(DropoutPass),
+/// A prepared dataset: its upload, the order buffer evaluation writes, and its gather.
+struct GpuData {
+    rows: usize,
+    order: wgpu::Buffer,
+    gather: Dispatch,
+    _data: GpuDataset,
+    _shape: wgpu::Buffer,
 }
 
-impl HiddenPass {
-    fn record_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
-        match self {
-            HiddenPass::Conv(p) => p.record_forward(pass),
-            HiddenPass::Pool(p) => p.record_forward(pass),
-            HiddenPass::Dropout(p) => p.record_forward(pass),
-        }
-    }
-
-    fn record_backward(&self, pass: &mut wgpu::ComputePass<'_>) {
-        match self {
-            HiddenPass::Conv(p) => p.record_backward(pass),
-            HiddenPass::Pool(p) => p.record_backward(pass),
-            HiddenPass::Dropout(p) => p.record_backward(pass),
-        }
-    }
+/// The gradient buffers of a training net.
+struct Grads {
+    grads: wgpu::Buffer,
+    /// dL/d(output) of each hidden layer.
+    dacts: Vec<wgpu::Buffer>,
 }
 
-/// The compiled pipelines of every kernel family, built once per device.
-#[derive(Clone, Debug)]
-pub struct Kernels {
-    pub conv2d: Conv2d,
-    pub maxpool2d: MaxPool2d,
-    pub dropout: Dropout,
-    pub dense_softmax: DenseSoftmax,
-    pub adam: Adam,
-    pub gather: Gather,
-}
-
-impl Kernels {
-    pub fn new(device: &wgpu::Device) -> Result<Self> {
-        Ok(Kernels {
-            conv2d: Conv2d::new(device)?,
-            maxpool2d: MaxPool2d::new(device)?,
-            dropout: Dropout::new(device)?,
-            dense_softmax: DenseSoftmax::new(device)?,
-            adam: Adam::new(device)?,
-            gather: Gather::new(device)?,
-        })
-    }
-}
-
-/// A model, its optimiser state, activations and training set, resident on one device.
-pub struct GpuBackend {
+/// The forward net on one device, shared by training and inference.
+struct GpuNet {
     device: wgpu::Device,
     queue: wgpu::Queue,
     description: String,
     kernels: Kernels,
-    adam: AdamConfig,
-    dropout_seed: u32,
     batch: usize,
+    classes: usize,
     step: wgpu::Buffer,
     params: wgpu::Buffer,
-    m: wgpu::Buffer,
-    v: wgpu::Buffer,
+    state: wgpu::Buffer,
     x0: wgpu::Buffer,
     batch_labels: wgpu::Buffer,
     metrics: wgpu::Buffer,
     penalties: wgpu::Buffer,
     probs: wgpu::Buffer,
-    classes: usize,
-    hidden: Vec<HiddenPass>,
-    dense: DenseSoftmaxPass,
-    adam_pass: AdamPass,
-    train_order: wgpu::Buffer,
-    train_gather: GatherPass,
+    hidden: Vec<LayerPass>,
+    head: LayerPass,
+    /// Keras names of the hidden layers, for the per-stage profile.
+    hidden_names: Vec<String>,
+    datasets: Vec<GpuData>,
     /// Positions the metrics buffer holds: evaluation runs in chunks of this many rows.
     metrics_capacity: usize,
     /// The penalty slot evaluation writes to (after one per training batch).
     eval_penalty_slot: usize,
-    steps: u64,
-    /// Keras names of the hidden layers, for the per-stage profile.
-    hidden_names: Vec<String>,
-    /// Host copy of the training labels, to turn live predictions into a running accuracy.
-    train_labels: Vec<u8>,
-    live: LiveMetrics,
-    // Kept alive for the bind groups above.
+    /// Elements of the model's `state` (its buffer is never empty).
+    state_len: usize,
+    // Kept alive with the bind groups.
     _buffers: Vec<wgpu::Buffer>,
-    _train_data: GpuDataset,
 }
 
 fn f32_buffer(device: &wgpu::Device, label: &str, len: usize) -> Result<wgpu::Buffer> {
-    gpu::storage_buffer(device, label, 4 * len as u64)
+    gpu::storage_buffer(device, label, floats(len))
 }
 
 /// A layer's input, output or gradient: rounded up to whole vec4s, since the convolution
-/// kernels read some of them as vec4s ([`Conv2dBuffers`]).
+/// kernels read some of them as vec4s.
 fn activation_buffer(device: &wgpu::Device, label: &str, len: usize) -> Result<wgpu::Buffer> {
     f32_buffer(device, label, len.next_multiple_of(4))
 }
 
-impl GpuBackend {
-    /// Builds every pipeline and buffer for training `model` from `params` on `train`.
-    pub fn new(ctx: &GpuContext, model: &Model, train: &Dataset, params: &[f32], config: &TrainConfig) -> Result<Self> {
-        config.validate()?;
-        let kernels = Kernels::new(&ctx.device)?;
-        Self::with_kernels(ctx, kernels, model, train, params, config, Conv2dVariant::Tiled)
-    }
-
-    /// As [`GpuBackend::new`], reusing pipelines already built on this device, with a choice of
-    /// convolution kernels (the benchmark compares them).
-    pub fn with_kernels(
+impl GpuNet {
+    /// Every layer of `model` bound for batches of `config.batch_size`, with `grads` for
+    /// training; the metrics buffer holds `metrics_capacity` positions and the penalties buffer
+    /// `penalty_slots` slots plus the evaluation's.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
         ctx: &GpuContext,
-        kernels: Kernels,
         model: &Model,
-        train: &Dataset,
-        params: &[f32],
+        weights: &Weights,
         config: &TrainConfig,
-        variant: Conv2dVariant,
+        grads: Option<&Grads>,
+        naive: bool,
+        metrics_capacity: usize,
+        penalty_slots: usize,
     ) -> Result<Self> {
         let device = &ctx.device;
-        let batch = config.batch_size;
-        let (mut shapes, dense_shape) = layer_shapes(model, batch, config.l1);
-        for shape in &mut shapes {
-            if let LayerShape::Conv(s) = shape {
-                *s = s.for_adapter(&ctx.info);
-            }
-        }
-        let sample_len: usize = model.input.iter().product();
-        let count = model.param_count;
-
+        let (batch, run) = (config.batch_size, config.run_settings());
+        let tuning = Tuning::for_adapter(&ctx.info);
+        let kernels = &ctx.kernels;
         let step = uniform_buffer(device, "step", &StepParams::default());
-        let params_buffer = ctx.upload("params", bytemuck::cast_slice(params), wgpu::BufferUsages::empty())?;
-        let grads = f32_buffer(device, "grads", count)?;
-        let m = f32_buffer(device, "adam m", count)?;
-        let v = f32_buffer(device, "adam v", count)?;
+        let params = ctx.upload("params", bytemuck::cast_slice(&weights.params), wgpu::BufferUsages::empty())?;
+        let state = ctx.upload("state", bytemuck::cast_slice(&weights.state), wgpu::BufferUsages::empty())?;
+        let sample_len: usize = model.input.iter().product();
         let x0 = activation_buffer(device, "batch images", batch * sample_len)?;
-        let dx0 = activation_buffer(device, "d batch images", batch * sample_len)?;
-        let batch_labels = gpu::storage_buffer(device, "batch labels", 4 * batch as u64)?;
-        let acts: Vec<wgpu::Buffer> = model.layers[..shapes.len()]
+        let batch_labels = gpu::storage_buffer(device, "batch labels", floats(batch))?;
+        let acts: Vec<wgpu::Buffer> = model
+            .hidden
             .iter()
-            .map(|l| activation_buffer(device, &format!("{} output", l.name), batch * l.output_len()))
+            .map(|p| activation_buffer(device, &format!("{} output", p.at.name), batch * p.at.output_len()))
             .collect::<Result<_>>()?;
-        let dacts: Vec<wgpu::Buffer> = model.layers[..shapes.len()]
-            .iter()
-            .map(|l| activation_buffer(device, &format!("d {} output", l.name), batch * l.output_len()))
-            .collect::<Result<_>>()?;
-        let classes = dense_shape.classes as usize;
+        let classes = model.classes();
         let probs = f32_buffer(device, "probabilities", batch * classes)?;
-        let dlogits = f32_buffer(device, "dlogits", batch * classes)?;
-        let metrics_capacity = train.len().max(batch);
         let metrics = f32_buffer(device, "metrics", 2 * metrics_capacity)?;
-        let train_batches = train.len().div_ceil(batch);
-        let penalties = f32_buffer(device, "penalties", train_batches + 1)?;
+        let penalties = f32_buffer(device, "penalties", penalty_slots + 1)?;
 
-        // Per convolution, dL/d(pre-activation); one partial-sum scratch shared by all of them.
-        let dpres: Vec<Option<wgpu::Buffer>> = shapes
-            .iter()
-            .map(|shape| match shape {
-                LayerShape::Conv(s) => activation_buffer(device, "dpre", s.output_len()).map(Some),
-                _ => Ok(None),
-            })
-            .collect::<Result<_>>()?;
-        let partials_len =
-            shapes.iter().map(|s| if let LayerShape::Conv(s) = s { s.partials_len() } else { 0 }).max().unwrap_or(0);
-        let partials = f32_buffer(device, "conv partial sums", partials_len)?;
-        let hidden = shapes
+        let hidden = model
+            .hidden
             .iter()
             .enumerate()
-            .map(|(i, shape)| {
-                let x = if i == 0 { &x0 } else { &acts[i - 1] };
-                let dx = if i == 0 { &dx0 } else { &dacts[i - 1] };
-                let (y, dy) = (&acts[i], &dacts[i]);
-                match shape {
-                    LayerShape::Conv(s) => Ok(HiddenPass::Conv(kernels.conv2d.bind(
-                        device,
-                        s,
-                        &Conv2dBuffers {
-                            step: &step,
-                            x,
-                            params: &params_buffer,
-                            y,
-                            dy,
-                            dx: (i > 0).then_some(dx),
-                            grads: &grads,
-                            dpre: dpres[i].as_ref().expect("every convolution has a dpre buffer"),
-                            partials: &partials,
-                        },
-                        variant,
-                    )?)),
-                    LayerShape::Pool(s) => Ok(HiddenPass::Pool(kernels.maxpool2d.bind(
-                        device,
-                        s,
-                        &ActivationBuffers { step: &step, x, y, dy, dx },
-                    ))),
-                    LayerShape::Dropout(s) => Ok(HiddenPass::Dropout(kernels.dropout.bind(
-                        device,
-                        s,
-                        &ActivationBuffers { step: &step, x, y, dy, dx },
-                    ))),
-                }
+            .map(|(i, p)| {
+                let gpu = GpuLayer {
+                    kernels,
+                    tuning,
+                    naive,
+                    step: &step,
+                    params: &params,
+                    state: &state,
+                    x: if i == 0 { &x0 } else { &acts[i - 1] },
+                    y: &acts[i],
+                    backward: grads.map(|g| GpuGrads {
+                        dy: &g.dacts[i],
+                        dx: i.checked_sub(1).map(|before| &g.dacts[before]),
+                        grads: &g.grads,
+                    }),
+                };
+                p.layer.bind_gpu(&Ctx { at: &p.at, batch, run }, &gpu)
             })
-            .collect::<Result<_>>()?;
-        let dense = kernels.dense_softmax.bind(
-            device,
-            &dense_shape,
-            &DenseBuffers {
-                step: &step,
-                x: acts.last().unwrap_or(&x0),
-                params: &params_buffer,
-                labels: &batch_labels,
-                probs: &probs,
-                dlogits: &dlogits,
-                metrics: &metrics,
-                grads: &grads,
-                dx: dacts.last().unwrap_or(&dx0),
-                penalties: &penalties,
-            },
-        );
-        let adam_pass = kernels.adam.bind(
-            device,
-            &config.adam().shape(count),
-            &AdamBuffers { step: &step, params: &params_buffer, grads: &grads, m: &m, v: &v },
-        );
-        let train_data = GpuDataset::upload(device, "training set", &train.images, &train.labels, sample_len)?;
-        let train_order = gpu::storage_buffer(device, "training order", 4 * train.len() as u64)?;
-        let train_gather = kernels.gather.bind(
-            device,
-            batch,
-            &GatherBuffers { step: &step, data: &train_data, order: &train_order, x: &x0, batch_labels: &batch_labels },
-        );
-
-        let mut buffers = vec![grads, dx0, dlogits, partials];
-        buffers.extend(dpres.into_iter().flatten());
-        buffers.extend(acts);
-        buffers.extend(dacts);
-        Ok(GpuBackend {
+            .collect::<Result<Vec<_>>>()?;
+        let gpu_head = GpuHead {
+            kernels,
+            tuning,
+            step: &step,
+            params: &params,
+            x: acts.last().unwrap_or(&x0),
+            labels: &batch_labels,
+            probs: &probs,
+            metrics: &metrics,
+            penalties: &penalties,
+            backward: grads.map(|g| (g.dacts.last(), &g.grads)),
+        };
+        let head = model.head.layer.bind_gpu(&Ctx { at: &model.head.at, batch, run }, &gpu_head)?;
+        Ok(GpuNet {
             device: ctx.device.clone(),
             queue: ctx.queue.clone(),
             description: format!("GPU {}", ctx.describe()),
-            kernels,
-            adam: config.adam(),
-            dropout_seed: config.dropout_seed(),
+            kernels: kernels.clone(),
             batch,
+            classes,
             step,
-            params: params_buffer,
-            m,
-            v,
+            params,
+            state,
             x0,
             batch_labels,
             metrics,
             penalties,
             probs,
-            classes,
             hidden,
-            dense,
-            adam_pass,
-            train_order,
-            train_gather,
+            head,
+            hidden_names: model.hidden.iter().map(|p| p.at.name.clone()).collect(),
+            datasets: Vec::new(),
             metrics_capacity,
-            eval_penalty_slot: train_batches,
-            steps: 0,
-            hidden_names: model.layers[..model.layers.len() - 1].iter().map(|l| l.name.clone()).collect(),
-            train_labels: train.labels.clone(),
-            live: LiveMetrics::new(device, 2 * metrics_capacity, train_batches)?,
-            _buffers: buffers,
-            _train_data: train_data,
+            eval_penalty_slot: penalty_slots,
+            state_len: weights.state.len(),
+            _buffers: acts,
         })
     }
 
-    fn read_f32(&self, buffer: &wgpu::Buffer) -> Result<Vec<f32>> {
-        Ok(bytemuck::cast_slice(&gpu::read_buffer(&self.device, &self.queue, buffer)?).to_vec())
+    /// Uploads `data` and binds a gather for it, with an order buffer of `order_len` rows.
+    fn prepare(&mut self, name: &str, data: &Dataset, order_len: usize) -> Result<DataId> {
+        let sample_len = if data.is_empty() { 4 } else { data.images.len() / data.len() };
+        let upload = GpuDataset::upload(&self.device, name, &data.images, &data.labels, sample_len)?;
+        let order = gpu::storage_buffer(&self.device, &format!("{name} order"), floats(order_len.max(1)))?;
+        let buffers = GatherBuffers {
+            step: &self.step,
+            data: &upload,
+            order: &order,
+            x: &self.x0,
+            batch_labels: &self.batch_labels,
+        };
+        let (gather, shape) = gather::bind(&self.kernels, self.batch, &buffers)?;
+        self.datasets.push(GpuData { rows: data.len(), order, gather, _data: upload, _shape: shape });
+        Ok(DataId(self.datasets.len() - 1))
+    }
+
+    fn data(&self, id: DataId) -> Result<&GpuData> {
+        self.datasets.get(id.0).ok_or_else(|| Error::invalid(format!("no dataset {} was prepared", id.0)))
     }
 
     fn write_step(&self, step: &StepParams) {
         self.queue.write_buffer(&self.step, 0, bytemuck::bytes_of(step));
     }
 
-    /// Per-position metrics `0..positions` and the penalties `0..slots`, read back.
-    fn read_metrics(&self, positions: usize) -> Result<(Vec<f32>, Vec<u32>)> {
-        let metrics = self.read_f32(&self.metrics)?;
-        let losses = (0..positions).map(|p| metrics[2 * p]).collect();
-        let predictions = (0..positions).map(|p| metrics[2 * p + 1] as u32).collect();
-        Ok((losses, predictions))
+    async fn read_f32(&self, buffer: &wgpu::Buffer) -> Result<Vec<f32>> {
+        Ok(bytemuck::cast_slice(&read_buffer_async(&self.device, &self.queue, buffer).await?).to_vec())
     }
 
     /// Forward passes over `data` in batches, without dropout: per-row metrics, the penalty of
     /// the current weights, and (when `probabilities`) the softmax outputs, read back per batch.
-    fn inference(&mut self, data: &Dataset, probabilities: bool) -> Result<(RawMetrics, Vec<f32>)> {
-        let sample_len = data.images.len() / data.len().max(1);
-        let gpu_data = GpuDataset::upload(&self.device, "evaluation set", &data.images, &data.labels, sample_len)?;
-        let order = gpu::storage_buffer(&self.device, "evaluation order", 4 * self.metrics_capacity as u64)?;
-        let gather = self.kernels.gather.bind(
-            &self.device,
-            self.batch,
-            &GatherBuffers {
-                step: &self.step,
-                data: &gpu_data,
-                order: &order,
-                x: &self.x0,
-                batch_labels: &self.batch_labels,
-            },
-        );
+    async fn inference(&self, id: DataId, probabilities: bool) -> Result<(RawMetrics, Vec<f32>)> {
+        let data = self.data(id)?;
         let (mut raw, mut probs) = (RawMetrics::default(), Vec::new());
-        let rows: Vec<u32> = (0..data.len() as u32).collect();
+        let rows: Vec<u32> = (0..data.rows as u32).collect();
         for chunk in rows.chunks(self.metrics_capacity) {
-            self.queue.write_buffer(&order, 0, bytemuck::cast_slice(chunk));
+            self.queue.write_buffer(&data.order, 0, bytemuck::cast_slice(chunk));
             for (b, batch_start) in (0..chunk.len()).step_by(self.batch).enumerate() {
                 let nb = (chunk.len() - batch_start).min(self.batch);
                 self.write_step(&StepParams {
@@ -347,89 +233,189 @@ impl GpuBackend {
                     self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("inference") });
                 {
                     let mut pass = begin_pass(&mut encoder, "inference");
-                    gather.record(&mut pass);
+                    data.gather.record(&mut pass);
                     for layer in &self.hidden {
                         layer.record_forward(&mut pass);
                     }
-                    self.dense.record_forward(&mut pass);
+                    self.head.record_forward(&mut pass);
                     if b == 0 {
-                        self.dense.record_penalty(&mut pass);
+                        self.head.record_penalty(&mut pass);
                     }
                 }
                 self.queue.submit([encoder.finish()]);
                 if probabilities {
-                    let batch_probs = self.read_f32(&self.probs)?;
+                    let batch_probs = self.read_f32(&self.probs).await?;
                     probs.extend_from_slice(&batch_probs[..nb * self.classes]);
                 }
             }
-            let (losses, predictions) = self.read_metrics(chunk.len())?;
-            raw.losses.extend(losses);
-            raw.predictions.extend(predictions);
+            let metrics = self.read_f32(&self.metrics).await?;
+            raw.losses.extend((0..chunk.len()).map(|p| metrics[2 * p]));
+            raw.predictions.extend((0..chunk.len()).map(|p| metrics[2 * p + 1] as u32));
         }
-        let penalties = self.read_f32(&self.penalties)?;
+        let penalties = self.read_f32(&self.penalties).await?;
         raw.penalties.push(penalties[self.eval_penalty_slot]);
         Ok((raw, probs))
     }
+}
 
-    /// Times the stages of one training step on the first batch of `order` with GPU timestamps,
-    /// each stage in a compute pass of its own: (stage, milliseconds). The step really runs (the
-    /// weights move). Needs timestamp queries (`wgpu-cnn info` says whether the adapter has them).
-    pub fn profile_step(&mut self, order: &[u32]) -> Result<Vec<(String, f64)>> {
-        if !self.device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
-            return Err(crate::Error::invalid(format!(
-                "{} has no timestamp queries to profile with",
-                self.description
-            )));
+/// A model, its optimiser state, activations and training set, resident on one device.
+pub struct GpuEngine {
+    net: GpuNet,
+    /// Bound into the layers' backward passes and Adam's dispatch.
+    _grads: Grads,
+    m: wgpu::Buffer,
+    v: wgpu::Buffer,
+    adam: Dispatch,
+    count: usize,
+    /// Rows of the epoch so far, and steps submitted.
+    positions: usize,
+    submitted: usize,
+    epoch_rows: usize,
+    finished: Arc<AtomicUsize>,
+    live: LiveMetrics,
+    _adam_shape: wgpu::Buffer,
+}
+
+impl GpuEngine {
+    /// Builds every pipeline (or takes it from `ctx.kernels`) and buffer for training `model`
+    /// from `weights` on `train`.
+    pub fn new(
+        ctx: &GpuContext,
+        model: &Model,
+        train: &Dataset,
+        weights: &Weights,
+        config: &TrainConfig,
+    ) -> Result<Self> {
+        Self::with_kernels(ctx, model, train, weights, config, false)
+    }
+
+    /// As [`GpuEngine::new`], with the naive baseline kernels where layers have them when
+    /// `naive` (the benchmarks compare).
+    pub fn with_kernels(
+        ctx: &GpuContext,
+        model: &Model,
+        train: &Dataset,
+        weights: &Weights,
+        config: &TrainConfig,
+        naive: bool,
+    ) -> Result<Self> {
+        check_engine_inputs(model, weights, config)?;
+        let device = &ctx.device;
+        let batch = config.batch_size;
+        let count = model.param_count;
+        let grads = Grads {
+            grads: f32_buffer(device, "grads", count)?,
+            dacts: model
+                .hidden
+                .iter()
+                .map(|p| activation_buffer(device, &format!("d {} output", p.at.name), batch * p.at.output_len()))
+                .collect::<Result<_>>()?,
+        };
+        let train_batches = train.len().div_ceil(batch);
+        let mut net =
+            GpuNet::new(ctx, model, weights, config, Some(&grads), naive, train.len().max(batch), train_batches)?;
+        net.prepare("training set", train, train.len())?;
+        let m = f32_buffer(device, "adam m", count)?;
+        let v = f32_buffer(device, "adam v", count)?;
+        let buffers = AdamBuffers { step: &net.step, params: &net.params, grads: &grads.grads, m: &m, v: &v };
+        let (adam, adam_shape) = adam::bind(&ctx.kernels, &config.adam().shape(count), &buffers)?;
+        Ok(GpuEngine {
+            net,
+            _grads: grads,
+            m,
+            v,
+            adam,
+            count,
+            positions: 0,
+            submitted: 0,
+            epoch_rows: 0,
+            finished: Arc::new(AtomicUsize::new(0)),
+            live: LiveMetrics::default(),
+            _adam_shape: adam_shape,
+        })
+    }
+
+    /// Dispatches per training step (for reports): the gather, every layer's, Adam.
+    pub fn dispatches_per_step(&self) -> usize {
+        1 + self.net.hidden.iter().map(LayerPass::dispatches).sum::<usize>() + self.net.head.dispatches() + 1
+    }
+
+    /// Pipelines compiled on the device so far.
+    pub fn pipelines(&self) -> usize {
+        self.net.kernels.pipeline_count()
+    }
+
+    /// Records one training step's dispatches.
+    fn record_step(&self, pass: &mut wgpu::ComputePass<'_>) {
+        let net = &self.net;
+        net.datasets[0].gather.record(pass);
+        for layer in &net.hidden {
+            layer.record_forward(pass);
         }
-        self.queue.write_buffer(&self.train_order, 0, bytemuck::cast_slice(order));
-        let nb = order.len().min(self.batch);
-        self.steps += 1;
-        self.write_step(&StepParams {
-            batch_size: nb as u32,
-            batch_start: 0,
-            step: (self.steps - 1) as u32,
+        net.head.record_forward(pass);
+        net.head.record_penalty(pass);
+        net.head.record_backward(pass);
+        for layer in net.hidden.iter().rev() {
+            layer.record_backward(pass);
+        }
+        self.adam.record(pass);
+    }
+
+    fn step_params(step: &Step) -> StepParams {
+        StepParams {
+            batch_size: step.len as u32,
+            batch_start: step.start as u32,
+            step: step.dropout_step(),
             training: 1,
-            seed: self.dropout_seed,
-            adam_alpha: self.adam.alpha(self.steps),
-            penalty_slot: 0,
-            _pad: 0,
-        });
-        let mut stages: Vec<(String, Stage<'_>)> = Vec::new();
-        stages.push(("gather".into(), Box::new(|p| self.train_gather.record(p))));
-        for (layer, name) in self.hidden.iter().zip(&self.hidden_names) {
+            adam_alpha: step.alpha,
+            penalty_slot: step.batch as u32,
+            _pad: [0; 2],
+        }
+    }
+
+    /// Times the stages of training step `step` of the epoch begun with [`Engine::begin_epoch`]
+    /// with GPU timestamps, each stage in a compute pass of its own: (stage, milliseconds). The
+    /// step really runs (the weights move). Needs timestamp queries (`wgpu-cnn info` says
+    /// whether the adapter has them).
+    pub fn profile_step(&mut self, step: &Step) -> Result<Vec<(String, f64)>> {
+        let net = &self.net;
+        if !net.device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return Err(Error::invalid(format!("{} has no timestamp queries to profile with", net.description)));
+        }
+        net.write_step(&Self::step_params(step));
+        type Stage<'a> = Box<dyn Fn(&mut wgpu::ComputePass<'_>) + 'a>;
+        fn each(d: &Dispatch) -> Stage<'_> {
+            Box::new(move |p| d.record(p))
+        }
+        let mut stages: Vec<(String, Stage<'_>)> = vec![("gather".into(), each(&net.datasets[0].gather))];
+        for (layer, name) in net.hidden.iter().zip(&net.hidden_names) {
             stages.push((format!("{name} forward"), Box::new(move |p| layer.record_forward(p))));
         }
-        stages.push(("dense forward (logits, softmax, CE)".into(), Box::new(|p| self.dense.record_forward(p))));
-        stages.push(("dense L1 penalty".into(), Box::new(|p| self.dense.record_penalty(p))));
-        stages.push(("dense backward".into(), Box::new(|p| self.dense.record_backward(p))));
-        for (layer, name) in self.hidden.iter().zip(&self.hidden_names).rev() {
-            match layer {
-                // A convolution's backward is most of a step: time each of its kernels.
-                HiddenPass::Conv(conv) => {
-                    for dispatch in conv.backward_dispatches() {
-                        stages
-                            .push((format!("{name} backward: {}", dispatch.label()), Box::new(|p| dispatch.record(p))));
-                    }
-                }
-                _ => stages.push((format!("{name} backward"), Box::new(move |p| layer.record_backward(p)))),
+        stages.push(("head forward (logits, softmax, CE)".into(), Box::new(|p| net.head.record_forward(p))));
+        stages.push(("head L1 penalty".into(), Box::new(|p| net.head.record_penalty(p))));
+        stages.push(("head backward".into(), Box::new(|p| net.head.record_backward(p))));
+        for (layer, name) in net.hidden.iter().zip(&net.hidden_names).rev() {
+            // A layer's backward may be several kernels (a convolution's is most of a step):
+            // each is timed on its own.
+            for dispatch in &layer.backward {
+                stages.push((format!("{name} backward: {}", dispatch.entry_point()), each(dispatch)));
             }
         }
-        stages.push(("adam".into(), Box::new(|p| self.adam_pass.record(p))));
+        stages.push(("adam".into(), each(&self.adam)));
 
         let count = 2 * stages.len() as u32;
-        let queries = self.device.create_query_set(&wgpu::QuerySetDescriptor {
+        let queries = net.device.create_query_set(&wgpu::QuerySetDescriptor {
             label: Some("profile"),
             ty: wgpu::QueryType::Timestamp,
             count,
         });
-        let resolved = self.device.create_buffer(&wgpu::BufferDescriptor {
+        let resolved = net.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("profile timestamps"),
             size: 8 * u64::from(count),
             usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        let mut encoder =
-            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile") });
+        let mut encoder = net.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile") });
         for (i, (name, record)) in stages.iter().enumerate() {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(name),
@@ -442,9 +428,9 @@ impl GpuBackend {
             record(&mut pass);
         }
         encoder.resolve_query_set(&queries, 0..count, &resolved, 0);
-        self.queue.submit([encoder.finish()]);
-        let ticks: Vec<u64> = bytemuck::cast_slice(&gpu::read_buffer(&self.device, &self.queue, &resolved)?).to_vec();
-        let period_ns = f64::from(self.queue.get_timestamp_period());
+        net.queue.submit([encoder.finish()]);
+        let ticks: Vec<u64> = bytemuck::cast_slice(&gpu::read_buffer(&net.device, &net.queue, &resolved)?).to_vec();
+        let period_ns = f64::from(net.queue.get_timestamp_period());
         Ok(stages
             .iter()
             .enumerate()
@@ -453,144 +439,175 @@ impl GpuBackend {
             })
             .collect())
     }
+}
 
-    /// Dispatches per training step (for reports).
-    pub fn dispatches_per_step(&self) -> usize {
-        let hidden: usize = self
-            .hidden
-            .iter()
-            .map(|h| match h {
-                HiddenPass::Conv(p) => p.dispatches(),
-                _ => 2,
-            })
-            .sum();
-        1 + hidden + 2 + 1 + 2 + 1
+impl Inference for GpuEngine {
+    fn describe(&self) -> String {
+        self.net.description.clone()
+    }
+
+    fn prepare(&mut self, data: &Dataset) -> Result<DataId> {
+        let capacity = self.net.metrics_capacity;
+        self.net.prepare("evaluation set", data, data.len().min(capacity))
+    }
+
+    fn evaluate(&mut self, data: DataId) -> Pending<'_, RawMetrics> {
+        Box::pin(async move { Ok(self.net.inference(data, false).await?.0) })
+    }
+
+    fn probabilities(&mut self, data: DataId) -> Pending<'_, Vec<f32>> {
+        Box::pin(async move { Ok(self.net.inference(data, true).await?.1) })
     }
 }
 
-impl Backend for GpuBackend {
-    fn describe(&self) -> String {
-        self.description.clone()
-    }
-
-    fn train_epoch(&mut self, order: &[u32], on_step: &mut dyn FnMut(StepProgress)) -> Result<RawMetrics> {
-        self.queue.write_buffer(&self.train_order, 0, bytemuck::cast_slice(order));
-        let finished = Arc::new(AtomicUsize::new(0));
-        let mut reported = 0;
-        let steps = order.len().div_ceil(self.batch);
-        for b in 0..steps {
-            let batch_start = b * self.batch;
-            let nb = (order.len() - batch_start).min(self.batch);
-            self.steps += 1;
-            self.write_step(&StepParams {
-                batch_size: nb as u32,
-                batch_start: batch_start as u32,
-                // The dropout masks are keyed by the 0-based step; Adam's t is 1-based.
-                step: (self.steps - 1) as u32,
-                training: 1,
-                seed: self.dropout_seed,
-                adam_alpha: self.adam.alpha(self.steps),
-                penalty_slot: b as u32,
-                _pad: 0,
-            });
-            let mut encoder =
-                self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train step") });
-            {
-                let mut pass = begin_pass(&mut encoder, "train step");
-                self.train_gather.record(&mut pass);
-                for layer in &self.hidden {
-                    layer.record_forward(&mut pass);
-                }
-                self.dense.record_forward(&mut pass);
-                self.dense.record_penalty(&mut pass);
-                self.dense.record_backward(&mut pass);
-                for layer in self.hidden.iter().rev() {
-                    layer.record_backward(&mut pass);
-                }
-                self.adam_pass.record(&mut pass);
-            }
-            self.live.request(&mut encoder, &self.metrics, &self.penalties, batch_start + nb, b + 1);
-            self.queue.submit([encoder.finish()]);
-            self.live.map_if_requested();
-            let counter = finished.clone();
-            self.queue.on_submitted_work_done(move || {
-                counter.fetch_add(1, Ordering::Relaxed);
-            });
-            // Non-blocking: runs the callbacks of finished work (step counter, live readback).
-            let _ = self.device.poll(wgpu::PollType::Poll);
-            let done = finished.load(Ordering::Relaxed);
-            let running = self.live.take(order, &self.train_labels, self.batch);
-            if done > reported || running.is_some() {
-                reported = reported.max(done);
-                on_step(StepProgress { done: reported, running });
-            }
+impl Engine for GpuEngine {
+    fn begin_epoch(&mut self, order: &[u32]) -> Result<()> {
+        let train = &self.net.datasets[0];
+        if order.len() > train.rows || order.iter().any(|&r| r as usize >= train.rows) {
+            return Err(Error::invalid(format!(
+                "an epoch's order of {} rows does not fit a training set of {}",
+                order.len(),
+                train.rows
+            )));
         }
-        gpu::wait_idle(&self.device)?;
+        self.net.queue.write_buffer(&train.order, 0, bytemuck::cast_slice(order));
         self.live.reset();
-        let (losses, predictions) = self.read_metrics(order.len())?;
-        let penalties = self.read_f32(&self.penalties)?[..steps].to_vec();
-        let raw = RawMetrics { losses, predictions, penalties };
-        let running = raw.summarise(order.iter().map(|&r| self.train_labels[r as usize]), self.batch);
-        on_step(StepProgress { done: steps, running: Some(running) });
-        Ok(raw)
-    }
-
-    fn evaluate(&mut self, data: &Dataset) -> Result<RawMetrics> {
-        Ok(self.inference(data, false)?.0)
-    }
-
-    fn params(&mut self) -> Result<Vec<f32>> {
-        self.read_f32(&self.params)
-    }
-
-    fn steps_done(&self) -> u64 {
-        self.steps
-    }
-
-    fn optimizer_state(&mut self) -> Result<OptimizerState> {
-        Ok(OptimizerState { m: self.read_f32(&self.m)?, v: self.read_f32(&self.v)?, steps: self.steps })
-    }
-
-    fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()> {
-        super::cpu::check_state_len(state, (self.m.size() / 4) as usize)?;
-        self.queue.write_buffer(&self.m, 0, bytemuck::cast_slice(&state.m));
-        self.queue.write_buffer(&self.v, 0, bytemuck::cast_slice(&state.v));
-        self.steps = state.steps;
+        (self.positions, self.submitted, self.epoch_rows) = (0, 0, order.len());
+        self.finished.store(0, Ordering::Relaxed);
         Ok(())
     }
 
-    fn probabilities(&mut self, data: &Dataset) -> Result<Vec<f32>> {
-        Ok(self.inference(data, true)?.1)
+    fn train_step(&mut self, step: &Step) -> Result<()> {
+        if step.start + step.len > self.epoch_rows || step.len > self.net.batch {
+            return Err(Error::invalid(format!(
+                "step {} asks for positions {}..{} of an epoch of {} (batch {})",
+                step.batch,
+                step.start,
+                step.start + step.len,
+                self.epoch_rows,
+                self.net.batch
+            )));
+        }
+        let net = &self.net;
+        net.write_step(&Self::step_params(step));
+        let mut encoder =
+            net.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train step") });
+        self.record_step(&mut begin_pass(&mut encoder, "train step"));
+        (self.positions, self.submitted) = (step.start + step.len, self.submitted + 1);
+        self.live.request(&net.device, &mut encoder, &net.metrics, &net.penalties, self.positions, self.submitted);
+        net.queue.submit([encoder.finish()]);
+        self.live.map_if_requested();
+        let counter = self.finished.clone();
+        net.queue.on_submitted_work_done(move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        Ok(())
+    }
+
+    fn progress(&mut self) -> EpochProgress {
+        // Runs the callbacks of finished work (the step counter, the live readback).
+        let _ = self.net.device.poll(wgpu::PollType::Poll);
+        EpochProgress { steps_done: self.finished.load(Ordering::Relaxed), metrics: self.live.take() }
+    }
+
+    fn epoch_metrics(&mut self) -> Pending<'_, RawMetrics> {
+        Box::pin(async move {
+            let metrics = self.net.read_f32(&self.net.metrics).await?;
+            let penalties = self.net.read_f32(&self.net.penalties).await?;
+            self.live.reset();
+            Ok(RawMetrics {
+                losses: (0..self.positions).map(|p| metrics[2 * p]).collect(),
+                predictions: (0..self.positions).map(|p| metrics[2 * p + 1] as u32).collect(),
+                penalties: penalties[..self.submitted].to_vec(),
+            })
+        })
+    }
+
+    fn weights(&mut self) -> Pending<'_, Weights> {
+        Box::pin(async move {
+            let mut params = self.net.read_f32(&self.net.params).await?;
+            let mut state = self.net.read_f32(&self.net.state).await?;
+            // Buffers are padded to whole words and never empty.
+            params.truncate(self.count);
+            state.truncate(self.net.state_len);
+            Ok(Weights { params, state })
+        })
+    }
+
+    fn moments(&mut self) -> Pending<'_, Moments> {
+        Box::pin(async move {
+            let m = self.net.read_f32(&self.m).await?;
+            let v = self.net.read_f32(&self.v).await?;
+            Ok(Moments { m: m[..self.count].to_vec(), v: v[..self.count].to_vec() })
+        })
+    }
+
+    fn set_moments(&mut self, moments: &Moments) -> Result<()> {
+        check_moments(moments, self.count)?;
+        self.net.queue.write_buffer(&self.m, 0, bytemuck::cast_slice(&moments.m));
+        self.net.queue.write_buffer(&self.v, 0, bytemuck::cast_slice(&moments.v));
+        Ok(())
+    }
+}
+
+/// A trained model's forward pass on one device: evaluation and prediction, without any of
+/// training's buffers (gradients, Adam's moments, the training set).
+pub struct GpuInference {
+    net: GpuNet,
+}
+
+/// Positions the inference engine's metrics buffer holds: evaluation reads back every this many.
+const INFERENCE_CHUNK: usize = 16_384;
+
+impl GpuInference {
+    /// `model` with `weights`, for batches of `config.batch_size`; the penalty reported with
+    /// the metrics is that of `config`'s L1 weight (the run's, for a trained model).
+    pub fn new(ctx: &GpuContext, model: &Model, weights: &Weights, config: &TrainConfig) -> Result<Self> {
+        check_engine_inputs(model, weights, config)?;
+        let capacity = INFERENCE_CHUNK.max(config.batch_size);
+        Ok(GpuInference { net: GpuNet::new(ctx, model, weights, config, None, false, capacity, 0)? })
+    }
+
+    /// Dispatches per batch of inference.
+    pub fn dispatches_per_batch(&self) -> usize {
+        1 + self.net.hidden.iter().map(|l| l.forward.len()).sum::<usize>() + self.net.head.forward.len()
+    }
+}
+
+impl Inference for GpuInference {
+    fn describe(&self) -> String {
+        self.net.description.clone()
+    }
+
+    fn prepare(&mut self, data: &Dataset) -> Result<DataId> {
+        let capacity = self.net.metrics_capacity;
+        self.net.prepare("evaluation set", data, data.len().min(capacity))
+    }
+
+    fn evaluate(&mut self, data: DataId) -> Pending<'_, RawMetrics> {
+        Box::pin(async move { Ok(self.net.inference(data, false).await?.0) })
+    }
+
+    fn probabilities(&mut self, data: DataId) -> Pending<'_, Vec<f32>> {
+        Box::pin(async move { Ok(self.net.inference(data, true).await?.1) })
     }
 }
 
 /// Running metrics during an epoch without stalling the queue: after a step, the metrics written
 /// so far are copied into a staging buffer in the same submission and mapped asynchronously;
 /// while a copy is in flight no other is requested, so at most one small copy is pending.
+#[derive(Default)]
 struct LiveMetrics {
-    staging: wgpu::Buffer,
-    penalty_offset: u64,
-    /// (positions, steps) of the copy in flight, and whether its mapping has completed.
-    in_flight: Option<(usize, usize)>,
+    /// The copy in flight, with the positions and steps it holds.
+    in_flight: Option<(Readback, usize, usize)>,
     requested: bool,
-    mapped: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl LiveMetrics {
-    fn new(device: &wgpu::Device, metric_floats: usize, penalty_slots: usize) -> Result<Self> {
-        let penalty_offset = 4 * metric_floats as u64;
-        let staging = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("live metrics"),
-            size: penalty_offset + 4 * (penalty_slots as u64 + 1),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        Ok(LiveMetrics { staging, penalty_offset, in_flight: None, requested: false, mapped: Default::default() })
-    }
-
     /// Records a copy of metrics `0..positions` and penalties `0..steps`, unless one is pending.
     fn request(
         &mut self,
+        device: &wgpu::Device,
         encoder: &mut wgpu::CommandEncoder,
         metrics: &wgpu::Buffer,
         penalties: &wgpu::Buffer,
@@ -600,49 +617,38 @@ impl LiveMetrics {
         if self.in_flight.is_some() {
             return;
         }
-        encoder.copy_buffer_to_buffer(metrics, 0, &self.staging, 0, 8 * positions as u64);
-        encoder.copy_buffer_to_buffer(penalties, 0, &self.staging, self.penalty_offset, 4 * steps as u64);
-        self.in_flight = Some((positions, steps));
+        let ranges = [(metrics, 0, 8 * positions as u64), (penalties, 0, 4 * steps as u64)];
+        self.in_flight = Some((Readback::record(device, encoder, &ranges), positions, steps));
         self.requested = true;
     }
 
     /// Starts mapping the copy recorded by `request`, after its submission.
     fn map_if_requested(&mut self) {
-        if !std::mem::take(&mut self.requested) {
-            return;
+        if std::mem::take(&mut self.requested) {
+            if let Some((readback, ..)) = &mut self.in_flight {
+                readback.map();
+            }
         }
-        let mapped = self.mapped.clone();
-        self.staging.slice(..).map_async(wgpu::MapMode::Read, move |result| {
-            mapped.store(result.is_ok(), Ordering::Release);
-        });
     }
 
-    /// The running (loss, accuracy) once the pending copy has been mapped.
-    fn take(&mut self, order: &[u32], labels: &[u8], batch: usize) -> Option<(f64, f64)> {
-        let (positions, steps) = self.in_flight?;
-        if !self.mapped.swap(false, Ordering::Acquire) {
-            return None;
-        }
-        let running = {
-            let view = self.staging.slice(..).get_mapped_range().ok()?;
-            let floats: &[f32] = bytemuck::cast_slice(&view);
-            let penalty_start = (self.penalty_offset / 4) as usize;
-            let raw = RawMetrics {
-                losses: (0..positions).map(|p| floats[2 * p]).collect(),
-                predictions: (0..positions).map(|p| floats[2 * p + 1] as u32).collect(),
-                penalties: floats[penalty_start..penalty_start + steps].to_vec(),
-            };
-            raw.summarise(order[..positions].iter().map(|&r| labels[r as usize]), batch)
-        };
-        self.staging.unmap();
+    /// The metrics of the pending copy once it has landed.
+    fn take(&mut self) -> Option<RawMetrics> {
+        let (readback, positions, steps) = self.in_flight.as_mut()?;
+        let (positions, steps) = (*positions, *steps);
+        let bytes = readback.try_take()?;
         self.in_flight = None;
-        Some(running)
+        let bytes = bytes.ok()?;
+        let floats: &[f32] = bytemuck::cast_slice(&bytes);
+        Some(RawMetrics {
+            losses: (0..positions).map(|p| floats[2 * p]).collect(),
+            predictions: (0..positions).map(|p| floats[2 * p + 1] as u32).collect(),
+            penalties: floats[2 * positions..2 * positions + steps].to_vec(),
+        })
     }
 
-    /// After the epoch's final wait: drop a copy whose result nobody will read.
+    /// Drops a copy whose result nobody will read.
     fn reset(&mut self) {
-        if self.in_flight.take().is_some() && self.mapped.swap(false, Ordering::Acquire) {
-            self.staging.unmap();
-        }
+        self.in_flight = None;
+        self.requested = false;
     }
 }

@@ -1,6 +1,15 @@
-//! Training: the loop shared by every backend, Keras' bookkeeping (shuffling, validation split,
-//! epoch metrics), and the [`Backend`] trait that the GPU ([`gpu::GpuBackend`]) and the CPU
-//! ([`cpu::CpuBackend`]) implement.
+//! Training: the one loop ([`Trainer`]) that every engine runs, and the [`Engine`] trait that the
+//! GPU ([`gpu::GpuEngine`]), the fast CPU (`fast::FastCpuEngine`, feature `fast-cpu`) and the
+//! plain-loop reference ([`reference::ReferenceEngine`]) implement.
+//!
+//! The loop does everything that is the same wherever a step runs: the per-epoch shuffle, the
+//! batches, Adam's step count and bias-corrected step size (in f64, on the host), the dropout
+//! masks' step key, Keras' running and epoch metrics, validation, divergence detection, and
+//! resuming at an epoch boundary. An engine does only what differs: a training step on a batch,
+//! forward passes for evaluation and prediction, and reading and writing weights and Adam's
+//! moments. The loop can be driven one step at a time ([`Trainer::advance`], a future): on the
+//! GPU a step records and submits without waiting, and the only waits are the readbacks at the
+//! end of an epoch, which a browser's event loop can await.
 //!
 //! Keras semantics reproduced here: the training rows are shuffled every epoch; the epoch's
 //! `loss` is the batch-size-weighted mean of each step's `mean cross-entropy + L1 penalty`;
@@ -8,29 +17,31 @@
 //! `val_loss`/`val_accuracy` come from a pass over the validation rows after the epoch (no
 //! dropout; the penalty of the final weights included).
 
-pub mod cpu;
+#[cfg(feature = "fast-cpu")]
+pub mod fast;
 pub mod gpu;
+pub mod reference;
+pub mod target;
 
+pub use target::{Device, Target};
+
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
-use crate::checkpoint::OptimizerState;
+use crate::adam::{AdamConfig, AdamShape};
 use crate::data::{epoch_order, Dataset};
 use crate::error::{Error, Result};
-use crate::layers::adam::AdamConfig;
-use crate::layers::conv2d::Conv2dShape;
-use crate::layers::dense_softmax::DenseShape;
-use crate::layers::dropout::DropoutShape;
-use crate::layers::maxpool2d::PoolShape;
-use crate::model::{LayerSpec, Model};
+use crate::layers::RunSettings;
+use crate::model::{Model, Weights};
 
 /// Training settings; `Default` is the assignment's.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
-    /// λ of the dense layer's L1 kernel regulariser.
+    /// λ of the head's L1 kernel regulariser.
     pub l1: f32,
     /// The last fraction of the training rows (before shuffling) held out for validation.
     pub validation_split: f64,
@@ -44,23 +55,27 @@ impl Default for TrainConfig {
     }
 }
 
+/// The largest batch: a batch's elements are indexed with u32 on the GPU.
+pub const MAX_BATCH: usize = 65_536;
+
 impl TrainConfig {
-    /// Rejects settings that cannot train, saying which and why.
+    /// Rejects settings that cannot train, naming the setting ([`Error::Setting`]) and the value.
     pub fn validate(&self) -> Result<()> {
+        let bad = |setting, message: String| Err(Error::Setting { setting, message });
         if self.epochs == 0 {
-            return Err(Error::invalid("--epochs must be at least 1"));
+            return bad("epochs", "must be at least 1".into());
         }
-        if self.batch_size == 0 || self.batch_size > 65_536 {
-            return Err(Error::invalid(format!("--batch-size must be between 1 and 65536, got {}", self.batch_size)));
+        if self.batch_size == 0 || self.batch_size > MAX_BATCH {
+            return bad("batch_size", format!("must be between 1 and {MAX_BATCH}, got {}", self.batch_size));
         }
         if !(0.0..1.0).contains(&self.validation_split) {
-            return Err(Error::invalid(format!("--validation-split must be in [0, 1), got {}", self.validation_split)));
+            return bad("validation_split", format!("must be in [0, 1), got {}", self.validation_split));
         }
         if !(self.l1 >= 0.0 && self.l1.is_finite()) {
-            return Err(Error::invalid(format!("--l1 must be a finite number ≥ 0, got {}", self.l1)));
+            return bad("l1", format!("must be a finite number ≥ 0, got {}", self.l1));
         }
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            return Err(Error::invalid(format!("--lr must be a finite number > 0, got {}", self.learning_rate)));
+            return bad("learning_rate", format!("must be a finite number > 0, got {}", self.learning_rate));
         }
         Ok(())
     }
@@ -73,43 +88,14 @@ impl TrainConfig {
     pub fn dropout_seed(&self) -> u32 {
         (self.seed ^ (self.seed >> 32)) as u32
     }
-}
 
-/// The shapes of one layer for batches of up to `batch` samples.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum LayerShape {
-    Conv(Conv2dShape),
-    Pool(PoolShape),
-    Dropout(DropoutShape),
-}
-
-impl LayerShape {
-    pub fn with_batch(&self, batch: usize) -> Self {
-        match self {
-            LayerShape::Conv(s) => LayerShape::Conv(s.with_batch(batch)),
-            LayerShape::Pool(s) => LayerShape::Pool(s.with_batch(batch)),
-            LayerShape::Dropout(s) => LayerShape::Dropout(s.with_batch(batch)),
-        }
+    /// What the layers read of these settings.
+    pub fn run_settings(&self) -> RunSettings {
+        RunSettings { l1: self.l1, seed: self.dropout_seed() }
     }
 }
 
-/// The hidden layers' shapes and the dense layer's, for batches of up to `batch`.
-pub fn layer_shapes(model: &Model, batch: usize, l1: f32) -> (Vec<LayerShape>, DenseShape) {
-    let (hidden, dense) = model.layers.split_at(model.layers.len() - 1);
-    let shapes = hidden
-        .iter()
-        .enumerate()
-        .map(|(i, layer)| match layer.spec {
-            LayerSpec::Conv { .. } => LayerShape::Conv(Conv2dShape::for_layer(layer, batch)),
-            LayerSpec::MaxPool => LayerShape::Pool(PoolShape::new(batch, layer.input)),
-            LayerSpec::Dropout { rate } => LayerShape::Dropout(DropoutShape::new(batch, layer.input_len(), i, rate)),
-            LayerSpec::Dense { .. } => unreachable!("the dense layer is always last"),
-        })
-        .collect();
-    (shapes, DenseShape::for_layer(&dense[0], batch, l1))
-}
-
-/// What a backend measured over a pass through some rows: per position, the loss and the
+/// What an engine measured over a pass through some rows: per position, the loss and the
 /// predicted class; per batch, the L1 penalty of the weights it was computed with.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RawMetrics {
@@ -137,30 +123,226 @@ impl RawMetrics {
     }
 }
 
-/// A place where the model's steps run: the GPU or the CPU.
-pub trait Backend {
+/// Adam's first and second moments over the flat parameter vector (same layout).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Moments {
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
+/// Adam's state, so training can resume exactly: the moments and the steps taken (Adam's t).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptimizerState {
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+    pub steps: u64,
+}
+
+/// One training step, as the loop hands it to an engine.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Step {
+    /// The batch's index in the epoch (its penalty goes there).
+    pub batch: usize,
+    /// The position of its first row in the epoch's order, and its rows (the last batch of an
+    /// epoch may be partial).
+    pub start: usize,
+    pub len: usize,
+    /// Adam's step count after this step (1-based), and its bias-corrected step size for it.
+    pub t: u64,
+    pub alpha: f32,
+}
+
+impl Step {
+    /// The 0-based training step the dropout masks are keyed by.
+    pub fn dropout_step(&self) -> u32 {
+        (self.t - 1) as u32
+    }
+}
+
+/// A prepared dataset of an engine ([`Inference::prepare`]); the training set is [`DataId::TRAIN`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataId(pub usize);
+
+impl DataId {
+    pub const TRAIN: DataId = DataId(0);
+}
+
+/// A result on its way: a readback from the GPU, or a value a CPU engine already has.
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + 'a>>;
+
+/// A value that is there already.
+pub fn ready<'a, T: 'a>(value: Result<T>) -> Pending<'a, T> {
+    Box::pin(std::future::ready(value))
+}
+
+/// What is known of an epoch in progress without waiting.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EpochProgress {
+    /// Steps the engine has finished (on the GPU, fewer than submitted).
+    pub steps_done: usize,
+    /// Metrics of the first positions of the epoch, when some have arrived.
+    pub metrics: Option<RawMetrics>,
+}
+
+/// Forward passes over prepared data: what evaluation and prediction need.
+pub trait Inference {
     /// "GPU: NVIDIA ... (Vulkan)" / "CPU reference (1 thread)".
     fn describe(&self) -> String;
-    /// One epoch: a training step per batch of `order` (rows of the training set the backend
-    /// was built with). `on_step` reports finished steps and, when known, the running metrics.
-    fn train_epoch(&mut self, order: &[u32], on_step: &mut dyn FnMut(StepProgress)) -> Result<RawMetrics>;
-    /// Forward passes over `data` without dropout; one penalty (of the current weights).
-    fn evaluate(&mut self, data: &Dataset) -> Result<RawMetrics>;
-    /// The current parameters (the flat vector of [`Model`]).
-    fn params(&mut self) -> Result<Vec<f32>>;
-    /// Training steps done so far (Adam's t).
-    fn steps_done(&self) -> u64;
-    /// Adam's moments and step count, for a checkpoint.
-    fn optimizer_state(&mut self) -> Result<OptimizerState> {
-        Err(Error::invalid(format!("{} cannot save its optimiser state", self.describe())))
+    /// Makes `data` resident where the engine runs (the GPU uploads it once), for [`evaluate`]
+    /// and [`probabilities`].
+    ///
+    /// [`evaluate`]: Inference::evaluate
+    /// [`probabilities`]: Inference::probabilities
+    fn prepare(&mut self, data: &Dataset) -> Result<DataId>;
+    /// Forward passes over `data` without dropout: per-row metrics, and one penalty (of the
+    /// current weights).
+    fn evaluate(&mut self, data: DataId) -> Pending<'_, RawMetrics>;
+    /// Class probabilities `[rows, classes]` of `data`.
+    fn probabilities(&mut self, data: DataId) -> Pending<'_, Vec<f32>>;
+}
+
+/// A place where a model's training steps run; a [`Trainer`] drives it.
+pub trait Engine: Inference {
+    /// Starts an epoch whose steps take their rows from `order` (rows of the training set the
+    /// engine was built with).
+    fn begin_epoch(&mut self, order: &[u32]) -> Result<()>;
+    /// One training step on `order[step.start..][..step.len]`: forward, loss, backward, Adam
+    /// with `step.alpha`; its per-sample metrics at those positions, its penalty at `step.batch`.
+    /// The GPU records and submits it and returns at once.
+    fn train_step(&mut self, step: &Step) -> Result<()>;
+    /// What is known of the epoch so far, without waiting.
+    fn progress(&mut self) -> EpochProgress;
+    /// The epoch's metrics, once its steps are done.
+    fn epoch_metrics(&mut self) -> Pending<'_, RawMetrics>;
+    /// The current weights.
+    fn weights(&mut self) -> Pending<'_, Weights>;
+    /// Adam's current moments.
+    fn moments(&mut self) -> Pending<'_, Moments>;
+    /// Continues from saved moments.
+    fn set_moments(&mut self, moments: &Moments) -> Result<()>;
+}
+
+/// What every engine checks of the model, the weights and the settings it is built with.
+pub fn check_engine_inputs(model: &Model, weights: &Weights, config: &TrainConfig) -> Result<()> {
+    config.validate()?;
+    model.check_weights(weights)
+}
+
+/// Fails when `moments` do not fit a model of `count` parameters.
+pub fn check_moments(moments: &Moments, count: usize) -> Result<()> {
+    if moments.m.len() != count || moments.v.len() != count {
+        return Err(Error::invalid(format!(
+            "the optimiser state holds {} and {} moments for a model of {count} parameters",
+            moments.m.len(),
+            moments.v.len()
+        )));
     }
-    /// Continues from a checkpoint's optimiser state.
-    fn set_optimizer_state(&mut self, _state: &OptimizerState) -> Result<()> {
-        Err(Error::invalid(format!("{} cannot resume an optimiser state", self.describe())))
+    Ok(())
+}
+
+/// What the CPU engines keep alike: weights, gradients, Adam's moments and settings, the
+/// prepared datasets, the epoch's order and the metrics gathered so far.
+pub(crate) struct HostState {
+    pub weights: Weights,
+    pub grads: Vec<f32>,
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+    pub adam: AdamShape,
+    pub run: RunSettings,
+    pub batch: usize,
+    pub datasets: Vec<Dataset>,
+    pub order: Vec<u32>,
+    pub epoch: RawMetrics,
+    pub steps_done: usize,
+}
+
+impl HostState {
+    pub fn new(model: &Model, train: &Dataset, weights: Weights, config: &TrainConfig) -> Result<Self> {
+        check_engine_inputs(model, &weights, config)?;
+        let count = model.param_count;
+        Ok(HostState {
+            weights,
+            grads: vec![0.0; count],
+            m: vec![0.0; count],
+            v: vec![0.0; count],
+            adam: config.adam().shape(count),
+            run: config.run_settings(),
+            batch: config.batch_size,
+            datasets: vec![train.clone()],
+            order: Vec::new(),
+            epoch: RawMetrics::default(),
+            steps_done: 0,
+        })
     }
-    /// Class probabilities `[rows, classes]` of `data` (inference, no dropout).
-    fn probabilities(&mut self, _data: &Dataset) -> Result<Vec<f32>> {
-        Err(Error::invalid(format!("{} cannot predict", self.describe())))
+
+    pub fn prepare(&mut self, data: &Dataset) -> DataId {
+        self.datasets.push(data.clone());
+        DataId(self.datasets.len() - 1)
+    }
+
+    pub fn dataset(&self, id: DataId) -> Result<&Dataset> {
+        self.datasets.get(id.0).ok_or_else(|| Error::invalid(format!("no dataset {} was prepared", id.0)))
+    }
+
+    pub fn begin_epoch(&mut self, order: &[u32]) -> Result<()> {
+        let rows = self.datasets[0].len();
+        if let Some(bad) = order.iter().find(|&&r| r as usize >= rows) {
+            return Err(Error::invalid(format!("the epoch's order names row {bad} of a training set of {rows}")));
+        }
+        self.order = order.to_vec();
+        // Room for the whole epoch's metrics: recording a step allocates nothing.
+        let steps = order.len().div_ceil(self.batch);
+        self.epoch = RawMetrics {
+            losses: Vec::with_capacity(order.len()),
+            predictions: Vec::with_capacity(order.len()),
+            penalties: Vec::with_capacity(steps),
+        };
+        self.steps_done = 0;
+        Ok(())
+    }
+
+    /// Fails unless `step`'s positions are in the epoch.
+    pub fn check_step(&self, step: &Step) -> Result<()> {
+        if step.start + step.len > self.order.len() || step.len == 0 || step.len > self.batch {
+            return Err(Error::invalid(format!(
+                "step {} asks for positions {}..{} of an epoch of {} (batch {})",
+                step.batch,
+                step.start,
+                step.start + step.len,
+                self.order.len(),
+                self.batch
+            )));
+        }
+        Ok(())
+    }
+
+    /// The dataset rows of `step`.
+    pub fn rows(&self, step: &Step) -> Result<Vec<u32>> {
+        self.check_step(step)?;
+        Ok(self.order[step.start..step.start + step.len].to_vec())
+    }
+
+    /// A finished step's metrics.
+    pub fn record(&mut self, losses: &[f32], predictions: &[u32], penalty: f32) {
+        self.epoch.losses.extend_from_slice(losses);
+        self.epoch.predictions.extend_from_slice(predictions);
+        self.epoch.penalties.push(penalty);
+        self.steps_done += 1;
+    }
+
+    pub fn progress(&self) -> EpochProgress {
+        EpochProgress { steps_done: self.steps_done, metrics: Some(self.epoch.clone()) }
+    }
+
+    pub fn moments(&self) -> Moments {
+        Moments { m: self.m.clone(), v: self.v.clone() }
+    }
+
+    pub fn set_moments(&mut self, moments: &Moments) -> Result<()> {
+        check_moments(moments, self.weights.params.len())?;
+        self.m.copy_from_slice(&moments.m);
+        self.v.copy_from_slice(&moments.v);
+        Ok(())
     }
 }
 
@@ -174,7 +356,8 @@ pub struct StepProgress {
 }
 
 /// One line of the history: Keras' `history.history` at one epoch.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct EpochRecord {
     pub epoch: usize,
     pub loss: f64,
@@ -185,11 +368,13 @@ pub struct EpochRecord {
 }
 
 /// The whole run's history, written as `history.json`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct History {
     pub epochs: Vec<EpochRecord>,
 }
 
+#[cfg(feature = "serde")]
 impl History {
     /// Keras' layout: `{"loss": [...], "accuracy": [...], "val_loss": [...], ...}`.
     pub fn to_keras_json(&self) -> serde_json::Value {
@@ -207,61 +392,219 @@ impl History {
 }
 
 /// What the loop reports as it goes (the CLI draws progress bars from these).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     EpochStart { epoch: usize, epochs: usize, steps: usize },
     Step { progress: StepProgress, steps: usize },
     EpochEnd(EpochRecord),
 }
 
-/// Called after every epoch with the backend and the history so far (the CLI saves a checkpoint
-/// there, so a crash loses at most one epoch).
-pub type AfterEpoch<'a> = &'a mut dyn FnMut(&mut dyn Backend, &History) -> Result<()>;
+/// Everything a checkpoint holds of a run in progress.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    pub weights: Weights,
+    pub optimizer: OptimizerState,
+    pub config: TrainConfig,
+    pub history: History,
+}
+
+/// The epoch in progress.
+struct EpochRun {
+    order: Vec<u32>,
+    steps: usize,
+    next: usize,
+    start: Instant,
+    reported: usize,
+}
 
 /// Keras' `model.fit(x, y, batch_size, epochs, validation_data=(x_val, y_val), shuffle=True)`
-/// on `backend`, which was built on `train`. Epochs are numbered from `first_epoch` (0 for a
-/// new run), so that a resumed run shuffles exactly as an uninterrupted one; `history` holds the
-/// epochs already done and grows by the new ones.
-pub fn fit(
-    backend: &mut dyn Backend,
-    train: &Dataset,
-    validation: &Dataset,
-    config: &TrainConfig,
-    mut history: History,
-    on_event: &mut dyn FnMut(Event),
-    after_epoch: AfterEpoch<'_>,
-) -> Result<History> {
-    config.validate()?;
-    if train.is_empty() {
-        return Err(Error::invalid("there are no training images left after the validation split"));
-    }
-    let steps = train.len().div_ceil(config.batch_size);
-    for epoch in history.epochs.len()..config.epochs {
-        on_event(Event::EpochStart { epoch, epochs: config.epochs, steps });
-        let start = Instant::now();
-        let order = epoch_order(train.len(), config.seed, epoch as u64);
-        let raw = backend.train_epoch(&order, &mut |progress| on_event(Event::Step { progress, steps }))?;
-        let (loss, accuracy) = raw.summarise(order.iter().map(|&r| train.labels[r as usize]), config.batch_size);
-        let (val_loss, val_accuracy) = if validation.is_empty() {
-            (None, None)
-        } else {
-            let raw = backend.evaluate(validation)?;
-            let (l, a) = raw.summarise(validation.labels.iter().copied(), usize::MAX);
-            (Some(l), Some(a))
+/// on an engine built on `train`: the one training loop.
+pub struct Trainer<'e> {
+    engine: &'e mut dyn Engine,
+    config: TrainConfig,
+    adam: AdamConfig,
+    train_labels: Vec<u8>,
+    validation: Option<(DataId, Vec<u8>)>,
+    history: History,
+    steps: u64,
+    epoch: Option<EpochRun>,
+    last_metrics: Option<RawMetrics>,
+}
+
+impl<'e> Trainer<'e> {
+    /// A new run of `config.epochs` on `engine`, which was built on `train`; `validation` is
+    /// prepared on the engine once (it may be empty: no validation).
+    pub fn new(
+        engine: &'e mut dyn Engine,
+        train: &Dataset,
+        validation: &Dataset,
+        config: &TrainConfig,
+    ) -> Result<Self> {
+        config.validate()?;
+        if train.is_empty() {
+            return Err(Error::invalid("there are no training images left after the validation split"));
+        }
+        let validation = match validation.is_empty() {
+            true => None,
+            false => Some((engine.prepare(validation)?, validation.labels.clone())),
         };
-        let record = EpochRecord {
-            epoch: epoch + 1,
-            loss,
-            accuracy,
-            val_loss,
-            val_accuracy,
-            seconds: start.elapsed().as_secs_f64(),
-        };
-        on_event(Event::EpochEnd(record.clone()));
-        history.epochs.push(record);
-        after_epoch(backend, &history)?;
+        Ok(Trainer {
+            engine,
+            config: config.clone(),
+            adam: config.adam(),
+            train_labels: train.labels.clone(),
+            validation,
+            history: History::default(),
+            steps: 0,
+            epoch: None,
+            last_metrics: None,
+        })
     }
-    Ok(history)
+
+    /// Continues a run after the epochs of `history`, from Adam's `state`, exactly as the
+    /// uninterrupted run would have gone on (epochs keep their numbers, so the shuffles match).
+    pub fn resume(mut self, history: History, state: &OptimizerState) -> Result<Self> {
+        self.engine.set_moments(&Moments { m: state.m.clone(), v: state.v.clone() })?;
+        self.steps = state.steps;
+        self.history = history;
+        Ok(self)
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// Adam's t: training steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Whether every epoch of the run is done.
+    pub fn is_done(&self) -> bool {
+        self.history.epochs.len() >= self.config.epochs && self.epoch.is_none()
+    }
+
+    /// The raw metrics of the last finished epoch.
+    pub fn last_metrics(&self) -> Option<&RawMetrics> {
+        self.last_metrics.as_ref()
+    }
+
+    pub fn engine(&mut self) -> &mut dyn Engine {
+        self.engine
+    }
+
+    /// The next piece of work: starts an epoch, or runs one training step (on the GPU: records
+    /// and submits it), or finishes an epoch (reads its metrics back and validates). `None` once
+    /// every epoch is done.
+    pub async fn advance(&mut self) -> Result<Option<Event>> {
+        let Some(run) = &mut self.epoch else {
+            let epoch = self.history.epochs.len();
+            if epoch >= self.config.epochs {
+                return Ok(None);
+            }
+            let order = epoch_order(self.train_labels.len(), self.config.seed, epoch as u64);
+            self.engine.begin_epoch(&order)?;
+            let steps = order.len().div_ceil(self.config.batch_size);
+            self.epoch = Some(EpochRun { order, steps, next: 0, start: Instant::now(), reported: 0 });
+            return Ok(Some(Event::EpochStart { epoch, epochs: self.config.epochs, steps }));
+        };
+        if run.next < run.steps {
+            let batch = self.config.batch_size;
+            let start = run.next * batch;
+            self.steps += 1;
+            let step = Step {
+                batch: run.next,
+                start,
+                len: (run.order.len() - start).min(batch),
+                t: self.steps,
+                alpha: self.adam.alpha(self.steps),
+            };
+            self.engine.train_step(&step)?;
+            run.next += 1;
+            let progress = self.engine.progress();
+            let running = progress.metrics.map(|raw| {
+                let labels = run.order[..raw.losses.len()].iter().map(|&r| self.train_labels[r as usize]);
+                raw.summarise(labels, batch)
+            });
+            run.reported = run.reported.max(progress.steps_done);
+            let progress = StepProgress { done: run.reported, running };
+            return Ok(Some(Event::Step { progress, steps: run.steps }));
+        }
+        let run = self.epoch.take().expect("an epoch is in progress");
+        let raw = self.engine.epoch_metrics().await?;
+        let labels = run.order.iter().map(|&r| self.train_labels[r as usize]);
+        let (loss, accuracy) = raw.summarise(labels, self.config.batch_size);
+        let epoch = self.history.epochs.len() + 1;
+        if !loss.is_finite() {
+            return Err(Error::Diverged { epoch, loss });
+        }
+        let (val_loss, val_accuracy) = match &self.validation {
+            None => (None, None),
+            Some((id, labels)) => {
+                let (l, a) = self.engine.evaluate(*id).await?.summarise(labels.iter().copied(), usize::MAX);
+                (Some(l), Some(a))
+            }
+        };
+        let record =
+            EpochRecord { epoch, loss, accuracy, val_loss, val_accuracy, seconds: run.start.elapsed().as_secs_f64() };
+        self.history.epochs.push(record.clone());
+        self.last_metrics = Some(raw);
+        Ok(Some(Event::EpochEnd(record)))
+    }
+
+    /// Runs every remaining epoch, blocking: `on_event` sees every event, `after_epoch` runs after
+    /// each epoch (the CLI saves a checkpoint there, so a crash loses at most one epoch).
+    pub fn fit(
+        &mut self,
+        on_event: &mut dyn FnMut(Event),
+        after_epoch: &mut dyn FnMut(&mut Self) -> Result<()>,
+    ) -> Result<History> {
+        while let Some(event) = pollster::block_on(self.advance())? {
+            let ended = matches!(event, Event::EpochEnd(_));
+            on_event(event);
+            if ended {
+                after_epoch(self)?;
+            }
+        }
+        Ok(self.history.clone())
+    }
+
+    /// One more epoch (beyond `config.epochs` if need be), blocking: its record and raw metrics.
+    pub fn run_epoch(&mut self) -> Result<(EpochRecord, RawMetrics)> {
+        self.config.epochs = self.config.epochs.max(self.history.epochs.len() + 1);
+        loop {
+            if let Some(Event::EpochEnd(record)) = pollster::block_on(self.advance())? {
+                let raw = self.last_metrics.clone().expect("a finished epoch has metrics");
+                return Ok((record, raw));
+            }
+        }
+    }
+
+    /// The weights, Adam's state, the settings and the history, for a checkpoint.
+    pub async fn snapshot_async(&mut self) -> Result<Snapshot> {
+        let weights = self.engine.weights().await?;
+        let Moments { m, v } = self.engine.moments().await?;
+        Ok(Snapshot {
+            weights,
+            optimizer: OptimizerState { m, v, steps: self.steps },
+            config: self.config.clone(),
+            history: self.history.clone(),
+        })
+    }
+
+    /// [`Trainer::snapshot_async`], blocking.
+    pub fn snapshot(&mut self) -> Result<Snapshot> {
+        pollster::block_on(self.snapshot_async())
+    }
+}
+
+/// Blocking shorthand for an engine's pending result (native targets).
+pub fn wait<T>(pending: Pending<'_, T>) -> Result<T> {
+    pollster::block_on(pending)
 }
 
 #[cfg(test)]
@@ -279,14 +622,14 @@ mod tests {
     }
 
     #[test]
-    fn bad_settings_are_rejected_with_the_value() {
+    fn bad_settings_are_rejected_naming_the_setting_and_the_value() {
         let bad = |c: TrainConfig| c.validate().unwrap_err().to_string();
-        assert!(bad(TrainConfig { epochs: 0, ..Default::default() }).contains("--epochs"));
+        assert!(bad(TrainConfig { epochs: 0, ..Default::default() }).contains("epochs"));
         assert!(bad(TrainConfig { batch_size: 0, ..Default::default() }).contains("got 0"));
         assert!(bad(TrainConfig { validation_split: 1.0, ..Default::default() }).contains("got 1"));
         assert!(bad(TrainConfig { validation_split: -0.1, ..Default::default() }).contains("[0, 1)"));
-        assert!(bad(TrainConfig { l1: f32::NAN, ..Default::default() }).contains("--l1"));
-        assert!(bad(TrainConfig { learning_rate: 0.0, ..Default::default() }).contains("--lr"));
+        assert!(bad(TrainConfig { l1: f32::NAN, ..Default::default() }).contains("l1"));
+        assert!(bad(TrainConfig { learning_rate: 0.0, ..Default::default() }).contains("learning_rate"));
         TrainConfig::default().validate().unwrap();
     }
 }

@@ -1,4 +1,4 @@
-//! Shared by the integration tests: one GPU context per test binary.
+//! Shared by the integration tests: one GPU context per test binary, and the real CIFAR-10 subset.
 //!
 //! GPU tests fail when no adapter is found — CI installs lavapipe so that they always run. To run
 //! the CPU tests alone on a machine without any adapter, opt out explicitly with
@@ -6,10 +6,9 @@
 
 #![allow(dead_code)]
 
-use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use wgpu_cnn::data::{self, Cifar10};
 use wgpu_cnn::gpu::{GpuContext, GpuOptions};
 
 pub const SKIP_VARIABLE: &str = "WGPU_CNN_SKIP_GPU_TESTS";
@@ -65,12 +64,12 @@ impl Rng {
     }
 }
 
-/// Runs the `wgpu-cnn` binary in `dir` (Mesa's harmless XDG_RUNTIME_DIR warning silenced).
-pub fn wgpu_cnn(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wgpu-cnn"))
-        .args(args)
-        .current_dir(dir)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .expect("the wgpu-cnn binary runs")
+/// The real CIFAR-10 subset of `assets/cifar10/` (4,660 + 846 images), read once per test binary:
+/// the same files the tool embeds.
+pub fn cifar_sample() -> &'static Cifar10 {
+    static SAMPLE: OnceLock<Cifar10> = OnceLock::new();
+    SAMPLE.get_or_init(|| {
+        let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/cifar10");
+        data::load_dir(&folder).unwrap_or_else(|e| panic!("the tests read the CIFAR-10 subset in assets/: {e}"))
+    })
 }

@@ -1,17 +1,15 @@
-//! `wgpu-cnn`: the command-line tool, a thin layer over the library (see `cli/`). With no
+//! `wgpu-cnn`: the command line of the tool (its parts are in this crate's library). With no
 //! arguments it runs the demo: the assignment's convolution figure on the embedded photo, then
 //! the assignment's CNN trained on the embedded CIFAR-10 subset.
-
-mod cli;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use cli::convolve::{self, ConvolveArgs};
-use cli::train::{self, BenchDevice, TrainArgs};
-use cli::GpuArgs;
+use wgpu_cnn_cli::args::{self, GpuArgs};
+use wgpu_cnn_cli::convolve::{self, ConvolveArgs};
+use wgpu_cnn_cli::train::{self, BenchDevice, TrainArgs};
 
 #[derive(Parser)]
 #[command(
@@ -96,14 +94,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => demo(&cli.gpu),
-        Some(Command::Info) => cli::info(&cli.gpu),
+        Some(Command::Info) => args::info(&cli.gpu),
         Some(Command::Convolve(args)) => convolve::convolve(&cli.gpu, &args),
         Some(Command::Train(args)) => train::train(&cli.gpu, &args),
         Some(Command::Evaluate(args)) => train::evaluate(&cli.gpu, &args),
         Some(Command::Predict(args)) => train::predict(&cli.gpu, &args),
         Some(Command::Experiment(args)) => train::experiment(&cli.gpu, &args),
         Some(Command::Summary { model }) => train::summary(&model),
-        Some(Command::Selftest) => cli::selftest(&cli.gpu),
+        Some(Command::Selftest) => args::selftest(&cli.gpu),
         Some(Command::Bench(BenchCommand::Conv { sizes, budget_ms, cpu_only })) => {
             convolve::bench_conv(&cli.gpu, &sizes, Duration::from_millis(budget_ms), cpu_only)
         }
@@ -115,7 +113,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            eprintln!("error: {}", args::message(&error));
             ExitCode::FAILURE
         }
     }

@@ -1,5 +1,5 @@
 //! Conv2D 3×3, stride 1 or 2, Keras 'same' padding, bias, fused ReLU — fast. The math of
-//! [`crate::layers::conv2d`], as implicit GEMMs on padded NHWC tensors.
+//! [`super`], as implicit GEMMs on padded NHWC tensors.
 //!
 //! # Shapes and layouts
 //! x `[N, H, W, C]` stored [`Layout::padded`]; kernel `[3, 3, C, K]` (HWIO); bias `[K]`;
@@ -23,10 +23,11 @@
 //!   and `db[k] = Σ dpre[pixel, k]`: tiles of up to 24 rows of dW in registers, streamed over
 //!   chunks of output rows that stay in L1.
 
-use super::block::{dot_tile, groups, outer_tile, Dot, Outer, Tap, Tiles};
-use super::simd::{multiversion, Isa};
-use super::{Layout, MAX_LANES};
-use crate::layers::conv2d::Conv2dShape;
+use crate::fast::block::{dot_tile, groups, outer_tile, Dot, Outer, Tap, Tiles};
+use crate::fast::simd::{multiversion, Isa};
+use crate::fast::{split, FastBackward, FastDx, FastLayer, Layout, MAX_LANES};
+use crate::layers::Pass;
+use super::Conv2dShape;
 
 /// A convolution's layouts and its packed-weight scratch, built once for batches of up to
 /// `shape.batch`.
@@ -81,13 +82,6 @@ fn dims(s: &Conv2dShape) -> Dims {
         pad_top: u(s.pad_top),
         pad_left: u(s.pad_left),
     }
-}
-
-/// `total` split into pieces of at most `tile`, as evenly as possible: `(start, len)`.
-pub(crate) fn split(total: usize, tile: usize) -> impl Iterator<Item = (usize, usize)> {
-    let pieces = total.div_ceil(tile.max(1));
-    let (base, extra) = (total.checked_div(pieces).unwrap_or(0), total.checked_rem(pieces).unwrap_or(0));
-    (0..pieces).map(move |i| (i * base + i.min(extra), base + usize::from(i < extra)))
 }
 
 /// Rows of dpre per chunk of the weight gradient: about 16 KiB, so a chunk stays in L1 while
@@ -524,5 +518,42 @@ fn backward_weight_impl<S: Tiles>(
                 }
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The engine's interface.
+
+impl FastLayer for ConvPlan {
+    fn pack(&mut self, params: &[f32], backward: bool) {
+        let s = self.shape;
+        self.pack_forward(&params[s.kernel_range()], &params[s.bias_range()]);
+        if backward {
+            self.pack_backward(&params[s.kernel_range()]);
+        }
+    }
+
+    fn forward(&self, batch: usize, _pass: Pass, x: &[f32], y: &mut [f32], _state: &[f32]) {
+        forward_packed(y, x, &self.shape.with_batch(batch), self);
+    }
+
+    fn backward(&self, batch: usize, _pass: Pass, b: FastBackward<'_>) {
+        let s = self.shape.with_batch(batch);
+        let dpre = b.dpre.expect("the engine gives a convolution its dpre (Fusion::relu_output)");
+        if !b.dpre_ready {
+            relu_backward(dpre, b.dy, b.y, &s, self);
+        }
+        match b.dx {
+            FastDx::ThroughRelu(dpre_before) => backward_input_relu_packed(dpre_before, dpre, b.x, &s, self),
+            FastDx::Plain(dx) => backward_input_packed(dx, dpre, &s, self),
+            FastDx::None => {}
+        }
+        // The bias follows the kernel.
+        let (dkernel, dbias) = b.grads[s.kernel_offset as usize..].split_at_mut(s.kernel_len());
+        accumulate_weight(dkernel, dbias, dpre, b.x, &s, self);
+    }
+
+    fn scratch_capacity(&self) -> usize {
+        ConvPlan::scratch_capacity(self)
     }
 }

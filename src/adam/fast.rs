@@ -2,8 +2,8 @@
 //! its order, compiled for the widest vectors (Rust never fuses `a·b + c` on its own, and
 //! vector `sqrt` and division round as the scalar ones): the result is bit-exact.
 
-use super::simd::{multiversion, Isa, Simd};
-use crate::layers::adam::AdamShape;
+use super::AdamShape;
+use crate::fast::simd::{multiversion, Isa, Simd};
 
 /// One Adam update of `params` from `grads` (see [`crate::layers::adam`]).
 pub fn update(params: &mut [f32], m: &mut [f32], v: &mut [f32], grads: &[f32], alpha: f32, s: &AdamShape, isa: Isa) {

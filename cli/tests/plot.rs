@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 use wgpu_cnn::metrics::ConfusionMatrix;
-use wgpu_cnn::plot::{
+use wgpu_cnn::train::{EpochRecord, History};
+use wgpu_cnn_cli::plot::{
     confusion_heatmap, heat_color, history_curves, overlay, CURVE_COLORS, HEATMAP_SIZE, NOTE_COLOR, PANELS_SIZE,
 };
-use wgpu_cnn::train::{EpochRecord, History};
 
 const BLUE: [u8; 3] = CURVE_COLORS[0];
 const ORANGE: [u8; 3] = CURVE_COLORS[1];

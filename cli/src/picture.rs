@@ -4,12 +4,12 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use crate::error::{Error, Result};
-use crate::filter::Plane;
-use crate::io::write_atomic;
+use wgpu_cnn::error::{Error, Result};
+use wgpu_cnn::filter::Plane;
+use wgpu_cnn::io::write_atomic;
 
 /// The default demo image (`assets/chelsea.png`, CC0), embedded so the demo needs no files.
-pub const DEMO_IMAGE: &[u8] = include_bytes!("../assets/chelsea.png");
+pub const DEMO_IMAGE: &[u8] = include_bytes!("../../assets/chelsea.png");
 
 /// Decodes an image file into its R, G and B planes (greyscale images give three equal planes;
 /// alpha is dropped).

@@ -1,19 +1,20 @@
-// conv2d.wgsl — Conv2D, 3×3 kernel, stride 1 or 2, Keras 'same' padding, bias and fused ReLU:
-// the forward pass and its three gradients. Prepended with common.wgsl (Step, linear_index).
+// conv2d_tiled.wgsl — Conv2D's forward pass and its three gradients as register tiles: the
+// kernels training uses. Compiled after common.wgsl (Step, linear_index) and conv2d_shape.wgsl
+// (the shape as override constants, input_coord); conv2d_naive.wgsl is the baseline they are
+// checked beside and measured against.
 //
-// Bindings (group 0)                                                      used by (tiled / naive)
+// Bindings (group 0)                                                      used by
 //   0  step      uniform Step                                             all but backward_weight_reduce
-//   2  x         storage, read        input [N, H, W, C]                  forward, backward_weight_partial /
-//                                                                         naive_forward, naive_backward_weight
-//   3  params    storage, read        flat parameters: kernel [3, 3, C,   forward, backward_input / naive_forward,
-//                                     K] at KERNEL_OFFSET, bias [K] at    naive_backward_input
+//   2  x         storage, read        input [N, H, W, C]                  forward, backward_weight_partial
+//   3  params    storage, read        flat parameters: kernel [3, 3, C,   forward, backward_input
+//                                     K] at KERNEL_OFFSET, bias [K] at
 //                                     BIAS_OFFSET
-//   4  y         storage, read_write  output after ReLU [N, OH, OW, K]    forward writes, relu_backward reads /
-//                                     (y > 0 ⇔ pre-activation > 0)        naive_forward writes, naive_backward_* read
-//   5  dy        storage, read        dL/dy, shaped like y                relu_backward / naive_backward_*
-//   6  dx        storage, read_write  dL/dx, shaped like x                backward_input / naive_backward_input
-//   7  grads     storage, read_write  flat gradients, laid out like       backward_weight_reduce /
-//                                     params                              naive_backward_weight, naive_backward_bias
+//   4  y         storage, read_write  output after ReLU [N, OH, OW, K]    forward writes, relu_backward reads
+//                                     (y > 0 ⇔ pre-activation > 0)
+//   5  dy        storage, read        dL/dy, shaped like y                relu_backward
+//   6  dx        storage, read_write  dL/dx, shaped like x                backward_input
+//   7  grads     storage, read_write  flat gradients, laid out like       backward_weight_reduce
+//                                     params
 //   8  dpre_out  storage, read_write  dL/d(pre-activation) = dy·(y > 0),  relu_backward writes
 //                                     shaped like y
 //   9  partials  storage, read_write  [CHUNKS, 9·C·K + K] partial sums    backward_weight_partial writes,
@@ -24,50 +25,12 @@
 //  12  dpre      storage, read        dpre_out's buffer, read             backward_input, backward_weight_partial
 //  13  dpre4     storage, read        the same as vec4s                   backward_input, backward_weight_partial
 //
-// Specialised per layer: the shape arrives as pipeline-override constants, not a uniform, so each
-// layer gets its own pipelines in which every extent is a literal. Index arithmetic then divides
-// by constants (a multiply and a shift; lavapipe runs a variable vector division lane by lane),
-// and the tiled kernels pick their loads at compile time: where a row of four channels starts on
-// a multiple of 4 floats (X_VEC4, K_VEC4) they read it through the vec4 view, one load where
-// four scalar ones would be four. On lavapipe every storage load of varying address is a loop
-// over the SIMD lanes, so the loads, not the multiply-adds, set the speed (bench train --profile:
-// 281 → 470 img/s). The scalar paths serve the rest (e.g. the 3-channel input).
-//
-// Two implementations of the same math, checked against each other and the CPU reference:
-//   tiled (used for training):  relu_backward, then forward / backward_input as 4×4 register tiles
-//     (4 channels × 4 pixels per invocation: 8 loads, or 2 to 5 vec4 loads, feed 16 multiply-adds,
-//     where the naive kernels load 2–3 values per multiply-add), and dkernel/dbias as a split
-//     reduction: partial sums per chunk of positions (thousands of invocations even for the 432
-//     weights of the first layer), then a fixed-order sum over the chunks (deterministic, no
-//     atomics).
-//   naive (the baseline): naive_forward, naive_backward_input, naive_backward_weight,
-//     naive_backward_bias — one invocation per element written, the math as written.
-//
-// Every kernel is a gather: it owns the elements it writes, gradients are overwritten. The grid is
-// sized for BATCH; invocations past step.batch_size (a partial batch) write nothing, except
-// the partial sums, which are 0 for chunks past the batch.
-//
-// Padding (TensorFlow's 'same'): input row iy = oy·STRIDE + ky − PAD_TOP, zero outside.
-
-// The layer's shape, set by `Conv2dShape::constants` (src/layers/conv2d.rs).
-override BATCH: u32;
-override IN_H: u32;
-override IN_W: u32;
-override IN_C: u32;
-override OUT_H: u32;
-override OUT_W: u32;
-override OUT_C: u32;
-override STRIDE: u32;
-override PAD_TOP: u32;
-override PAD_LEFT: u32;
-override KERNEL_OFFSET: u32;
-override BIAS_OFFSET: u32;
-override CHUNK_LEN: u32;   // output positions (n, oy, ox) per partial-sum chunk
-override CHUNKS: u32;      // ceil(BATCH · OUT_H · OUT_W / CHUNK_LEN)
-override CHUNK_LANES: u32; // invocations that share one chunk (a power of two dividing WORKGROUP_SIZE)
-override X_VEC4: bool;     // IN_C % 4 == 0: a pixel's channels of x start on a vec4
-override K_VEC4: bool;     // OUT_C, KERNEL_OFFSET and BIAS_OFFSET multiples of 4: so do kernel rows, the
-                           // bias and dpre's pixels
+// relu_backward first, so the backward kernels read one value instead of two; then forward /
+// backward_input as 4×4 register tiles (4 channels × 4 pixels per invocation: 8 loads, or 2 to 5
+// vec4 loads, feed 16 multiply-adds, where the naive kernels load 2–3 values per multiply-add),
+// and dkernel/dbias as a split reduction: partial sums per chunk of positions (thousands of
+// invocations even for the 432 weights of the first layer), then a fixed-order sum over the
+// chunks (deterministic, no atomics).
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
@@ -87,147 +50,6 @@ override K_VEC4: bool;     // OUT_C, KERNEL_OFFSET and BIAS_OFFSET multiples of 
 fn relu_grad(o: u32) -> f32 {
     return select(0.0, dy[o], y[o] > 0.0);
 }
-
-// Input coordinate read by output coordinate `o` through tap `k`, or -1 in the padding.
-fn input_coord(o: u32, k: u32, pad: u32, size: u32) -> i32 {
-    let i = i32(o * STRIDE + k) - i32(pad);
-    return select(-1, i, i >= 0 && i < i32(size));
-}
-
-// y[n, oy, ox, k] = relu(bias[k] + Σ_{ky, kx, c} x[n, iy, ix, c] · kernel[ky, kx, c, k])
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn naive_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = linear_index(gid, groups);
-    if (i >= step.batch_size * OUT_H * OUT_W * OUT_C) {
-        return;
-    }
-    let k = i % OUT_C;
-    let pixel = i / OUT_C;
-    let ox = pixel % OUT_W;
-    let oy = (pixel / OUT_W) % OUT_H;
-    let n = pixel / (OUT_W * OUT_H);
-
-    var sum = params[BIAS_OFFSET + k];
-    for (var ky = 0u; ky < 3u; ky++) {
-        let iy = input_coord(oy, ky, PAD_TOP, IN_H);
-        if (iy < 0) {
-            continue;
-        }
-        for (var kx = 0u; kx < 3u; kx++) {
-            let ix = input_coord(ox, kx, PAD_LEFT, IN_W);
-            if (ix < 0) {
-                continue;
-            }
-            let x_base = ((n * IN_H + u32(iy)) * IN_W + u32(ix)) * IN_C;
-            let w_base = KERNEL_OFFSET + (ky * 3u + kx) * IN_C * OUT_C + k;
-            for (var c = 0u; c < IN_C; c++) {
-                sum += x[x_base + c] * params[w_base + c * OUT_C];
-            }
-        }
-    }
-    y[i] = max(sum, 0.0);
-}
-
-// dx[n, iy, ix, c] = Σ over the (oy, ky), (ox, kx) with oy·stride + ky − pad_top = iy (and
-// likewise for x) of Σ_k dpre[n, oy, ox, k] · kernel[ky, kx, c, k]
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn naive_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = linear_index(gid, groups);
-    if (i >= step.batch_size * IN_H * IN_W * IN_C) {
-        return;
-    }
-    let c = i % IN_C;
-    let pixel = i / IN_C;
-    let ix = pixel % IN_W;
-    let iy = (pixel / IN_W) % IN_H;
-    let n = pixel / (IN_W * IN_H);
-    let stride = i32(STRIDE);
-
-    var sum = 0.0;
-    for (var ky = 0u; ky < 3u; ky++) {
-        // oy·stride = iy + pad_top − ky must be a non-negative multiple of the stride.
-        let ty = i32(iy + PAD_TOP) - i32(ky);
-        if (ty < 0 || ty % stride != 0 || ty / stride >= i32(OUT_H)) {
-            continue;
-        }
-        let oy = u32(ty / stride);
-        for (var kx = 0u; kx < 3u; kx++) {
-            let tx = i32(ix + PAD_LEFT) - i32(kx);
-            if (tx < 0 || tx % stride != 0 || tx / stride >= i32(OUT_W)) {
-                continue;
-            }
-            let ox = u32(tx / stride);
-            let o_base = ((n * OUT_H + oy) * OUT_W + ox) * OUT_C;
-            let w_base = KERNEL_OFFSET + ((ky * 3u + kx) * IN_C + c) * OUT_C;
-            for (var k = 0u; k < OUT_C; k++) {
-                sum += relu_grad(o_base + k) * params[w_base + k];
-            }
-        }
-    }
-    dx[i] = sum;
-}
-
-// dkernel[ky, kx, c, k] = Σ_{n, oy, ox} dpre[n, oy, ox, k] · x[n, iy, ix, c]
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn naive_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = linear_index(gid, groups);
-    if (i >= 9u * IN_C * OUT_C) {
-        return;
-    }
-    let k = i % OUT_C;
-    let c = (i / OUT_C) % IN_C;
-    let tap = i / (OUT_C * IN_C);
-    let ky = tap / 3u;
-    let kx = tap % 3u;
-
-    var sum = 0.0;
-    for (var n = 0u; n < step.batch_size; n++) {
-        for (var oy = 0u; oy < OUT_H; oy++) {
-            let iy = input_coord(oy, ky, PAD_TOP, IN_H);
-            if (iy < 0) {
-                continue;
-            }
-            for (var ox = 0u; ox < OUT_W; ox++) {
-                let ix = input_coord(ox, kx, PAD_LEFT, IN_W);
-                if (ix < 0) {
-                    continue;
-                }
-                let o = ((n * OUT_H + oy) * OUT_W + ox) * OUT_C + k;
-                sum += relu_grad(o) * x[((n * IN_H + u32(iy)) * IN_W + u32(ix)) * IN_C + c];
-            }
-        }
-    }
-    grads[KERNEL_OFFSET + i] = sum;
-}
-
-// dbias[k] = Σ_{n, oy, ox} dpre[n, oy, ox, k]: one workgroup per filter, a fixed-order tree
-// reduction in workgroup memory (deterministic).
-const REDUCE_SIZE: u32 = 256u;
-var<workgroup> partial: array<f32, REDUCE_SIZE>;
-
-@compute @workgroup_size(REDUCE_SIZE)
-fn naive_backward_bias(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let k = workgroup.x;
-    let pixels = step.batch_size * OUT_H * OUT_W;
-    var sum = 0.0;
-    for (var p = t; p < pixels; p += REDUCE_SIZE) {
-        sum += relu_grad(p * OUT_C + k);
-    }
-    partial[t] = sum;
-    workgroupBarrier();
-    for (var half = REDUCE_SIZE / 2u; half > 0u; half >>= 1u) {
-        if (t < half) {
-            partial[t] += partial[t + half];
-        }
-        workgroupBarrier();
-    }
-    if (t == 0u) {
-        grads[BIAS_OFFSET + k] = partial[0];
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Tiled kernels.
 
 // dpre = dy · (y > 0), once per layer, so the backward kernels read one value instead of two.
 @compute @workgroup_size(WORKGROUP_SIZE)

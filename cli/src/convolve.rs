@@ -5,11 +5,11 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 
-use super::{choose_gpu, ms, Device, GpuArgs};
+use crate::args::{choose, ms, Device, GpuArgs};
+use crate::picture::{self, Tile};
 use wgpu_cnn::bench::{self, ConvTiming};
 use wgpu_cnn::filter::{cpu, Conv3x3, Kernel3x3, Plane};
 use wgpu_cnn::gpu::GpuContext;
-use wgpu_cnn::picture::{self, Tile};
 use wgpu_cnn::{Error, Result};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -77,12 +77,13 @@ pub fn convolve(gpu_args: &GpuArgs, args: &ConvolveArgs) -> Result<()> {
     println!("Image: {source}, {}×{}, channel {channel_name}", r.width, r.height);
 
     // The 3×3 filter is cheap enough that a software adapter is fine for it.
-    let (ctx, why) = choose_gpu(gpu_args, args.device, true)?;
+    let (target, why) = choose(gpu_args, args.device, true)?;
+    let ctx = target.gpu();
     let conv = match &ctx {
         Some(ctx) => {
             Conv3x3::check_fits(&ctx.device, r.width, r.height)?;
             let start = Instant::now();
-            let conv = Conv3x3::new(&ctx.device)?;
+            let conv = Conv3x3::with_kernels(&ctx.kernels)?;
             // Drivers finish compiling a pipeline on its first dispatch: do that here, untimed.
             for kernel in [Kernel3x3::K1, Kernel3x3::new([[0.5; 3]; 3])] {
                 conv.run(&ctx.device, &ctx.queue, &Plane::zeros(1, 1)?, &kernel)?;
@@ -94,7 +95,7 @@ pub fn convolve(gpu_args: &GpuArgs, args: &ConvolveArgs) -> Result<()> {
             Some(conv)
         }
         None => {
-            println!("Device: {why} — {}, {} thread(s)", bench::cpu_name(), rayon::current_num_threads());
+            println!("Device: {why} — {}, {} thread(s)", bench::cpu_name(), bench::cpu_threads());
             None
         }
     };
@@ -164,11 +165,7 @@ pub fn parse_size(text: &str) -> std::result::Result<(u32, u32), String> {
 
 pub fn bench_conv(args: &GpuArgs, sizes: &[(u32, u32)], budget: Duration, cpu_only: bool) -> Result<()> {
     let ctx = if cpu_only { None } else { Some(GpuContext::new(&args.options())?) };
-    println!(
-        "CPU: {} ({} rayon thread(s); set RAYON_NUM_THREADS to change)",
-        bench::cpu_name(),
-        rayon::current_num_threads()
-    );
+    println!("CPU: {} ({} rayon thread(s); set RAYON_NUM_THREADS to change)", bench::cpu_name(), bench::cpu_threads());
     if let Some(ctx) = &ctx {
         println!("GPU: {}, driver {} {}", ctx.describe(), ctx.info.driver, ctx.info.driver_info);
         if ctx.is_software() {

@@ -6,19 +6,19 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{choose_target, seconds, Device, GpuArgs, Target};
+use crate::args::{choose, seconds, Device, GpuArgs};
+use crate::{assets, picture, plot};
 use wgpu_cnn::bench;
 use wgpu_cnn::checkpoint::Checkpoint;
 use wgpu_cnn::data::{self, Cifar10, Dataset};
-use wgpu_cnn::fast::FastCpuBackend;
 use wgpu_cnn::gpu::GpuContext;
 use wgpu_cnn::io::write_atomic;
 use wgpu_cnn::metrics::{baseline_accuracy, ClassificationReport, ConfusionMatrix};
 use wgpu_cnn::model::{group_thousands, Architecture, Model, CIFAR_INPUT};
-use wgpu_cnn::train::cpu::CpuBackend;
-use wgpu_cnn::train::gpu::GpuBackend;
-use wgpu_cnn::train::{fit, Backend, EpochRecord, Event, History, TrainConfig};
-use wgpu_cnn::{picture, plot};
+use wgpu_cnn::train::fast::FastCpuEngine;
+use wgpu_cnn::train::gpu::GpuEngine;
+use wgpu_cnn::train::reference::ReferenceEngine;
+use wgpu_cnn::train::{wait, EpochRecord, Event, Inference, Target, TrainConfig, Trainer};
 use wgpu_cnn::{Error, Result};
 
 #[derive(Args, Clone)]
@@ -37,7 +37,7 @@ impl DataArgs {
     pub fn load(&self) -> Result<Cifar10> {
         let mut data = match &self.data {
             Some(path) => data::load(path)?,
-            None => data::embedded(),
+            None => assets::cifar10(),
         };
         if let Some(n) = self.train_size {
             if n == 0 {
@@ -118,21 +118,6 @@ pub fn summary(text: &str) -> Result<()> {
     Ok(())
 }
 
-/// A backend on the chosen target.
-fn build_backend(
-    target: &Target,
-    model: &Model,
-    train: &Dataset,
-    params: Vec<f32>,
-    config: &TrainConfig,
-) -> Result<Box<dyn Backend>> {
-    Ok(match target {
-        Target::Gpu(ctx) => Box::new(GpuBackend::new(ctx, model, train, &params, config)?),
-        Target::CpuFast => Box::new(FastCpuBackend::new(model, train, params, config)?),
-        Target::CpuReference => Box::new(CpuBackend::new(model, train, params, config)?),
-    })
-}
-
 /// "loss: 1.2345 - accuracy: 0.5678 - val_loss: ... - val_accuracy: ...", as Keras prints it.
 pub fn keras_line(e: &EpochRecord) -> String {
     let mut line = format!("loss: {:.4} - accuracy: {:.4}", e.loss, e.accuracy);
@@ -174,40 +159,25 @@ pub fn progress_printer() -> impl FnMut(Event) {
 }
 
 pub fn train(gpu_args: &GpuArgs, args: &TrainArgs) -> Result<()> {
-    let resumed = args.resume.as_deref().map(Checkpoint::load).transpose()?;
-    let (model, config, history, initial) = match &resumed {
+    let resumed = args.resume.as_deref().map(|path| Checkpoint::load(path).map(|c| (c, path))).transpose()?;
+    let data = args.data.load()?;
+    let data_description = describe_data(&data, args.data.train_size);
+    let (model, config, weights) = match &resumed {
         None => {
             let config = args.config();
             config.validate()?;
             let model = model(&args.model)?;
-            let params = model.init_params(config.seed);
-            (model, config, History::default(), params)
+            let weights = model.init(config.seed);
+            (model, config, weights)
         }
-        Some(checkpoint) => {
-            // The run's settings are the checkpoint's, except how many epochs to reach.
-            let config = TrainConfig { epochs: args.epochs, ..checkpoint.config.clone() };
-            config.validate()?;
-            (checkpoint.model()?, config, checkpoint.history.clone(), checkpoint.params.clone())
+        // The run's settings are the checkpoint's, except how many epochs to reach.
+        Some((checkpoint, path)) => {
+            let config = checkpoint
+                .resume_config(args.epochs, &data_description)
+                .map_err(|e| Error::invalid(format!("{}: {}", path.display(), crate::args::message(&e))))?;
+            (checkpoint.model()?, config, checkpoint.weights.clone())
         }
     };
-    let data = args.data.load()?;
-    let data_description = describe_data(&data, args.data.train_size);
-    if let (Some(checkpoint), Some(path)) = (&resumed, &args.resume) {
-        if checkpoint.data != data_description {
-            return Err(Error::invalid(format!(
-                "{}: the run was trained on \"{}\", but this one would use \"{data_description}\"; resume with the same --data and --train-size",
-                path.display(),
-                checkpoint.data
-            )));
-        }
-        if checkpoint.epochs_done >= config.epochs {
-            return Err(Error::invalid(format!(
-                "{}: already trained for {} epochs; ask for more with --epochs",
-                path.display(),
-                checkpoint.epochs_done
-            )));
-        }
-    }
     let (train, validation) = data.train.split_validation(config.validation_split)?;
     println!("Model: {} — {} parameters", model.architecture, group_thousands(model.param_count));
     println!(
@@ -217,7 +187,7 @@ pub fn train(gpu_args: &GpuArgs, args: &TrainArgs) -> Result<()> {
         group_thousands(validation.len()),
         group_thousands(data.test.len())
     );
-    let (target, why) = choose_target(gpu_args, args.device)?;
+    let (target, why) = choose(gpu_args, args.device, false)?;
     println!("Device: {why}");
     println!(
         "Settings: {} epochs, batch {}, Adam lr {}, L1 {}, seed {}",
@@ -227,34 +197,22 @@ pub fn train(gpu_args: &GpuArgs, args: &TrainArgs) -> Result<()> {
     let checkpoint_path = args.out.join("model.safetensors");
 
     let start = Instant::now();
-    let mut backend = build_backend(&target, &model, &train, initial, &config)?;
-    println!("Backend: {}", backend.describe());
-    if let Some(checkpoint) = &resumed {
-        let state = checkpoint.optimizer.as_ref().ok_or_else(|| {
-            Error::invalid(format!(
-                "{}: the checkpoint has no optimiser state to resume from",
-                checkpoint_path.display()
-            ))
-        })?;
-        backend.set_optimizer_state(state)?;
+    let mut engine = target.engine(&model, &train, weights, &config)?;
+    println!("Engine: {}", engine.describe());
+    let mut trainer = Trainer::new(engine.as_mut(), &train, &validation, &config)?;
+    if let Some((checkpoint, _)) = &resumed {
+        let state = checkpoint.optimizer.as_ref().expect("resume_config checked the optimiser state");
+        trainer = trainer.resume(checkpoint.history.clone(), state)?;
         println!("Resuming after epoch {} (step {})", checkpoint.epochs_done, state.steps);
     }
     let build = start.elapsed();
     let start = Instant::now();
-    let mut save = |backend: &mut dyn Backend, history: &History| -> Result<()> {
-        Checkpoint {
-            architecture: model.architecture.clone(),
-            params: backend.params()?,
-            optimizer: Some(backend.optimizer_state()?),
-            config: config.clone(),
-            epochs_done: history.epochs.len(),
-            history: history.clone(),
-            data: data_description.clone(),
-        }
-        .save(&checkpoint_path)
+    let mut save = |trainer: &mut Trainer<'_>| -> Result<()> {
+        Checkpoint::from_snapshot(&model.architecture, trainer.snapshot()?, &data_description).save(&checkpoint_path)
     };
-    let first_new_epoch = history.epochs.len();
-    let history = fit(backend.as_mut(), &train, &validation, &config, history, &mut progress_printer(), &mut save)?;
+    let first_new_epoch = trainer.history().epochs.len();
+    let history = trainer.fit(&mut progress_printer(), &mut save)?;
+    drop(trainer);
     let training = start.elapsed().as_secs_f64();
     let epochs_run = (config.epochs - first_new_epoch).max(1);
     println!(
@@ -264,7 +222,8 @@ pub fn train(gpu_args: &GpuArgs, args: &TrainArgs) -> Result<()> {
         seconds(build.as_secs_f64())
     );
 
-    let test = backend.evaluate(&data.test)?;
+    let test_id = engine.prepare(&data.test)?;
+    let test = wait(engine.evaluate(test_id))?;
     let (test_loss, test_accuracy) = test.summarise(data.test.labels.iter().copied(), usize::MAX);
     let (label, baseline) = baseline_accuracy(&train.labels, &train.labels);
     let (_, test_baseline) = baseline_accuracy(&train.labels, &data.test.labels);
@@ -306,27 +265,25 @@ pub struct EvaluateArgs {
     pub out: PathBuf,
 }
 
-/// A backend holding a checkpoint's weights, for inference only.
-fn inference_backend(
-    gpu_args: &GpuArgs,
-    device: Device,
-    checkpoint: &Checkpoint,
-) -> Result<(Box<dyn Backend>, String)> {
+/// A checkpoint's model on the chosen device, for inference only (the GPU binds no gradient
+/// buffers), and why that device.
+fn inference(gpu_args: &GpuArgs, device: Device, checkpoint: &Checkpoint) -> Result<(Box<dyn Inference>, String)> {
     let model = checkpoint.model()?;
     let config = TrainConfig { batch_size: 256, ..checkpoint.config.clone() };
-    let (target, why) = choose_target(gpu_args, device)?;
-    Ok((build_backend(&target, &model, &Dataset::default(), checkpoint.params.clone(), &config)?, why))
+    let (target, why) = choose(gpu_args, device, false)?;
+    Ok((target.inference(&model, checkpoint.weights.clone(), &config)?, why))
 }
 
 pub fn evaluate(gpu_args: &GpuArgs, args: &EvaluateArgs) -> Result<()> {
     let checkpoint = Checkpoint::load(&args.checkpoint)?;
     let data = args.data.load()?;
-    let (mut backend, why) = inference_backend(gpu_args, args.device, &checkpoint)?;
+    let (mut engine, why) = inference(gpu_args, args.device, &checkpoint)?;
     let names = &data.class_names;
     let mut sets = Vec::new();
     for (name, set) in [("train", &data.train), ("test", &data.test)] {
         let start = Instant::now();
-        let raw = backend.evaluate(set)?;
+        let id = engine.prepare(set)?;
+        let raw = wait(engine.evaluate(id))?;
         let seconds_taken = start.elapsed().as_secs_f64();
         let (loss, accuracy) = raw.summarise(set.labels.iter().copied(), usize::MAX);
         let matrix = ConfusionMatrix::new(names.len(), &set.labels, &raw.predictions)?;
@@ -409,8 +366,9 @@ pub fn predict(gpu_args: &GpuArgs, args: &PredictArgs) -> Result<()> {
         images.extend(picture::load_resized(path, data::WIDTH as u32, data::HEIGHT as u32)?);
     }
     let set = Dataset { labels: vec![0; args.images.len()], images };
-    let (mut backend, _) = inference_backend(gpu_args, args.device, &checkpoint)?;
-    let probs = backend.probabilities(&set)?;
+    let (mut engine, _) = inference(gpu_args, args.device, &checkpoint)?;
+    let id = engine.prepare(&set)?;
+    let probs = wait(engine.probabilities(id))?;
     let classes = checkpoint.model()?.classes();
     for (path, row) in args.images.iter().zip(probs.chunks(classes)) {
         let mut ranked: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
@@ -444,8 +402,8 @@ pub fn bench_train(
     let model = model(model_text)?;
     let config = TrainConfig { batch_size: batch, ..Default::default() };
     config.validate()?;
-    let data = data::embedded().train.take_first(images.max(batch));
-    let params = model.init_params(1);
+    let data = assets::cifar10().train.take_first(images.max(batch));
+    let weights = model.init(1);
     println!(
         "Training throughput of {} ({} parameters, {:.1} MFLOP per image), batch {batch}, {} images per epoch",
         model.architecture,
@@ -457,12 +415,20 @@ pub fn bench_train(
     let mut rows: Vec<(String, f64)> = Vec::new();
     if device != BenchDevice::Cpu {
         let ctx = GpuContext::new(&gpu_args.options())?;
-        let mut gpu = GpuBackend::new(&ctx, &model, &data, &params, &config)?;
+        let mut gpu = GpuEngine::new(&ctx, &model, &data, &weights, &config)?;
         println!("GPU: {} ({} dispatches, 1 submit per step)", ctx.describe(), gpu.dispatches_per_step());
-        rows.push((gpu.describe(), bench::train_images_per_second(&mut gpu, &data, budget)?));
+        rows.push((gpu.describe(), bench::train_images_per_second(&mut gpu, &data, &config, budget)?));
         if profile {
             let order: Vec<u32> = (0..data.len() as u32).collect();
-            let stages = gpu.profile_step(&order)?;
+            wgpu_cnn::train::Engine::begin_epoch(&mut gpu, &order)?;
+            let step = wgpu_cnn::train::Step {
+                batch: 0,
+                start: 0,
+                len: batch.min(data.len()),
+                t: 1,
+                alpha: config.adam().alpha(1),
+            };
+            let stages = gpu.profile_step(&step)?;
             let total: f64 = stages.iter().map(|(_, ms)| ms).sum();
             let width = stages.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
             println!("\nOne GPU training step, stage by stage (timestamp queries, one pass per stage):");
@@ -473,12 +439,12 @@ pub fn bench_train(
         }
     }
     if device != BenchDevice::Gpu {
-        let mut fast = FastCpuBackend::new(&model, &data, params.clone(), &config)?;
-        rows.push((fast.describe(), bench::train_images_per_second(&mut fast, &data, budget)?));
-        let mut reference = CpuBackend::new(&model, &data, params.clone(), &config)?;
-        rows.push((reference.describe(), bench::train_images_per_second(&mut reference, &data, budget)?));
+        let mut fast = FastCpuEngine::new(&model, &data, weights.clone(), &config)?;
+        rows.push((fast.describe(), bench::train_images_per_second(&mut fast, &data, &config, budget)?));
+        let mut reference = ReferenceEngine::new(&model, &data, weights.clone(), &config)?;
+        rows.push((reference.describe(), bench::train_images_per_second(&mut reference, &data, &config, budget)?));
     }
-    println!("\n{:<60} {:>10} {:>10} {:>12}", "backend", "images/s", "GFLOP/s", "vs first");
+    println!("\n{:<60} {:>10} {:>10} {:>12}", "engine", "images/s", "GFLOP/s", "vs first");
     let first = rows[0].1;
     for (name, rate) in &rows {
         let gflops = rate * 6.0 * model.forward_macs() as f64 / 1e9;
@@ -520,7 +486,7 @@ pub struct ExperimentArgs {
 }
 
 pub fn experiment(gpu_args: &GpuArgs, args: &ExperimentArgs) -> Result<()> {
-    use wgpu_cnn::experiment::{self, Environment, Settings, Sweep};
+    use crate::experiment::{self, Environment, Settings, Sweep};
     let mut settings = if args.quick { Settings::quick() } else { Settings::full() };
     if let Some(epochs) = args.epochs {
         settings.epochs = epochs;
@@ -533,17 +499,15 @@ pub fn experiment(gpu_args: &GpuArgs, args: &ExperimentArgs) -> Result<()> {
         ExperimentName::All => Sweep::ALL.to_vec(),
     };
     let data = DataArgs { data: args.data.clone(), train_size: None }.load()?;
-    let (target, why) = choose_target(gpu_args, args.device)?;
+    let (target, why) = choose(gpu_args, args.device, false)?;
     println!(
         "Experiments: {} on {}\nDevice: {why}",
         sweeps.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "),
         data.source
     );
-    let on_device = |m: &Model, t: &Dataset, p: Vec<f32>, c: &TrainConfig| build_backend(&target, m, t, p, c);
-    // The comparison is against the CPU at its best: the fast backend.
-    let on_cpu = |m: &Model, t: &Dataset, p: Vec<f32>, c: &TrainConfig| build_backend(&Target::CpuFast, m, t, p, c);
-    let compare: Option<experiment::BackendFactory<'_>> = match (args.compare_cpu, &target) {
-        (true, Target::Gpu(_)) => Some(&on_cpu),
+    // The comparison is against the CPU at its best: the fast engine.
+    let compare = match (args.compare_cpu, &target) {
+        (true, Target::Gpu(_)) => Some(Target::CpuFast),
         (true, _) => {
             println!("note: --compare-cpu: the runs already train on the CPU");
             None
@@ -556,7 +520,7 @@ pub fn experiment(gpu_args: &GpuArgs, args: &ExperimentArgs) -> Result<()> {
         }
     };
     let start = Instant::now();
-    let (results, notes) = experiment::run(&sweeps, &data, &settings, &on_device, compare, &mut printer)?;
+    let (results, notes) = experiment::run(&sweeps, &data, &settings, &target, compare.as_ref(), &mut printer)?;
     let device = match target.gpu() {
         Some(ctx) => format!("{why}, driver {} {}", ctx.info.driver, ctx.info.driver_info),
         None => format!("{why} — {}", bench::cpu_name()),

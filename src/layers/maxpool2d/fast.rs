@@ -1,4 +1,4 @@
-//! MaxPooling2D 2×2, stride 2, 'valid' — fast. The math of [`crate::layers::maxpool2d`]: the
+//! MaxPooling2D 2×2, stride 2, 'valid' — fast. The math of [`super`]: the
 //! gradient goes to the first maximum of each window in row-major order, as TensorFlow's.
 //!
 //! # Shapes and layouts
@@ -8,9 +8,10 @@
 //! vector compares and blends, identical in result to the reference's scalar ones (outputs are
 //! bit-exact).
 
-use super::simd::{multiversion, Isa, Simd};
-use super::Layout;
-use crate::layers::maxpool2d::PoolShape;
+use crate::fast::simd::{multiversion, Isa, Simd};
+use crate::fast::{FastBackward, FastDx, FastLayer, Layout};
+use crate::layers::Pass;
+use super::PoolShape;
 
 /// A pooling layer's layouts, for batches of up to `shape.batch`.
 #[derive(Clone, Debug)]
@@ -158,6 +159,24 @@ fn backward_input_impl<S: Simd>(
         }
         if h % 2 == 1 {
             dx[out.at(n, h - 1, 0)..][..row].fill(0.0);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The engine's interface.
+
+impl FastLayer for PoolPlan {
+    fn forward(&self, batch: usize, _pass: Pass, x: &[f32], y: &mut [f32], _state: &[f32]) {
+        forward(y, x, &self.shape.with_batch(batch), self);
+    }
+
+    fn backward(&self, batch: usize, _pass: Pass, b: FastBackward<'_>) {
+        let s = self.shape.with_batch(batch);
+        match b.dx {
+            FastDx::ThroughRelu(dpre_before) => backward_input_relu(dpre_before, b.dy, b.x, &s, self),
+            FastDx::Plain(dx) => backward_input(dx, b.dy, b.x, &s, self),
+            FastDx::None => {}
         }
     }
 }

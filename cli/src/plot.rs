@@ -18,16 +18,16 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::error::{Error, Result};
-use crate::io::write_atomic;
-use crate::metrics::ConfusionMatrix;
-use crate::train::{EpochRecord, History};
+use wgpu_cnn::error::{Error, Result};
+use wgpu_cnn::io::write_atomic;
+use wgpu_cnn::metrics::ConfusionMatrix;
+use wgpu_cnn::train::{EpochRecord, History};
 
 /// The family name the embedded font is registered under; every text style uses it.
 pub const FONT_FAMILY: &str = "DejaVu Sans";
 
 /// DejaVu Sans (its licence is `assets/DejaVuSans.LICENSE.txt`).
-const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
 /// Curve colours, in order: matplotlib's "tab10" palette, so a run's colour is what a Keras user
 /// would expect (training blue, validation orange). Runs past the tenth reuse the colours.

@@ -7,13 +7,13 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Cifar10, Dataset};
-use crate::error::{Error, Result};
-use crate::io::write_atomic;
-use crate::metrics::baseline_accuracy;
-use crate::model::{Architecture, Model, CIFAR_INPUT};
 use crate::plot;
-use crate::train::{fit, Backend, Event, History, TrainConfig};
+use wgpu_cnn::data::Cifar10;
+use wgpu_cnn::error::{Error, Result};
+use wgpu_cnn::io::write_atomic;
+use wgpu_cnn::metrics::baseline_accuracy;
+use wgpu_cnn::model::{Architecture, Model, CIFAR_INPUT};
+use wgpu_cnn::train::{wait, DataId, Event, History, Target, TrainConfig, Trainer};
 
 /// Which sweep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,9 +99,6 @@ pub struct RunResult {
     pub history: History,
 }
 
-/// Builds a backend for a run: the caller decides the device.
-pub type BackendFactory<'a> = &'a dyn Fn(&Model, &Dataset, Vec<f32>, &TrainConfig) -> Result<Box<dyn Backend>>;
-
 /// The runs of one sweep: (label, architecture, training rows, config).
 fn plan(
     sweep: Sweep,
@@ -138,13 +135,14 @@ fn plan(
     }
 }
 
-/// Runs `sweeps` on `data`; `compare` (when given) re-runs each training on the CPU for its time.
+/// Runs `sweeps` on `data` on `target`; `compare` (when given) re-runs each training there for
+/// its time.
 pub fn run(
     sweeps: &[Sweep],
     data: &Cifar10,
     settings: &Settings,
-    backend: BackendFactory<'_>,
-    compare: Option<BackendFactory<'_>>,
+    target: &Target,
+    compare: Option<&Target>,
     on_event: &mut dyn FnMut(&str, Event),
 ) -> Result<(Vec<RunResult>, Vec<String>)> {
     let test = match settings.test_rows {
@@ -156,22 +154,21 @@ pub fn run(
         for (label, arch, rows, config) in plan(sweep, settings, data.train.len(), &mut notes) {
             let model = Model::new(&Architecture::parse(&arch)?, CIFAR_INPUT)?;
             let (train, validation) = data.train.take_first(rows).split_validation(config.validation_split)?;
-            let time = |factory: BackendFactory<'_>,
-                        events: &mut dyn FnMut(Event)|
-             -> Result<(Box<dyn Backend>, History, f64)> {
-                let mut b = factory(&model, &train, model.init_params(config.seed), &config)?;
+            let time = |target: &Target, events: &mut dyn FnMut(Event)| -> Result<_> {
+                let mut engine = target.engine(&model, &train, model.init(config.seed), &config)?;
                 let start = Instant::now();
                 let history =
-                    fit(b.as_mut(), &train, &validation, &config, History::default(), events, &mut |_, _| Ok(()))?;
-                Ok((b, history, start.elapsed().as_secs_f64()))
+                    Trainer::new(engine.as_mut(), &train, &validation, &config)?.fit(events, &mut |_| Ok(()))?;
+                Ok((engine, history, start.elapsed().as_secs_f64()))
             };
             let name = format!("{} — {label}", sweep.name());
-            let (mut trained, history, seconds) = time(backend, &mut |e| on_event(&name, e))?;
+            let (mut trained, history, seconds) = time(target, &mut |e| on_event(&name, e))?;
             let cpu_seconds = match compare {
-                Some(factory) => Some(time(factory, &mut |e| on_event(&format!("{name} (CPU timing)"), e))?.2),
+                Some(other) => Some(time(other, &mut |e| on_event(&format!("{name} (CPU timing)"), e))?.2),
                 None => None,
             };
-            let raw = trained.evaluate(&test)?;
+            let test_id: DataId = trained.prepare(&test)?;
+            let raw = wait(trained.evaluate(test_id))?;
             let (test_loss, test_accuracy) = raw.summarise(test.labels.iter().copied(), usize::MAX);
             let last = history.epochs.last().ok_or_else(|| Error::invalid("a run trained no epoch"))?;
             results.push(RunResult {

@@ -1,5 +1,5 @@
 //! Flatten + Dense + softmax + cross-entropy (+ L1 on the kernel) — fast. The math of
-//! [`crate::layers::dense_softmax`]; the three products go through the register-tiled kernels,
+//! [`super`]; the three products go through the register-tiled kernels,
 //! the softmax itself (a few exponentials per sample) is the reference's scalar code.
 //!
 //! # Shapes
@@ -9,11 +9,13 @@
 //! - `dW = xᵀ·dlogits + λ·sign(W)`: tiles of 24 kernel rows, streamed over the batch;
 //! - `dx = dlogits·Wᵀ`: tiles of samples × features, W transposed once per call.
 
-use super::block::{dot_tile, groups, outer_tile, Dot, Outer, Tap, Tiles};
-use super::conv2d::split;
-use super::simd::{multiversion, Isa};
-use super::MAX_LANES;
-use crate::layers::dense_softmax::{softmax_cross_entropy, DenseShape};
+use crate::fast::block::{dot_tile, groups, outer_tile, Dot, Outer, Tap, Tiles};
+use crate::fast::split;
+use crate::fast::simd::{multiversion, Isa};
+use crate::fast::MAX_LANES;
+use super::{l1_penalty, softmax_cross_entropy, DenseShape};
+use crate::fast::FastHead;
+use crate::layers::HeadOutputs;
 
 /// The dense layer's packed-weight scratch, for batches of up to `shape.batch`.
 #[derive(Clone, Debug)]
@@ -284,5 +286,45 @@ fn backward_input_impl<S: Tiles>(dx: &mut [f32], dlogits: &[f32], batch: usize, 
                 S::dot(&dot, samples, vectors);
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The engine's interface.
+
+impl FastHead for DensePlan {
+    fn pack(&mut self, params: &[f32]) {
+        let s = self.shape;
+        DensePlan::pack(self, &params[s.kernel_range()], &params[s.bias_range()]);
+    }
+
+    fn forward(&self, batch: usize, x: &[f32], labels: &[u32], mean_over: usize, out: HeadOutputs<'_, f32>) {
+        let s = self.shape.with_batch(batch);
+        forward_part(out.probs, out.dlogits, out.losses, out.predicted, x, labels, mean_over, &s, self);
+    }
+
+    fn backward(&self, batch: usize, x: &[f32], dlogits: &[f32], dx: Option<&mut [f32]>, grads: &mut [f32]) {
+        let s = self.shape.with_batch(batch);
+        // The bias follows the kernel.
+        let (dkernel, dbias) = grads[s.kernel_offset as usize..].split_at_mut(s.kernel_len());
+        accumulate_weight(dkernel, dbias, dlogits, x, &s, self);
+        if let Some(dx) = dx {
+            backward_input_packed(dx, dlogits, &s, self);
+        }
+    }
+
+    fn regularize(&self, params: &[f32], grads: &mut [f32]) -> f32 {
+        let s = &self.shape;
+        let kernel = &params[s.kernel_range()];
+        add_l1(&mut grads[s.kernel_offset as usize..], kernel, s);
+        l1_penalty(kernel, s)
+    }
+
+    fn penalty(&self, params: &[f32]) -> f32 {
+        l1_penalty(&params[self.shape.kernel_range()], &self.shape)
+    }
+
+    fn scratch_capacity(&self) -> usize {
+        DensePlan::scratch_capacity(self)
     }
 }

@@ -1,15 +1,13 @@
-//! The command-line tool's pieces: options shared by several commands, and one module per
-//! family of commands. Each function here parses nothing and computes little: it calls the
-//! library and prints.
-
-pub mod convolve;
-pub mod train;
+//! Options shared by several commands, the choice of device, the library's errors in the tool's
+//! terms (its flags), `info`, `selftest` and small formatting helpers.
 
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use wgpu_cnn::error::ResumeError;
 use wgpu_cnn::gpu::{self, BackendChoice, GpuContext, GpuOptions};
+use wgpu_cnn::train::{self, Target};
 use wgpu_cnn::{Error, Result};
 
 #[derive(Args, Clone)]
@@ -35,75 +33,69 @@ impl GpuArgs {
 /// Where to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Device {
-    /// A hardware GPU when there is one, else the fast CPU backend.
+    /// A hardware GPU when there is one, else the fast CPU engine.
     Auto,
     /// The selected adapter, software ones included.
     Gpu,
-    /// The fast CPU backend.
+    /// The fast CPU engine.
     Cpu,
     /// The plain-loop CPU reference (the oracle the others are tested against).
     CpuReference,
 }
 
-/// Where a model runs: the GPU, or one of the two CPU backends.
-pub enum Target {
-    Gpu(Box<GpuContext>),
-    CpuFast,
-    CpuReference,
-}
-
-impl Target {
-    pub fn gpu(&self) -> Option<&GpuContext> {
-        match self {
-            Target::Gpu(ctx) => Some(ctx),
-            _ => None,
+impl From<Device> for train::Device {
+    fn from(device: Device) -> Self {
+        match device {
+            Device::Auto => train::Device::Auto,
+            Device::Gpu => train::Device::Gpu,
+            Device::Cpu => train::Device::Cpu,
+            Device::CpuReference => train::Device::CpuReference,
         }
     }
 }
 
-/// The target `device` asks for, and why (printed by the caller); see [`choose_gpu`].
-pub fn choose_target(args: &GpuArgs, device: Device) -> Result<(Target, String)> {
-    if device == Device::CpuReference {
-        return Ok((Target::CpuReference, "CPU reference (plain loops, --device cpu-reference)".to_string()));
-    }
-    let (ctx, why) = choose_gpu(args, device, false)?;
-    Ok(match ctx {
-        Some(ctx) => (Target::Gpu(Box::new(ctx)), why),
-        None => (Target::CpuFast, why),
-    })
+/// The target `device` asks for on the adapter `args` select, and why (see [`Target::choose`]).
+pub fn choose(args: &GpuArgs, device: Device, software_ok: bool) -> Result<(Target, String)> {
+    let (target, why) = Target::choose(device.into(), &args.options(), software_ok)?;
+    let flag = match target {
+        Target::Gpu(_) => "",
+        _ if device == Device::Auto => " (--device gpu runs the shaders on a software adapter anyway)",
+        Target::CpuFast => " (--device cpu)",
+        Target::CpuReference => " (--device cpu-reference)",
+    };
+    let why = why.replace(" (ask for the GPU device to run the shaders on it anyway)", "");
+    Ok((target, format!("{why}{flag}")))
 }
 
-/// The GPU to run on, or None for the CPU, and why (printed by the caller).
-///
-/// `auto` takes a hardware adapter; a software one (llvmpipe, WARP, SwiftShader) only when
-/// `software_ok` — for the 3×3 filter it is fine, for training it is slower than the CPU
-/// backend (≈0.4 GFLOP/s for a naive f32 kernel on lavapipe), so training uses the CPU instead.
-pub fn choose_gpu(args: &GpuArgs, device: Device, software_ok: bool) -> Result<(Option<GpuContext>, String)> {
-    match device {
-        Device::Cpu | Device::CpuReference => Ok((None, "CPU (--device cpu)".to_string())),
-        Device::Gpu => {
-            let ctx = GpuContext::new(&args.options())?;
-            let why = format!("GPU {}", ctx.describe());
-            Ok((Some(ctx), why))
+/// The tool's flag for a training setting of the library ([`Error::Setting`]).
+fn flag(setting: &str) -> &str {
+    match setting {
+        "epochs" => "--epochs",
+        "batch_size" => "--batch-size",
+        "l1" => "--l1",
+        "validation_split" => "--validation-split",
+        "seed" => "--seed",
+        "learning_rate" => "--lr",
+        other => other,
+    }
+}
+
+/// The message of a library error in the tool's terms: settings named by their flags.
+pub fn message(error: &Error) -> String {
+    match error {
+        Error::Setting { setting, message } => format!("{} {message}", flag(setting)),
+        Error::Resume(ResumeError::OtherData { trained_on, given }) => format!(
+            "the run was trained on \"{trained_on}\", but this one would use \"{given}\"; resume with the \
+             same --data and --train-size"
+        ),
+        Error::Resume(ResumeError::Done { epochs_done }) => {
+            format!("already trained for {epochs_done} epochs; ask for more with --epochs")
         }
-        Device::Auto => match GpuContext::new(&args.options()) {
-            Ok(ctx) if software_ok || !ctx.is_software() => {
-                let why = format!("GPU {}", ctx.describe());
-                Ok((Some(ctx), why))
-            }
-            Ok(ctx) => Ok((
-                None,
-                format!(
-                    "CPU: the only adapter, {}, is a software rasteriser that trains slower than the CPU \
-                     backend (use --device gpu to run the shaders on it anyway)",
-                    ctx.describe()
-                ),
-            )),
-            Err(e @ Error::NoAdapter { .. }) => {
-                Ok((None, format!("CPU: no GPU adapter ({})", e.to_string().lines().next().unwrap_or_default())))
-            }
-            Err(e) => Err(e),
-        },
+        Error::Diverged { epoch, loss } => format!(
+            "training diverged in epoch {epoch}: the loss is {loss}; the checkpoint of the epoch before is still \
+             good, try a lower --lr"
+        ),
+        other => other.to_string(),
     }
 }
 
@@ -152,7 +144,7 @@ pub fn info(args: &GpuArgs) -> Result<()> {
         println!("    workgroups per dimension:     {}", limits.max_compute_workgroups_per_dimension);
         println!(
             "    timestamp queries:            {}",
-            if adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY) { "yes" } else { "no" }
+            if adapter.features().contains(wgpu_cnn::wgpu::Features::TIMESTAMP_QUERY) { "yes" } else { "no" }
         );
     }
     match GpuContext::new(&args.options()) {

@@ -71,7 +71,7 @@ fn train_writes_a_checkpoint_history_and_plot_that_evaluate_reads() {
 fn predict_prints_the_top_classes_of_each_image() {
     let dir = tempfile::tempdir().unwrap();
     trained(dir.path());
-    std::fs::write(dir.path().join("cat.png"), wgpu_cnn::picture::DEMO_IMAGE).unwrap();
+    std::fs::write(dir.path().join("cat.png"), wgpu_cnn_cli::picture::DEMO_IMAGE).unwrap();
     let text =
         ok(dir.path(), &["predict", "run/model.safetensors", "cat.png", "cat.png", "--top", "2", "--device", "cpu"]);
     let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("cat.png: ")).collect();

@@ -1,4 +1,4 @@
-//! Inverted dropout — fast. The math of [`crate::layers::dropout`], with the very same mask:
+//! Inverted dropout — fast. The math of [`super`], with the very same mask:
 //! element `i` (its index in the plain NHWC batch) is kept when
 //! `uniform_at(dropout_key(seed, step, layer), i) ≥ rate`, so outputs are bit-exact with the
 //! reference. The hash is recomputed in the backward pass (a few integer operations per
@@ -8,9 +8,10 @@
 //! x and y in the layouts the plan was built with (y padded when a convolution reads it); dy
 //! and dx plain.
 
-use super::simd::{multiversion, Isa, Simd};
-use super::Layout;
-use crate::layers::dropout::DropoutShape;
+use crate::fast::simd::{multiversion, Isa, Simd};
+use crate::fast::{FastBackward, FastDx, FastLayer, Layout};
+use crate::layers::Pass;
+use super::DropoutShape;
 use crate::rng::{dropout_key, hash_u32};
 
 /// A dropout layer's layouts, for batches of up to `shape.batch`.
@@ -41,45 +42,31 @@ impl DropoutPlan {
     }
 }
 
-/// `y = x · mask / (1 − rate)` in training (`training = Some((seed, step))`), `y = x` otherwise;
-/// x in `plan.x`, y in `plan.y`.
-pub fn forward(y: &mut [f32], x: &[f32], training: Option<(u32, u32)>, s: &DropoutShape, plan: &DropoutPlan) {
-    forward_part(y, x, training, 0, s, plan)
-}
-
-/// [`forward`] on `s.batch` samples that start at sample `first` of the step's batch (the mask
-/// is drawn by whole-batch element index).
-pub fn forward_part(
-    y: &mut [f32],
-    x: &[f32],
-    training: Option<(u32, u32)>,
-    first: usize,
-    s: &DropoutShape,
-    plan: &DropoutPlan,
-) {
+/// `y = x · mask / (1 − rate)` in training, `y = x` at inference, for `s.batch` samples that
+/// start at sample `first` of the step's batch (`Pass::Training`: the mask is drawn by
+/// whole-batch element index); x in `plan.x`, y in `plan.y`.
+pub fn forward(y: &mut [f32], x: &[f32], pass: Pass, s: &DropoutShape, plan: &DropoutPlan) {
     let batch = plan.check(s);
     assert!(x.len() >= plan.x.len(batch) && y.len() >= plan.y.len(batch), "dropout buffers too short");
+    let (training, first) = key(pass, s);
     apply_isa(plan.isa, y, &plan.y, x, &plan.x, training, first, batch, s);
 }
 
 /// `dx = dy · mask / (1 − rate)` with the forward pass's mask; both plain.
-pub fn backward_input(dx: &mut [f32], dy: &[f32], training: Option<(u32, u32)>, s: &DropoutShape, plan: &DropoutPlan) {
-    backward_input_part(dx, dy, training, 0, s, plan)
-}
-
-/// [`backward_input`] on samples starting at sample `first` of the batch.
-pub fn backward_input_part(
-    dx: &mut [f32],
-    dy: &[f32],
-    training: Option<(u32, u32)>,
-    first: usize,
-    s: &DropoutShape,
-    plan: &DropoutPlan,
-) {
+pub fn backward_input(dx: &mut [f32], dy: &[f32], pass: Pass, s: &DropoutShape, plan: &DropoutPlan) {
     let batch = plan.check(s);
     let plain = Layout { pad: 0, ..plan.x };
     assert!(dx.len() >= plain.len(batch) && dy.len() >= plain.len(batch), "dropout buffers too short");
+    let (training, first) = key(pass, s);
     apply_isa(plan.isa, dx, &plain, dy, &plain, training, first, batch, s);
+}
+
+/// (seed, step) of a training pass, and its first sample.
+fn key(pass: Pass, s: &DropoutShape) -> (Option<(u32, u32)>, usize) {
+    match pass {
+        Pass::Training { step, first } => (Some((s.seed, step)), first),
+        Pass::Inference => (None, 0),
+    }
 }
 
 multiversion!(fn apply_isa = apply_impl(out: &mut [f32], out_layout: &Layout, input: &[f32], in_layout: &Layout, training: Option<(u32, u32)>, first: usize, batch: usize, s: &DropoutShape));
@@ -127,4 +114,21 @@ fn hash(v: u32) -> u32 {
     let state = v.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
     let word = ((state >> ((state >> 28) + 4)) ^ state).wrapping_mul(277_803_737);
     (word >> 22) ^ word
+}
+
+// ---------------------------------------------------------------------------------------------
+// The engine's interface.
+
+impl FastLayer for DropoutPlan {
+    fn forward(&self, batch: usize, pass: Pass, x: &[f32], y: &mut [f32], _state: &[f32]) {
+        forward(y, x, pass, &self.shape.with_batch(batch), self);
+    }
+
+    fn backward(&self, batch: usize, pass: Pass, b: FastBackward<'_>) {
+        match b.dx {
+            FastDx::Plain(dx) => backward_input(dx, b.dy, pass, &self.shape.with_batch(batch), self),
+            FastDx::None => {}
+            FastDx::ThroughRelu(_) => unreachable!("dropout does not set Fusion::masked_dx"),
+        }
+    }
 }

@@ -196,7 +196,7 @@ fn an_empty_or_truncated_image_file_is_rejected() {
     std::fs::write(dir.path().join("empty.png"), b"").unwrap();
     let stderr = fails(dir.path(), &["convolve", "empty.png"]);
     assert!(stderr.contains("empty.png"), "{stderr}");
-    std::fs::write(dir.path().join("cut.png"), &wgpu_cnn::picture::DEMO_IMAGE[..200]).unwrap();
+    std::fs::write(dir.path().join("cut.png"), &wgpu_cnn_cli::picture::DEMO_IMAGE[..200]).unwrap();
     let stderr = fails(dir.path(), &["convolve", "cut.png"]);
     assert!(stderr.contains("cut.png") && stderr.contains("not a valid image"), "{stderr}");
 }

@@ -1,0 +1,175 @@
+//! Adam, exactly as Keras 3's `keras.optimizers.Adam` (lr 1e-3, β₁ 0.9, β₂ 0.999, ε 1e-7):
+//! ```text
+//! α = lr·√(1 − β₂ᵗ) / (1 − β₁ᵗ)          (t = 1, 2, ... ; on the host, in f64)
+//! m ← m + (g − m)·(1 − β₁)
+//! v ← v + (g² − v)·(1 − β₂)
+//! w ← w − α·m / (√v + ε)
+//! ```
+//! One dispatch updates every trainable parameter: they share one flat buffer. The CPU reference
+//! is [`update`]; the GPU kernel `shaders/adam.wgsl` ([`bind`]); the fast CPU one [`fast`].
+//! β₁, β₂ and ε travel in Adam's own uniform ([`AdamShape`]); the bias-corrected step size α,
+//! which changes every step, in the per-step uniform.
+
+#[cfg(feature = "fast-cpu")]
+pub mod fast;
+
+use bytemuck::{Pod, Zeroable};
+use num_traits::Float;
+
+use crate::error::Result;
+use crate::gpu::{uniform_buffer, GpuContext};
+use crate::kernel::{arg, floats, read, read_write, uniform, Dispatch, EntryPoint, Grid, Kernels, Shader};
+use crate::layers::StepParams;
+use crate::rng::Rng;
+use crate::selftest::{self, Check};
+use crate::{shader_own, shader_source};
+
+/// Adam's hyper-parameters; `Default` is Keras'.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamConfig {
+    pub learning_rate: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub epsilon: f64,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        AdamConfig { learning_rate: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-7 }
+    }
+}
+
+impl AdamConfig {
+    /// The bias-corrected step size of update `t` (1-based).
+    pub fn alpha(&self, t: u64) -> f32 {
+        let t = t as f64;
+        (self.learning_rate * (1.0 - self.beta2.powf(t)).sqrt() / (1.0 - self.beta1.powf(t))) as f32
+    }
+
+    pub fn shape(&self, count: usize) -> AdamShape {
+        AdamShape {
+            count: count as u32,
+            one_minus_beta1: (1.0 - self.beta1) as f32,
+            one_minus_beta2: (1.0 - self.beta2) as f32,
+            epsilon: self.epsilon as f32,
+        }
+    }
+}
+
+/// Mirror of `AdamShape` in `shaders/adam.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct AdamShape {
+    pub count: u32,
+    pub one_minus_beta1: f32,
+    pub one_minus_beta2: f32,
+    pub epsilon: f32,
+}
+
+/// One Adam update of `params` from `grads`, in the shader's order of operations.
+pub fn update<T: Float>(params: &mut [T], m: &mut [T], v: &mut [T], grads: &[T], alpha: f32, s: &AdamShape) {
+    let cast = |value: f32| T::from(value).expect("f32 converts to T");
+    let (b1, b2, epsilon, alpha) = (cast(s.one_minus_beta1), cast(s.one_minus_beta2), cast(s.epsilon), cast(alpha));
+    for i in 0..s.count as usize {
+        let g = grads[i];
+        m[i] = m[i] + (g - m[i]) * b1;
+        v[i] = v[i] + (g * g - v[i]) * b2;
+        params[i] = params[i] - (m[i] * alpha) / (v[i].sqrt() + epsilon);
+    }
+}
+
+/// The binding table of `shaders/adam.wgsl`.
+pub static SHADER: Shader = Shader {
+    file: "adam.wgsl",
+    source: shader_source!("common.wgsl", "adam.wgsl"),
+    own: shader_own!("adam.wgsl"),
+    entry_points: &[EntryPoint {
+        name: "update",
+        bindings: &[
+            uniform(0, "step"),
+            uniform(1, "shape"),
+            read_write(2, "params"),
+            read(3, "grads"),
+            read_write(4, "m"),
+            read_write(5, "v"),
+        ],
+    }],
+};
+
+/// The buffers Adam works on: the per-step uniform (for `adam_alpha`) and the flat vectors.
+pub struct AdamBuffers<'a> {
+    pub step: &'a wgpu::Buffer,
+    pub params: &'a wgpu::Buffer,
+    pub grads: &'a wgpu::Buffer,
+    pub m: &'a wgpu::Buffer,
+    pub v: &'a wgpu::Buffer,
+}
+
+/// Adam over `shape.count` parameters bound to `b`: one dispatch, and the uniform it made.
+pub fn bind(kernels: &Kernels, shape: &AdamShape, b: &AdamBuffers<'_>) -> Result<(Dispatch, wgpu::Buffer)> {
+    let device = kernels.device();
+    let shape_buffer = uniform_buffer(device, "adam shape", shape);
+    let bytes = floats(shape.count as usize);
+    let args = [
+        arg("step", b.step, 32),
+        arg("shape", &shape_buffer, 16),
+        arg("params", b.params, bytes),
+        arg("grads", b.grads, bytes),
+        arg("m", b.m, bytes),
+        arg("v", b.v, bytes),
+    ];
+    let update =
+        Dispatch::new(device, &kernels.get(&SHADER, "update", &[])?, &args, Grid::Invocations(u64::from(shape.count)))?;
+    Ok((update, shape_buffer))
+}
+
+/// Three Adam steps over 1,000 parameters on the GPU against [`update`].
+pub fn checks(ctx: &GpuContext) -> Result<Vec<Check>> {
+    let mut rng = Rng::new(14);
+    let count = 1000;
+    let config = AdamConfig::default();
+    let shape = config.shape(count);
+    let mut params = selftest::random(&mut rng, count, 1.0);
+    let (mut m, mut v) = (vec![0.0; count], vec![0.0; count]);
+    let (params_b, m_b, v_b) =
+        (selftest::upload(ctx, &params)?, selftest::upload(ctx, &m)?, selftest::upload(ctx, &v)?);
+    let kernels = Kernels::new(&ctx.device);
+    for t in 1..=3u64 {
+        let grads = selftest::random(&mut rng, count, 0.1);
+        update(&mut params, &mut m, &mut v, &grads, config.alpha(t), &shape);
+        let step = uniform_buffer(
+            &ctx.device,
+            "selftest step",
+            &StepParams { adam_alpha: config.alpha(t), ..Default::default() },
+        );
+        let grads_b = selftest::upload(ctx, &grads)?;
+        let (dispatch, _shape) =
+            bind(&kernels, &shape, &AdamBuffers { step: &step, params: &params_b, grads: &grads_b, m: &m_b, v: &v_b })?;
+        selftest::run(ctx, |pass| dispatch.record(pass));
+    }
+    Ok(vec![
+        Check::compare("adam, 3 steps: params".into(), &selftest::read(ctx, &params_b, count)?, &params, 1e-7, 1e-6),
+        Check::compare("adam, 3 steps: m".into(), &selftest::read(ctx, &m_b, count)?, &m, 1e-9, 1e-6),
+        Check::compare("adam, 3 steps: v".into(), &selftest::read(ctx, &v_b, count)?, &v, 1e-12, 1e-5),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_adam_steps_match_keras_by_hand() {
+        // With g constant, after step 1: m = 0.1·g, v = 0.001·g², α = lr·√0.001/0.1, so
+        // w moves by α·m/(√v + ε) = lr·g/(|g| + ε/√0.001·...) ≈ lr·sign(g): Adam's first step is lr.
+        let config = AdamConfig::default();
+        let shape = config.shape(2);
+        let (mut w, mut m, mut v) = (vec![1.0f64, -2.0], vec![0.0; 2], vec![0.0; 2]);
+        update(&mut w, &mut m, &mut v, &[0.5, -4.0], config.alpha(1), &shape);
+        assert!((w[0] - (1.0 - 1e-3)).abs() < 1e-8, "{}", w[0]);
+        assert!((w[1] - (-2.0 + 1e-3)).abs() < 1e-8, "{}", w[1]);
+        assert!((m[0] - 0.05).abs() < 1e-8 && (v[1] - 0.016).abs() < 1e-7, "{m:?} {v:?}");
+        // α for t = 2: 1e-3·√(1 − 0.999²)/(1 − 0.9²) = 1e-3·0.044710/0.19 = 2.3531e-4.
+        assert!((config.alpha(2) - 2.3531e-4).abs() < 1e-8);
+    }
+}

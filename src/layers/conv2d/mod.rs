@@ -1,0 +1,693 @@
+//! Conv2D: 3×3 kernel, stride 1 or 2, Keras 'same' padding, bias, fused ReLU.
+//! Keras: `Conv2D(K, (3, 3), strides=s, padding='same', activation='relu')`.
+//! Tokens: `cK` (stride 1) and `cKs2`.
+//!
+//! # Shapes
+//! x `[N, H, W, C]`, kernel `[3, 3, C, K]`, bias `[K]`, y `[N, OH, OW, K]` with
+//! `OH = ceil(H / stride)` and TensorFlow's padding (see [`crate::model::same_padding`]).
+//!
+//! # Where it runs
+//! - CPU reference: [`forward`], [`backward_input`], [`backward_weight`] below.
+//! - GPU: `shaders/conv2d_tiled.wgsl` (training) and `shaders/conv2d_naive.wgsl` (the baseline),
+//!   both after `shaders/conv2d_shape.wgsl`; the shape reaches them as override constants
+//!   ([`Conv2dShape::constants`]), so each layer gets pipelines compiled for its sizes. [`bind`].
+//! - Fast CPU: [`fast`], implicit GEMMs on padded NHWC tensors.
+
+#[cfg(feature = "fast-cpu")]
+pub mod fast;
+
+use num_traits::Float;
+
+use super::{
+    positive, Backward, Ctx, GpuLayer, HiddenLayer, Init, Kind, LayerAt, LayerInfo, LayerPass, Parsed, Pass,
+    Reference, TensorSpec, Tuning,
+};
+use crate::error::{Error, Result};
+use crate::gpu::{self, GpuContext};
+use crate::kernel::{arg, floats, read, read_write, uniform, Dispatch, EntryPoint, Grid, Shader, WORKGROUP_SIZE};
+use crate::model::same_padding;
+use crate::selftest::{self, Check, HiddenCheck, Tolerance};
+use crate::{shader_own, shader_source};
+
+/// `cK`: K filters, stride 1; `cKs2`: stride 2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2d {
+    pub filters: usize,
+    pub stride: usize,
+}
+
+pub static KIND: Kind = Kind {
+    syntax: ("cK, cKs2", "3×3 convolution with K filters, ReLU; s2: stride 2"),
+    parse,
+    shaders: &[&TILED, &NAIVE],
+    checks,
+    examples: &[("c5", [5, 6, 3]), ("c4s2", [7, 5, 4]), ("c8", [6, 6, 8])],
+};
+
+fn parse(token: &str) -> Option<std::result::Result<Parsed, String>> {
+    let rest = token.strip_prefix('c')?;
+    let (filters, stride) = rest.split_once('s').unwrap_or((rest, "1"));
+    Some((|| {
+        let filters = positive(filters).ok_or("the filter count must be a positive whole number")?;
+        let stride = match stride {
+            "1" => 1,
+            "2" => 2,
+            _ => return Err("the stride must be 1 or 2".to_string()),
+        };
+        if filters > 1024 {
+            return Err("at most 1024 filters".to_string());
+        }
+        Ok(Parsed::Hidden(std::sync::Arc::new(Conv2d { filters, stride })))
+    })())
+}
+
+impl LayerInfo for Conv2d {
+    fn keras(&self) -> (&'static str, &'static str) {
+        ("conv2d", "Conv2D")
+    }
+
+    fn token(&self) -> String {
+        match self.stride {
+            1 => format!("c{}", self.filters),
+            s => format!("c{}s{s}", self.filters),
+        }
+    }
+
+    fn output(&self, [h, w, _]: [usize; 3]) -> std::result::Result<[usize; 3], String> {
+        Ok([same_padding(h, 3, self.stride).0, same_padding(w, 3, self.stride).0, self.filters])
+    }
+
+    /// Keras' fans: `(3·3·C, 3·3·K)`.
+    fn tensors(&self, [_, _, c]: [usize; 3], _: [usize; 3]) -> Vec<TensorSpec> {
+        let k = self.filters;
+        vec![
+            TensorSpec::trainable("kernel", vec![3, 3, c, k], Init::GlorotUniform { fan_in: 9 * c, fan_out: 9 * k }),
+            TensorSpec::trainable("bias", vec![k], Init::Zeros),
+        ]
+    }
+
+    fn forward_macs(&self, at: &LayerAt) -> usize {
+        at.output_len() * 9 * at.input[2]
+    }
+}
+
+/// A convolution's sizes and where its tensors live in the flat parameter vector; the one place
+/// the output-size arithmetic is done. The GPU kernels take it as pipeline-override constants
+/// ([`Conv2dShape::constants`]), so each layer's pipelines are compiled for its shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dShape {
+    pub batch: u32,
+    pub in_h: u32,
+    pub in_w: u32,
+    pub in_c: u32,
+    pub out_h: u32,
+    pub out_w: u32,
+    pub out_c: u32,
+    pub stride: u32,
+    pub pad_top: u32,
+    pub pad_left: u32,
+    pub kernel_offset: u32,
+    pub bias_offset: u32,
+    /// Output positions per chunk of the split dkernel reduction, the number of chunks, and the
+    /// invocations that share a chunk (a power of two that divides [`WORKGROUP_SIZE`]).
+    pub chunk_len: u32,
+    pub chunks: u32,
+    pub chunk_lanes: u32,
+}
+
+/// Output positions summed by one invocation of `backward_weight_partial` on a software adapter:
+/// a CPU driver such as lavapipe runs few invocations at once, so long chunks keep the final
+/// reduction short and still give thousands of invocations.
+pub const CHUNK_LEN: usize = 512;
+
+/// Invocations that share one chunk on a hardware GPU ([`Conv2dShape::for_hardware_gpu`]).
+pub const GPU_CHUNK_LANES: u32 = 64;
+
+impl Conv2dShape {
+    /// The shape of a standalone convolution: kernel at offset 0, bias right after it.
+    pub fn new(batch: usize, input: [usize; 3], filters: usize, stride: usize) -> Self {
+        let [h, w, c] = input;
+        let (out_h, pad_top) = same_padding(h, 3, stride);
+        let (out_w, pad_left) = same_padding(w, 3, stride);
+        let u = |v: usize| v as u32;
+        Conv2dShape {
+            batch: u(batch),
+            in_h: u(h),
+            in_w: u(w),
+            in_c: u(c),
+            out_h: u(out_h),
+            out_w: u(out_w),
+            out_c: u(filters),
+            stride: u(stride),
+            pad_top: u(pad_top),
+            pad_left: u(pad_left),
+            kernel_offset: 0,
+            bias_offset: u(9 * c * filters),
+            chunk_len: 0,
+            chunks: 0,
+            chunk_lanes: 1,
+        }
+        .with_chunk_len(CHUNK_LEN)
+    }
+
+    /// The shape of `layer` placed at `c.at`, for batches of up to `c.batch` samples.
+    pub fn for_layer(layer: &Conv2d, c: &Ctx<'_>) -> Self {
+        let (kernel, bias) = (c.at.tensor("kernel"), c.at.tensor("bias"));
+        debug_assert_eq!(bias.offset, kernel.offset + kernel.len(), "the bias follows the kernel");
+        Conv2dShape {
+            kernel_offset: kernel.offset as u32,
+            bias_offset: bias.offset as u32,
+            ..Self::new(c.batch, c.at.input, layer.filters, layer.stride)
+        }
+    }
+
+    /// The same shape for a different batch size (a partial batch on the CPU).
+    pub fn with_batch(&self, batch: usize) -> Self {
+        Conv2dShape { batch: batch as u32, ..*self }.with_chunk_len(self.chunk_len as usize)
+    }
+
+    /// The split dkernel reduction in chunks of `chunk_len` output positions.
+    pub fn with_chunk_len(&self, chunk_len: usize) -> Self {
+        let chunk_len = chunk_len.max(1);
+        let chunks = self.positions().div_ceil(chunk_len).max(1);
+        Conv2dShape { chunk_len: chunk_len as u32, chunks: chunks as u32, ..*self }
+    }
+
+    /// The chunking for `tuning`: [`CHUNK_LEN`] on a software adapter, else
+    /// [`Conv2dShape::for_hardware_gpu`].
+    pub fn tuned(&self, tuning: Tuning) -> Self {
+        match tuning {
+            Tuning::Software => *self,
+            Tuning::Hardware => self.for_hardware_gpu(),
+        }
+    }
+
+    /// The chunking for a hardware GPU: teams of [`GPU_CHUNK_LANES`] invocations per chunk, and
+    /// chunks of about √(lanes · positions) positions, so that each lane of the partial sums and
+    /// each invocation of the final reduction sum about √(positions / lanes) values. A GPU's
+    /// invocations mostly wait on memory, so the longest such sum sets the time (on an H100, one
+    /// invocation per 512-position chunk left the weight gradients at 60% of a training step).
+    pub fn for_hardware_gpu(&self) -> Self {
+        let lanes = GPU_CHUNK_LANES as usize;
+        let chunk_len = (lanes * self.positions()).isqrt().max(1);
+        Conv2dShape { chunk_lanes: GPU_CHUNK_LANES, ..self.with_chunk_len(chunk_len) }
+    }
+
+    /// Output positions (n, oy, ox) of a full batch.
+    fn positions(&self) -> usize {
+        (self.batch * self.out_h * self.out_w) as usize
+    }
+
+    /// Floats of the partial-sum scratch buffer the tiled dkernel needs.
+    pub fn partials_len(&self) -> usize {
+        self.chunks as usize * (self.kernel_len() + self.out_c as usize)
+    }
+
+    pub fn input_len(&self) -> usize {
+        (self.batch * self.in_h * self.in_w * self.in_c) as usize
+    }
+
+    pub fn output_len(&self) -> usize {
+        (self.batch * self.out_h * self.out_w * self.out_c) as usize
+    }
+
+    pub fn kernel_len(&self) -> usize {
+        (9 * self.in_c * self.out_c) as usize
+    }
+
+    /// The kernel's and the bias's elements in the flat parameter vector.
+    pub fn kernel_range(&self) -> std::ops::Range<usize> {
+        self.kernel_offset as usize..self.kernel_offset as usize + self.kernel_len()
+    }
+
+    pub fn bias_range(&self) -> std::ops::Range<usize> {
+        self.bias_offset as usize..(self.bias_offset + self.out_c) as usize
+    }
+
+    /// The `override` constants of `shaders/conv2d.wgsl` for this shape: its extents, and whether
+    /// rows of x and of the kernel and dpre start on whole vec4s (the tiled kernels' vec4 loads).
+    pub fn constants(&self) -> Vec<(&'static str, f64)> {
+        let extents = [
+            ("BATCH", self.batch),
+            ("IN_H", self.in_h),
+            ("IN_W", self.in_w),
+            ("IN_C", self.in_c),
+            ("OUT_H", self.out_h),
+            ("OUT_W", self.out_w),
+            ("OUT_C", self.out_c),
+            ("STRIDE", self.stride),
+            ("PAD_TOP", self.pad_top),
+            ("PAD_LEFT", self.pad_left),
+            ("KERNEL_OFFSET", self.kernel_offset),
+            ("BIAS_OFFSET", self.bias_offset),
+            ("CHUNK_LEN", self.chunk_len),
+            ("CHUNKS", self.chunks),
+            ("CHUNK_LANES", self.chunk_lanes),
+        ];
+        let flags = [
+            ("X_VEC4", self.in_c.is_multiple_of(4)),
+            (
+                "K_VEC4",
+                self.out_c.is_multiple_of(4)
+                    && self.kernel_offset.is_multiple_of(4)
+                    && self.bias_offset.is_multiple_of(4),
+            ),
+        ];
+        let extents = extents.into_iter().map(|(name, v)| (name, f64::from(v)));
+        extents.chain(flags.into_iter().map(|(name, on)| (name, f64::from(u8::from(on))))).collect()
+    }
+
+    fn dims(&self) -> [usize; 10] {
+        [
+            self.batch,
+            self.in_h,
+            self.in_w,
+            self.in_c,
+            self.out_h,
+            self.out_w,
+            self.out_c,
+            self.stride,
+            self.pad_top,
+            self.pad_left,
+        ]
+        .map(|v| v as usize)
+    }
+}
+
+/// Input coordinate read by output coordinate `o` through tap `k`, or None in the padding.
+fn input_coord(o: usize, k: usize, stride: usize, pad: usize, size: usize) -> Option<usize> {
+    (o * stride + k).checked_sub(pad).filter(|&i| i < size)
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU reference: the loops of the math, in the order the shader sums.
+
+/// `y = relu(conv(x, kernel) + bias)`.
+pub fn forward<T: Float>(y: &mut [T], x: &[T], kernel: &[T], bias: &[T], s: &Conv2dShape) {
+    let [batch, in_h, in_w, in_c, out_h, out_w, out_c, stride, pad_top, pad_left] = s.dims();
+    for n in 0..batch {
+        for oy in 0..out_h {
+            for ox in 0..out_w {
+                for k in 0..out_c {
+                    let mut sum = bias[k];
+                    for ky in 0..3 {
+                        let Some(iy) = input_coord(oy, ky, stride, pad_top, in_h) else { continue };
+                        for kx in 0..3 {
+                            let Some(ix) = input_coord(ox, kx, stride, pad_left, in_w) else { continue };
+                            for c in 0..in_c {
+                                sum = sum
+                                    + x[((n * in_h + iy) * in_w + ix) * in_c + c]
+                                        * kernel[((ky * 3 + kx) * in_c + c) * out_c + k];
+                            }
+                        }
+                    }
+                    y[((n * out_h + oy) * out_w + ox) * out_c + k] = sum.max(T::zero());
+                }
+            }
+        }
+    }
+}
+
+/// dL/d(pre-activation): ReLU passes `dy` where the output is positive.
+fn dpre<T: Float>(dy: &[T], y: &[T], o: usize) -> T {
+    if y[o] > T::zero() {
+        dy[o]
+    } else {
+        T::zero()
+    }
+}
+
+/// `dx = dL/dx` from `dy = dL/dy` and the forward output `y` (for the ReLU mask).
+pub fn backward_input<T: Float>(dx: &mut [T], dy: &[T], y: &[T], kernel: &[T], s: &Conv2dShape) {
+    let [batch, in_h, in_w, in_c, out_h, out_w, out_c, stride, pad_top, pad_left] = s.dims();
+    dx[..s.input_len()].fill(T::zero());
+    // Scatter form on the CPU (same sums as the GPU's gather, in a different order).
+    for n in 0..batch {
+        for oy in 0..out_h {
+            for ox in 0..out_w {
+                for ky in 0..3 {
+                    let Some(iy) = input_coord(oy, ky, stride, pad_top, in_h) else { continue };
+                    for kx in 0..3 {
+                        let Some(ix) = input_coord(ox, kx, stride, pad_left, in_w) else { continue };
+                        for c in 0..in_c {
+                            let mut sum = T::zero();
+                            for k in 0..out_c {
+                                let o = ((n * out_h + oy) * out_w + ox) * out_c + k;
+                                sum = sum + dpre(dy, y, o) * kernel[((ky * 3 + kx) * in_c + c) * out_c + k];
+                            }
+                            let i = ((n * in_h + iy) * in_w + ix) * in_c + c;
+                            dx[i] = dx[i] + sum;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dkernel = dL/dkernel`, `dbias = dL/dbias`.
+pub fn backward_weight<T: Float>(dkernel: &mut [T], dbias: &mut [T], dy: &[T], y: &[T], x: &[T], s: &Conv2dShape) {
+    let [batch, in_h, in_w, in_c, out_h, out_w, out_c, stride, pad_top, pad_left] = s.dims();
+    dkernel[..s.kernel_len()].fill(T::zero());
+    dbias[..out_c].fill(T::zero());
+    for n in 0..batch {
+        for oy in 0..out_h {
+            for ox in 0..out_w {
+                for k in 0..out_c {
+                    let g = dpre(dy, y, ((n * out_h + oy) * out_w + ox) * out_c + k);
+                    if g == T::zero() {
+                        continue;
+                    }
+                    dbias[k] = dbias[k] + g;
+                    for ky in 0..3 {
+                        let Some(iy) = input_coord(oy, ky, stride, pad_top, in_h) else { continue };
+                        for kx in 0..3 {
+                            let Some(ix) = input_coord(ox, kx, stride, pad_left, in_w) else { continue };
+                            for c in 0..in_c {
+                                let w = ((ky * 3 + kx) * in_c + c) * out_c + k;
+                                dkernel[w] = dkernel[w] + g * x[((n * in_h + iy) * in_w + ix) * in_c + c];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// CPU reference through the layer interface.
+
+impl<T: Float> Reference<T> for Conv2d {
+    fn forward(&self, c: &Ctx<'_>, _pass: Pass, x: &[T], y: &mut [T], params: &[T], _state: &mut [T]) {
+        let s = Conv2dShape::for_layer(self, c);
+        forward(y, x, &params[s.kernel_range()], &params[s.bias_range()], &s);
+    }
+
+    fn backward(&self, c: &Ctx<'_>, _pass: Pass, b: Backward<'_, T>) {
+        let s = Conv2dShape::for_layer(self, c);
+        let kernel = &b.params[s.kernel_range()];
+        if let Some(dx) = b.dx {
+            backward_input(dx, b.dy, b.y, kernel, &s);
+        }
+        // The bias follows the kernel (LayerInfo::tensors' order).
+        let (dkernel, dbias) = b.grads[s.kernel_offset as usize..].split_at_mut(s.kernel_len());
+        backward_weight(dkernel, dbias, b.dy, b.y, b.x, &s);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GPU.
+
+/// The binding tables of `shaders/conv2d_tiled.wgsl`.
+pub static TILED: Shader = Shader {
+    file: "conv2d_tiled.wgsl",
+    source: shader_source!("common.wgsl", "conv2d_shape.wgsl", "conv2d_tiled.wgsl"),
+    own: shader_own!("conv2d_tiled.wgsl"),
+    entry_points: &[
+        EntryPoint {
+            name: "forward",
+            bindings: &[uniform(0, "step"), read(2, "x"), read(3, "params"), read_write(4, "y"), read(10, "x4"), read(11, "params4")],
+        },
+        EntryPoint {
+            name: "relu_backward",
+            bindings: &[uniform(0, "step"), read_write(4, "y"), read(5, "dy"), read_write(8, "dpre_out")],
+        },
+        EntryPoint {
+            name: "backward_input",
+            bindings: &[
+                uniform(0, "step"),
+                read(3, "params"),
+                read_write(6, "dx"),
+                read(11, "params4"),
+                read(12, "dpre"),
+                read(13, "dpre4"),
+            ],
+        },
+        EntryPoint {
+            name: "backward_weight_partial",
+            bindings: &[
+                uniform(0, "step"),
+                read(2, "x"),
+                read_write(9, "partials"),
+                read(10, "x4"),
+                read(12, "dpre"),
+                read(13, "dpre4"),
+            ],
+        },
+        EntryPoint { name: "backward_weight_reduce", bindings: &[read_write(7, "grads"), read_write(9, "partials")] },
+    ],
+};
+
+/// The binding tables of `shaders/conv2d_naive.wgsl`.
+pub static NAIVE: Shader = Shader {
+    file: "conv2d_naive.wgsl",
+    source: shader_source!("common.wgsl", "conv2d_shape.wgsl", "conv2d_naive.wgsl"),
+    own: shader_own!("conv2d_naive.wgsl"),
+    entry_points: &[
+        EntryPoint {
+            name: "naive_forward",
+            bindings: &[uniform(0, "step"), read(2, "x"), read(3, "params"), read_write(4, "y")],
+        },
+        EntryPoint {
+            name: "naive_backward_input",
+            bindings: &[uniform(0, "step"), read(3, "params"), read_write(4, "y"), read(5, "dy"), read_write(6, "dx")],
+        },
+        EntryPoint {
+            name: "naive_backward_weight",
+            bindings: &[uniform(0, "step"), read(2, "x"), read_write(4, "y"), read(5, "dy"), read_write(7, "grads")],
+        },
+        EntryPoint {
+            name: "naive_backward_bias",
+            bindings: &[uniform(0, "step"), read_write(4, "y"), read(5, "dy"), read_write(7, "grads")],
+        },
+    ],
+};
+
+/// Binds the convolution of `s` (for batches up to `s.batch`) to `gpu`'s buffers, with pipelines
+/// specialised for `s`: the tiled kernels, or the naive ones when `gpu.naive`. Its scratch (dL/d
+/// pre-activation and the weight gradients' partial sums) is its own, made here for training.
+pub fn bind(gpu: &GpuLayer<'_>, s: &Conv2dShape) -> Result<LayerPass> {
+    if !s.chunk_lanes.is_power_of_two() || !WORKGROUP_SIZE.is_multiple_of(s.chunk_lanes) {
+        return Err(Error::invalid(format!(
+            "chunk_lanes is {}; it must be a power of two that divides {WORKGROUP_SIZE}",
+            s.chunk_lanes
+        )));
+    }
+    let device = gpu.kernels.device();
+    let constants = s.constants();
+    let shader = if gpu.naive { &NAIVE } else { &TILED };
+    let dispatch = |entry: &str, args: &[crate::kernel::Arg<'_>], grid: Grid| -> Result<Dispatch> {
+        Dispatch::new(device, &gpu.kernels.get(shader, entry, &constants)?, args, grid)
+    };
+    let (input, output) = (floats(s.input_len()), floats(s.output_len()));
+    let params_end = floats(s.kernel_offset as usize + s.kernel_len()).max(floats(s.bias_offset as usize + s.out_c as usize));
+    let step = arg("step", gpu.step, 32);
+    let (x, x4, y) = (arg("x", gpu.x, input), arg("x4", gpu.x, input), arg("y", gpu.y, output));
+    let (params, params4) = (arg("params", gpu.params, params_end), arg("params4", gpu.params, params_end));
+    let blocks = |n: u32| n.div_ceil(4) as u64;
+    let mut pass = LayerPass::default();
+    if gpu.naive {
+        pass.forward.push(dispatch("naive_forward", &[step, x, params, y], Grid::Invocations(s.output_len() as u64))?);
+    } else {
+        let pixels = u64::from(s.batch * s.out_h) * blocks(s.out_w);
+        pass.forward.push(dispatch("forward", &[step, x, params, y, x4, params4], Grid::Invocations(pixels * blocks(s.out_c)))?);
+    }
+    let Some(grads) = gpu.backward else { return Ok(pass) };
+    let dy = arg("dy", grads.dy, output);
+    let dx = grads.dx.map(|dx| arg("dx", dx, input));
+    let grads = arg("grads", grads.grads, params_end);
+    if gpu.naive {
+        if let Some(dx) = dx {
+            pass.backward.push(dispatch("naive_backward_input", &[step, params, y, dy, dx], Grid::Invocations(s.input_len() as u64))?);
+        }
+        pass.backward.push(dispatch("naive_backward_weight", &[step, x, y, dy, grads], Grid::Invocations(s.kernel_len() as u64))?);
+        // One workgroup per filter.
+        pass.backward.push(dispatch("naive_backward_bias", &[step, y, dy, grads], Grid::Workgroups(u64::from(s.out_c)))?);
+        return Ok(pass);
+    }
+    // dpre is read as vec4s: whole vec4s of it.
+    let dpre_buffer = gpu::storage_buffer(device, "conv2d dpre", floats(s.output_len().next_multiple_of(4)))?;
+    let partials_buffer = gpu::storage_buffer(device, "conv2d partial sums", floats(s.partials_len()))?;
+    let (dpre_out, dpre, dpre4) =
+        (arg("dpre_out", &dpre_buffer, output), arg("dpre", &dpre_buffer, output), arg("dpre4", &dpre_buffer, output));
+    let partials = arg("partials", &partials_buffer, floats(s.partials_len()));
+    pass.backward.push(dispatch("relu_backward", &[step, y, dy, dpre_out], Grid::Invocations(s.output_len() as u64))?);
+    if let Some(dx) = dx {
+        // Column slots of same-phase blocks: stride · ceil(W / (4 · stride)) per row.
+        let slots = u64::from(s.stride * s.in_w.div_ceil(4 * s.stride));
+        let invocations = u64::from(s.batch * s.in_h) * slots * blocks(s.in_c);
+        pass.backward.push(dispatch("backward_input", &[step, params, dx, params4, dpre, dpre4], Grid::Invocations(invocations))?);
+    }
+    let teams = u64::from(s.chunks) * 9 * blocks(s.in_c) * blocks(s.out_c);
+    pass.backward.push(dispatch(
+        "backward_weight_partial",
+        &[step, x, partials, x4, dpre, dpre4],
+        Grid::Invocations(teams * u64::from(s.chunk_lanes)),
+    )?);
+    let sums = (s.kernel_len() + s.out_c as usize) as u64;
+    pass.backward.push(dispatch("backward_weight_reduce", &[grads, partials], Grid::Invocations(sums))?);
+    pass.buffers.extend([dpre_buffer, partials_buffer]);
+    Ok(pass)
+}
+
+impl HiddenLayer for Conv2d {
+    fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuLayer<'_>) -> Result<LayerPass> {
+        bind(gpu, &Conv2dShape::for_layer(self, c).tuned(gpu.tuning))
+    }
+
+    #[cfg(feature = "fast-cpu")]
+    fn fast_fusion(&self) -> crate::fast::Fusion {
+        // A 3×3 tap reads one pixel of border; the output is relu(pre), and the layer's backward
+        // starts from dL/d(pre-activation), which a next layer may write through the ReLU.
+        crate::fast::Fusion { input_pad: 1, relu_output: true, masked_dx: true }
+    }
+
+    #[cfg(feature = "fast-cpu")]
+    fn fast(
+        &self,
+        c: &Ctx<'_>,
+        isa: crate::fast::Isa,
+        _x: crate::fast::Layout,
+        y: crate::fast::Layout,
+    ) -> Option<Box<dyn crate::fast::FastLayer>> {
+        Some(Box::new(fast::ConvPlan::new(&Conv2dShape::for_layer(self, c), isa, y.pad)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks: the GPU kernels against the reference above.
+
+/// One convolution to check.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvCase {
+    pub batch: usize,
+    /// Samples in the batch actually used (a partial batch when fewer than `batch`).
+    pub used: usize,
+    /// [H, W, C]
+    pub input: [usize; 3],
+    pub filters: usize,
+    pub stride: usize,
+    /// A first layer computes no dx.
+    pub first: bool,
+    /// Where the kernel starts in the flat parameter buffer (the bias follows it).
+    pub kernel_offset: usize,
+}
+
+const fn case(
+    used_of: [usize; 2],
+    input: [usize; 3],
+    filters: usize,
+    stride: usize,
+    first: bool,
+    kernel_offset: usize,
+) -> ConvCase {
+    ConvCase { batch: used_of[1], used: used_of[0], input, filters, stride, first, kernel_offset }
+}
+
+/// Odd shapes, partial batches, both strides on even and odd inputs, channel counts that are
+/// not multiples of 4 and ones that are (the tiled kernels' vec4 loads), with the kernel at an
+/// offset that allows vec4 loads and at one that does not.
+pub const CONV_CASES: [ConvCase; 9] = [
+    case([3, 3], [5, 6, 3], 4, 1, false, 0),
+    case([3, 4], [8, 8, 5], 6, 2, false, 0),
+    case([2, 2], [7, 5, 2], 3, 2, true, 0),
+    case([2, 2], [32, 32, 3], 16, 1, true, 0),
+    case([2, 3], [9, 13, 6], 5, 1, false, 0),
+    case([2, 2], [33, 31, 2], 3, 2, false, 0),
+    case([3, 3], [6, 7, 8], 8, 1, false, 4),
+    case([2, 3], [10, 9, 4], 12, 2, false, 8),
+    case([2, 2], [6, 5, 8], 8, 1, false, 2),
+];
+
+/// Every case, tiled and naive, chunked as the trainer chunks on this adapter.
+pub fn checks(ctx: &GpuContext) -> Result<Vec<Check>> {
+    let mut all = Vec::new();
+    for naive in [false, true] {
+        for case in &CONV_CASES {
+            all.extend(case_checks(ctx, case, naive, Tuning::for_adapter(&ctx.info))?);
+        }
+    }
+    Ok(all)
+}
+
+/// One case: forward, and dx / dkernel / dbias from the GPU's own forward output, with the
+/// weight gradients chunked for `tuning` (a hardware GPU's chunking can be checked anywhere).
+pub fn case_checks(ctx: &GpuContext, case: &ConvCase, naive: bool, tuning: Tuning) -> Result<Vec<Check>> {
+    let ConvCase { batch, used, input, filters, stride, first, kernel_offset } = *case;
+    let layer = Conv2d { filters, stride };
+    let at = LayerAt::place(&layer, 0, "conv2d".into(), input, kernel_offset, 0).map_err(Error::invalid)?;
+    let shape = Conv2dShape::for_layer(&layer, &Ctx { at: &at, batch, run: Default::default() }).tuned(tuning);
+    let mut name = format!("conv2d {} {input:?}→{filters} stride {stride}, batch {used}/{batch}", if naive { "naive" } else { "tiled" });
+    if kernel_offset > 0 {
+        name += &format!(", kernel at {kernel_offset}");
+    }
+    if !naive {
+        name += &format!(", {} chunk{}", shape.chunks, if shape.chunks == 1 { "" } else { "s" });
+        if shape.chunk_lanes > 1 {
+            name += &format!(" × {} lanes", shape.chunk_lanes);
+        }
+    }
+    selftest::hidden_layer(
+        ctx,
+        &HiddenCheck {
+            name,
+            layer: &layer,
+            at: &at,
+            batch,
+            used,
+            first,
+            tuning,
+            naive,
+            run: Default::default(),
+            seed: (batch * 131 + input[0] * 17 + filters * 3 + stride + kernel_offset * 7) as u64,
+            x: None,
+            tolerance: Tolerance { y: (1e-5, 1e-4), dx: (1e-5, 1e-4), grads: (1e-4, 1e-4) },
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flag(shape: &Conv2dShape, name: &str) -> bool {
+        shape.constants().iter().find(|(n, _)| *n == name).map(|(_, v)| *v == 1.0).expect("flag is set")
+    }
+
+    #[test]
+    fn vec4_loads_are_chosen_only_where_rows_start_on_whole_vec4s() {
+        let first = Conv2dShape::new(4, [32, 32, 3], 16, 1);
+        assert!(!flag(&first, "X_VEC4") && flag(&first, "K_VEC4"));
+        let inner = Conv2dShape::new(4, [16, 16, 16], 32, 1);
+        assert!(flag(&inner, "X_VEC4") && flag(&inner, "K_VEC4"));
+        let odd_filters = Conv2dShape::new(4, [16, 16, 16], 10, 1);
+        assert!(flag(&odd_filters, "X_VEC4") && !flag(&odd_filters, "K_VEC4"));
+        let unaligned = Conv2dShape { kernel_offset: 6, ..inner };
+        assert!(!flag(&unaligned, "K_VEC4"));
+        let bias_elsewhere = Conv2dShape { bias_offset: 4610, ..inner };
+        assert!(!flag(&bias_elsewhere, "K_VEC4"));
+    }
+
+    #[test]
+    fn chunks_cover_every_position_and_shrink_on_a_hardware_gpu() {
+        for (input, filters, stride) in [([32, 32, 3], 16, 1), ([32, 32, 16], 16, 2), ([16, 16, 32], 32, 2)] {
+            let software = Conv2dShape::new(128, input, filters, stride);
+            let hardware = software.for_hardware_gpu();
+            for s in [software, hardware] {
+                let positions = s.positions();
+                assert!(s.chunks as usize * s.chunk_len as usize >= positions);
+                assert!((s.chunks as usize - 1) * (s.chunk_len as usize) < positions, "no empty chunk: {s:?}");
+            }
+            assert_eq!(software.chunk_len as usize, CHUNK_LEN);
+            assert_eq!((software.chunk_lanes, hardware.chunk_lanes), (1, GPU_CHUNK_LANES));
+            let per_lane = hardware.chunk_len.div_ceil(hardware.chunk_lanes);
+            assert!(per_lane.abs_diff(hardware.chunks) <= 2, "balanced: {hardware:?}");
+            // A partial batch keeps the chunk length and needs no more chunks.
+            let partial = hardware.with_batch(5);
+            assert_eq!(partial.chunk_len, hardware.chunk_len);
+            assert!(partial.chunks <= hardware.chunks);
+        }
+    }
+}

@@ -1,0 +1,513 @@
+//! Flatten + Dense + softmax + categorical cross-entropy, fused, with Keras' L1 kernel
+//! regulariser: the head of every model. Keras: `Flatten()`,
+//! `Dense(K, activation='softmax', kernel_regularizer=l1(λ))`, `loss='categorical_crossentropy'`
+//! (which Keras computes from the logits when the softmax is the layer's own activation, as here).
+//! Token: `fK` (K classes), which must end the architecture.
+//!
+//! # Shapes
+//! x `[N, F]` (the NHWC tensor, flattened for free), kernel `[F, K]`, bias `[K]`, probs and
+//! dlogits `[N, K]`. The loss of a batch is `mean_n(CE_n) + λ·Σ|kernel|`, so
+//! `dlogits = (softmax − one_hot) / N` and `dkernel += λ·sign(kernel)`.
+//!
+//! # Where it runs
+//! CPU reference below; GPU `shaders/dense_softmax.wgsl` (shape and λ in a uniform); fast CPU
+//! [`fast`].
+
+#[cfg(feature = "fast-cpu")]
+pub mod fast;
+
+use bytemuck::{Pod, Zeroable};
+use num_traits::Float;
+
+use super::{
+    positive, Ctx, GpuHead, HeadLayer, HeadOutputs, HeadReference, Init, Kind, LayerAt, LayerInfo,
+    LayerPass, Parsed, RunSettings, SummaryRow, TensorSpec,
+};
+use crate::error::{Error, Result};
+use crate::gpu::{self, uniform_buffer, GpuContext};
+use crate::kernel::{arg, begin_pass, floats, read, read_write, uniform, Dispatch, EntryPoint, Grid, Shader};
+use crate::layers::StepParams;
+use crate::rng::Rng;
+use crate::selftest::{self, Check};
+use crate::{shader_own, shader_source};
+
+/// `fK`: K classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DenseSoftmax {
+    pub units: usize,
+}
+
+pub static KIND: Kind = Kind {
+    syntax: ("fK", "the final flatten + dense softmax over K classes, e.g. f10"),
+    parse,
+    shaders: &[&SHADER],
+    checks,
+    examples: &[("f10", [2, 3, 7]), ("f3", [1, 1, 5])],
+};
+
+fn parse(token: &str) -> Option<std::result::Result<Parsed, String>> {
+    let units = token.strip_prefix('f')?;
+    Some(match positive(units) {
+        Some(units) => Ok(Parsed::Head(std::sync::Arc::new(DenseSoftmax { units }))),
+        None => Err("the unit count must be a positive whole number".into()),
+    })
+}
+
+impl LayerInfo for DenseSoftmax {
+    fn keras(&self) -> (&'static str, &'static str) {
+        ("dense", "Dense")
+    }
+
+    fn token(&self) -> String {
+        format!("f{}", self.units)
+    }
+
+    fn output(&self, _input: [usize; 3]) -> std::result::Result<[usize; 3], String> {
+        Ok([1, 1, self.units])
+    }
+
+    /// Keras' fans: `(F, K)`.
+    fn tensors(&self, input: [usize; 3], _: [usize; 3]) -> Vec<TensorSpec> {
+        let (features, k) = (input.iter().product(), self.units);
+        vec![
+            TensorSpec::trainable("kernel", vec![features, k], Init::GlorotUniform { fan_in: features, fan_out: k }),
+            TensorSpec::trainable("bias", vec![k], Init::Zeros),
+        ]
+    }
+
+    /// Keras shows the Flatten it stands for as a layer of its own.
+    fn summary_rows(&self, at: &LayerAt) -> Vec<SummaryRow> {
+        vec![
+            SummaryRow { layer: "flatten (Flatten)".into(), shape: format!("(None, {})", at.input_len()), params: 0 },
+            SummaryRow {
+                layer: format!("{} (Dense)", at.name),
+                shape: format!("(None, {})", self.units),
+                params: at.param_counts().0,
+            },
+        ]
+    }
+
+    fn forward_macs(&self, at: &LayerAt) -> usize {
+        at.input_len() * self.units
+    }
+}
+
+/// Mirror of `DenseShape` in `shaders/dense_softmax.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct DenseShape {
+    pub batch: u32,
+    pub features: u32,
+    pub classes: u32,
+    pub kernel_offset: u32,
+    pub bias_offset: u32,
+    pub l1: f32,
+    pub _pad: [u32; 2],
+}
+
+impl DenseShape {
+    /// A standalone dense layer: kernel at offset 0, bias right after it.
+    pub fn new(batch: usize, features: usize, classes: usize, l1: f32) -> Self {
+        DenseShape {
+            batch: batch as u32,
+            features: features as u32,
+            classes: classes as u32,
+            kernel_offset: 0,
+            bias_offset: (features * classes) as u32,
+            l1,
+            _pad: [0; 2],
+        }
+    }
+
+    /// The shape of the head at `c.at`, for `c.batch` samples, with the run's L1 weight.
+    pub fn for_layer(c: &Ctx<'_>) -> Self {
+        let (kernel, bias) = (c.at.tensor("kernel"), c.at.tensor("bias"));
+        debug_assert_eq!(bias.offset, kernel.offset + kernel.len(), "the bias follows the kernel");
+        DenseShape {
+            kernel_offset: kernel.offset as u32,
+            bias_offset: bias.offset as u32,
+            ..Self::new(c.batch, c.at.input_len(), c.at.output_len(), c.run.l1)
+        }
+    }
+
+    pub fn with_batch(&self, batch: usize) -> Self {
+        DenseShape { batch: batch as u32, ..*self }
+    }
+
+    pub fn kernel_len(&self) -> usize {
+        (self.features * self.classes) as usize
+    }
+
+    /// The kernel's and the bias's elements in the flat parameter vector.
+    pub fn kernel_range(&self) -> std::ops::Range<usize> {
+        self.kernel_offset as usize..self.kernel_offset as usize + self.kernel_len()
+    }
+
+    pub fn bias_range(&self) -> std::ops::Range<usize> {
+        self.bias_offset as usize..(self.bias_offset + self.classes) as usize
+    }
+}
+
+/// Per sample: `probs = softmax(x·kernel + bias)`, `losses = −log probs[label]` (as
+/// logsumexp − logit), `predicted` = the first arg-max (as `np.argmax`), and
+/// `dlogits = (probs − one_hot) / N`.
+#[allow(clippy::too_many_arguments)]
+pub fn forward<T: Float>(
+    probs: &mut [T],
+    dlogits: &mut [T],
+    losses: &mut [T],
+    predicted: &mut [u32],
+    x: &[T],
+    kernel: &[T],
+    bias: &[T],
+    labels: &[u32],
+    s: &DenseShape,
+) {
+    let out = HeadOutputs { probs, dlogits, losses, predicted };
+    forward_of(out, x, kernel, bias, labels, s.batch as usize, s);
+}
+
+/// [`forward`] of `s.batch` samples that are part of a batch of `mean_over`:
+/// `dlogits = (probs − one_hot) / mean_over`.
+fn forward_of<T: Float>(
+    out: HeadOutputs<'_, T>,
+    x: &[T],
+    kernel: &[T],
+    bias: &[T],
+    labels: &[u32],
+    mean_over: usize,
+    s: &DenseShape,
+) {
+    let (batch, features, classes) = (s.batch as usize, s.features as usize, s.classes as usize);
+    let inverse_batch = T::one() / T::from(mean_over).expect("batch size converts to T");
+    for n in 0..batch {
+        let logits = &mut out.probs[n * classes..][..classes];
+        for (j, logit) in logits.iter_mut().enumerate() {
+            let mut sum = bias[j];
+            for f in 0..features {
+                sum = sum + x[n * features + f] * kernel[f * classes + j];
+            }
+            *logit = sum;
+        }
+        let dlogits = &mut out.dlogits[n * classes..][..classes];
+        (out.losses[n], out.predicted[n]) = softmax_cross_entropy(logits, dlogits, labels[n] as usize, inverse_batch);
+    }
+}
+
+/// One sample's softmax + cross-entropy from its `logits`, which become the probabilities in
+/// place: returns (loss = logsumexp − the label's logit, first arg-max) and writes
+/// `dlogits = (probs − one_hot) · inverse_batch`. Shared by the reference and the fast backend.
+pub fn softmax_cross_entropy<T: Float>(
+    logits: &mut [T],
+    dlogits: &mut [T],
+    label: usize,
+    inverse_batch: T,
+) -> (T, u32) {
+    let mut top_class = 0;
+    for j in 1..logits.len() {
+        if logits[j] > logits[top_class] {
+            top_class = j;
+        }
+    }
+    let top = logits[top_class];
+    let total = logits.iter().fold(T::zero(), |t, &l| t + (l - top).exp());
+    let loss = total.ln() - (logits[label] - top);
+    for j in 0..logits.len() {
+        let p = (logits[j] - top).exp() / total;
+        logits[j] = p;
+        let target = if j == label { T::one() } else { T::zero() };
+        dlogits[j] = (p - target) * inverse_batch;
+    }
+    (loss, top_class as u32)
+}
+
+/// `dkernel = xᵀ·dlogits + λ·sign(kernel)` (sign(0) = 0, as TensorFlow), `dbias = Σ_n dlogits`.
+pub fn backward_weight<T: Float>(
+    dkernel: &mut [T],
+    dbias: &mut [T],
+    dlogits: &[T],
+    x: &[T],
+    kernel: &[T],
+    s: &DenseShape,
+) {
+    let (batch, features, classes) = (s.batch as usize, s.features as usize, s.classes as usize);
+    let l1 = T::from(s.l1).expect("f32 converts to T");
+    for f in 0..features {
+        for j in 0..classes {
+            let mut sum = T::zero();
+            for n in 0..batch {
+                sum = sum + x[n * features + f] * dlogits[n * classes + j];
+            }
+            dkernel[f * classes + j] = sum + l1 * sign(kernel[f * classes + j]);
+        }
+    }
+    for j in 0..classes {
+        dbias[j] = (0..batch).fold(T::zero(), |sum, n| sum + dlogits[n * classes + j]);
+    }
+}
+
+/// TensorFlow's sign: 1, −1, or 0 for 0.
+fn sign<T: Float>(w: T) -> T {
+    if w > T::zero() {
+        T::one()
+    } else if w < T::zero() {
+        -T::one()
+    } else {
+        T::zero()
+    }
+}
+
+/// `dx = dlogits·kernelᵀ`.
+pub fn backward_input<T: Float>(dx: &mut [T], dlogits: &[T], kernel: &[T], s: &DenseShape) {
+    let (batch, features, classes) = (s.batch as usize, s.features as usize, s.classes as usize);
+    for n in 0..batch {
+        for f in 0..features {
+            let mut sum = T::zero();
+            for j in 0..classes {
+                sum = sum + dlogits[n * classes + j] * kernel[f * classes + j];
+            }
+            dx[n * features + f] = sum;
+        }
+    }
+}
+
+/// The regulariser's contribution to the loss, `λ·Σ|kernel|`.
+pub fn l1_penalty<T: Float>(kernel: &[T], s: &DenseShape) -> T {
+    let sum = kernel[..s.kernel_len()].iter().fold(T::zero(), |t, w| t + w.abs());
+    T::from(s.l1).expect("f32 converts to T") * sum
+}
+
+impl<T: Float> HeadReference<T> for DenseSoftmax {
+    fn forward(&self, c: &Ctx<'_>, x: &[T], params: &[T], labels: &[u32], mean_over: usize, out: HeadOutputs<'_, T>) {
+        let s = DenseShape::for_layer(c);
+        forward_of(out, x, &params[s.kernel_range()], &params[s.bias_range()], labels, mean_over, &s);
+    }
+
+    fn backward(&self, c: &Ctx<'_>, x: &[T], dlogits: &[T], dx: Option<&mut [T]>, params: &[T], grads: &mut [T]) {
+        // λ = 0: the data term alone (`sum + 0·sign` is `sum`, so adding λ·sign after is the same
+        // single rounding as backward_weight's `sum + λ·sign`).
+        let s = DenseShape { l1: 0.0, ..DenseShape::for_layer(c) };
+        let kernel = &params[s.kernel_range()];
+        // The bias follows the kernel.
+        let (dkernel, dbias) = grads[s.kernel_offset as usize..].split_at_mut(s.kernel_len());
+        backward_weight(dkernel, dbias, dlogits, x, kernel, &s);
+        if let Some(dx) = dx {
+            backward_input(dx, dlogits, kernel, &s);
+        }
+    }
+
+    fn penalty(&self, c: &Ctx<'_>, params: &[T]) -> T {
+        let s = DenseShape::for_layer(c);
+        l1_penalty(&params[s.kernel_range()], &s)
+    }
+
+    fn penalty_backward(&self, c: &Ctx<'_>, params: &[T], grads: &mut [T]) {
+        let s = DenseShape::for_layer(c);
+        let l1: T = super::cast(s.l1);
+        for (g, &w) in grads[s.kernel_range()].iter_mut().zip(&params[s.kernel_range()]) {
+            *g = *g + l1 * sign(w);
+        }
+    }
+}
+
+/// The binding tables of `shaders/dense_softmax.wgsl`.
+pub static SHADER: Shader = Shader {
+    file: "dense_softmax.wgsl",
+    source: shader_source!("common.wgsl", "dense_softmax.wgsl"),
+    own: shader_own!("dense_softmax.wgsl"),
+    entry_points: &[
+        EntryPoint {
+            name: "logits",
+            bindings: &[uniform(0, "step"), uniform(1, "shape"), read(2, "x"), read(3, "params"), read_write(5, "probs")],
+        },
+        EntryPoint {
+            name: "softmax_cross_entropy",
+            bindings: &[
+                uniform(0, "step"),
+                uniform(1, "shape"),
+                read(4, "labels"),
+                read_write(5, "probs"),
+                read_write(6, "dlogits"),
+                read_write(7, "metrics"),
+            ],
+        },
+        EntryPoint {
+            name: "backward_weight",
+            bindings: &[
+                uniform(0, "step"),
+                uniform(1, "shape"),
+                read(2, "x"),
+                read(3, "params"),
+                read_write(6, "dlogits"),
+                read_write(8, "grads"),
+            ],
+        },
+        EntryPoint {
+            name: "backward_input",
+            bindings: &[uniform(0, "step"), uniform(1, "shape"), read(3, "params"), read_write(6, "dlogits"), read_write(9, "dx")],
+        },
+        EntryPoint {
+            name: "l1_penalty",
+            bindings: &[uniform(0, "step"), uniform(1, "shape"), read(3, "params"), read_write(10, "penalties")],
+        },
+    ],
+};
+
+impl HeadLayer for DenseSoftmax {
+    fn classes(&self) -> usize {
+        self.units
+    }
+
+    fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuHead<'_>) -> Result<LayerPass> {
+        let s = DenseShape::for_layer(c);
+        let device = gpu.kernels.device();
+        let kernel = |entry: &str| gpu.kernels.get(&SHADER, entry, &[]);
+        let shape = uniform_buffer(device, "dense shape", &s);
+        // dlogits is written by the forward pass even at inference: the head's own scratch.
+        let logit_bytes = floats((s.batch * s.classes) as usize);
+        let dlogits_buffer = gpu::storage_buffer(device, "dense dlogits", logit_bytes)?;
+        let (step, shape_arg) = (arg("step", gpu.step, 32), arg("shape", &shape, 32));
+        let x = arg("x", gpu.x, floats((s.batch * s.features) as usize));
+        let params = arg("params", gpu.params, floats((s.bias_offset + s.classes) as usize));
+        let dlogits = arg("dlogits", &dlogits_buffer, logit_bytes);
+        let probs = arg("probs", gpu.probs, logit_bytes);
+        let metrics = arg("metrics", gpu.metrics, floats(2 * s.batch as usize));
+        let mut pass = LayerPass::default();
+        // One workgroup per logit.
+        pass.forward.push(Dispatch::new(
+            device,
+            &kernel("logits")?,
+            &[step, shape_arg, x, params, probs],
+            Grid::Workgroups(u64::from(s.batch * s.classes)),
+        )?);
+        pass.forward.push(Dispatch::new(
+            device,
+            &kernel("softmax_cross_entropy")?,
+            &[step, shape_arg, arg("labels", gpu.labels, floats(s.batch as usize)), probs, dlogits, metrics],
+            Grid::Invocations(u64::from(s.batch)),
+        )?);
+        // One workgroup reduces the whole kernel.
+        pass.penalty.push(Dispatch::new(
+            device,
+            &kernel("l1_penalty")?,
+            &[step, shape_arg, params, arg("penalties", gpu.penalties, 4)],
+            Grid::Workgroups(1),
+        )?);
+        if let Some((dx, grads)) = gpu.backward {
+            pass.backward.push(Dispatch::new(
+                device,
+                &kernel("backward_weight")?,
+                &[step, shape_arg, x, params, dlogits, arg("grads", grads, floats((s.bias_offset + s.classes) as usize))],
+                Grid::Invocations(s.kernel_len() as u64 + u64::from(s.classes)),
+            )?);
+            if let Some(dx) = dx {
+                pass.backward.push(Dispatch::new(
+                    device,
+                    &kernel("backward_input")?,
+                    &[step, shape_arg, params, dlogits, arg("dx", dx, floats((s.batch * s.features) as usize))],
+                    Grid::Invocations(u64::from(s.batch * s.features)),
+                )?);
+            }
+        }
+        pass.buffers.extend([shape, dlogits_buffer]);
+        Ok(pass)
+    }
+
+    #[cfg(feature = "fast-cpu")]
+    fn fast(&self, c: &Ctx<'_>, isa: crate::fast::Isa) -> Option<Box<dyn crate::fast::FastHead>> {
+        Some(Box::new(fast::DensePlan::new(&DenseShape::for_layer(c), isa)))
+    }
+}
+
+/// The fused head on the GPU against the reference: probabilities, dlogits, per-sample metrics
+/// at their epoch positions, gradients, the L1 penalty in its slot.
+pub fn checks(ctx: &GpuContext) -> Result<Vec<Check>> {
+    let mut rng = Rng::new(13);
+    let (batch, used, features, classes) = (6, 5, 70, 10);
+    let layer = DenseSoftmax { units: classes };
+    let at = LayerAt::place(&layer, 0, "dense".into(), [1, 1, features], 0, 0).map_err(Error::invalid)?;
+    let run = RunSettings { l1: 1e-2, ..Default::default() };
+    let c = Ctx { at: &at, batch, run };
+    let used_c = Ctx { batch: used, ..c };
+    let x = selftest::random(&mut rng, batch * features, 1.0);
+    let mut params = selftest::random(&mut rng, features * classes, 0.3);
+    params[3] = 0.0; // sign(0) = 0
+    params.extend(selftest::random(&mut rng, classes, 0.1));
+    let labels: Vec<u32> = (0..batch as u32).map(|n| (n * 7) % classes as u32).collect();
+
+    let (mut probs, mut dlogits, mut losses, mut predicted) =
+        (vec![0.0; batch * classes], vec![0.0; batch * classes], vec![0.0; batch], vec![0u32; batch]);
+    let out = HeadOutputs { probs: &mut probs, dlogits: &mut dlogits, losses: &mut losses, predicted: &mut predicted };
+    HeadReference::<f32>::forward(&layer, &used_c, &x, &params, &labels, used, out);
+    let (mut grads, mut dx) = (vec![0.0; params.len()], vec![0.0; x.len()]);
+    HeadReference::<f32>::backward(&layer, &used_c, &x, &dlogits, Some(&mut dx), &params, &mut grads);
+    HeadReference::<f32>::penalty_backward(&layer, &used_c, &params, &mut grads);
+    let penalty = HeadReference::<f32>::penalty(&layer, &c, &params);
+
+    // This batch's metrics go to positions 3.. of the epoch and its penalty to slot 2.
+    let step = uniform_buffer(
+        &ctx.device,
+        "selftest step",
+        &StepParams { batch_size: used as u32, batch_start: 3, penalty_slot: 2, training: 1, ..Default::default() },
+    );
+    let labels_b = ctx.upload("labels", bytemuck::cast_slice(&labels), wgpu::BufferUsages::empty())?;
+    let (x_b, params_b) = (selftest::upload(ctx, &x)?, selftest::upload(ctx, &params)?);
+    let (probs_b, metrics_b) = (selftest::sentinel(ctx, probs.len())?, selftest::sentinel(ctx, 2 * (batch + 3))?);
+    let (grads_b, dx_b, penalties_b) =
+        (selftest::sentinel(ctx, params.len())?, selftest::sentinel(ctx, x.len())?, selftest::sentinel(ctx, 4)?);
+    let kernels = crate::kernel::Kernels::new(&ctx.device);
+    let bound = layer.bind_gpu(
+        &c,
+        &GpuHead {
+            kernels: &kernels,
+            tuning: super::Tuning::for_adapter(&ctx.info),
+            step: &step,
+            params: &params_b,
+            x: &x_b,
+            labels: &labels_b,
+            probs: &probs_b,
+            metrics: &metrics_b,
+            penalties: &penalties_b,
+            backward: Some((Some(&dx_b), &grads_b)),
+        },
+    )?;
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = begin_pass(&mut encoder, "selftest");
+        bound.record_forward(&mut pass);
+        bound.record_penalty(&mut pass);
+        bound.record_backward(&mut pass);
+    }
+    ctx.queue.submit([encoder.finish()]);
+    let n = used * classes;
+    let metrics = selftest::read(ctx, &metrics_b, 2 * (batch + 3))?;
+    let gpu_losses: Vec<f32> = (0..used).map(|i| metrics[6 + 2 * i]).collect();
+    let gpu_predicted: Vec<f32> = (0..used).map(|i| metrics[7 + 2 * i]).collect();
+    let cpu_predicted: Vec<f32> = predicted[..used].iter().map(|&p| p as f32).collect();
+    let gpu_grads = selftest::read(ctx, &grads_b, params.len())?;
+    let kernel_len = features * classes;
+    Ok(vec![
+        Check::compare("dense_softmax: probabilities".into(), &selftest::read(ctx, &probs_b, n)?, &probs[..n], 1e-6, 1e-4),
+        // The head's own dlogits scratch, the second buffer it made (see bind_gpu).
+        Check::compare("dense_softmax: dlogits".into(), &selftest::read(ctx, &bound.buffers[1], n)?, &dlogits[..n], 1e-6, 1e-4),
+        Check::untouched("dense_softmax: metrics before batch_start".into(), &metrics[..6]),
+        Check::compare("dense_softmax: per-sample loss".into(), &gpu_losses, &losses[..used], 1e-5, 1e-4),
+        Check::compare("dense_softmax: predicted class".into(), &gpu_predicted, &cpu_predicted, 0.0, 0.0),
+        Check::compare("dense_softmax: dkernel (with L1)".into(), &gpu_grads[..kernel_len], &grads[..kernel_len], 1e-5, 1e-4),
+        Check::compare("dense_softmax: dbias".into(), &gpu_grads[kernel_len..], &grads[kernel_len..], 1e-5, 1e-4),
+        Check::compare(
+            "dense_softmax: dx".into(),
+            &selftest::read(ctx, &dx_b, used * features)?,
+            &dx[..used * features],
+            1e-6,
+            1e-4,
+        ),
+        Check::compare(
+            "dense_softmax: L1 penalty".into(),
+            &selftest::read(ctx, &penalties_b, 4)?[2..3],
+            &[penalty],
+            1e-6,
+            1e-5,
+        ),
+    ])
+}

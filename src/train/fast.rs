@@ -1,0 +1,621 @@
+//! [`FastCpuEngine`]: the reference engine's step — the same layers in the same order, the same
+//! dropout masks, the same batch-mean loss, Adam as [`crate::adam::update`] — run with each
+//! layer's fast CPU kernels ([`crate::fast`]), or its reference where it has none.
+//!
+//! # A step
+//! 1. Pack every layer's weights once ([`FastLayer::pack`]).
+//! 2. Run the batch through the net in micro-batches of [`MICRO_BATCH`] images: gather,
+//!    forward through every layer, softmax and loss (`dlogits` divided by the whole batch's
+//!    size), backward through every layer, each micro-batch's weight gradients **added** to its
+//!    worker's sums. A micro-batch's activations stay in L2 from one layer to the next, where a
+//!    whole batch of 128 would stream through DRAM at every layer.
+//! 3. Sum the workers' gradients (in worker order), add the regulariser's, and run Adam.
+//!
+//! Every buffer is sized once, in [`FastCpuEngine::new`]; a step allocates nothing when every
+//! layer has fast kernels (tests/fast_cpu.rs counts heap allocations to prove it). Activations
+//! are stored in the layout their consumer reads (padded for a convolution, [`Fusion`]), and a
+//! layer whose output is a ReLU's, followed by one that can write through it, has its dpre
+//! written directly by that layer.
+//!
+//! # Threads
+//! `threads` workers each take a contiguous range of micro-batches with their own buffers and
+//! gradient sums, summed in worker order at the end of the step: one synchronisation per step,
+//! and the same bits every run for a given thread count (not across thread counts: the sums are
+//! grouped differently). `RAYON_NUM_THREADS` sets the count; [`default_threads`] otherwise.
+
+use std::sync::Arc;
+
+use super::{
+    ready, DataId, Engine, EpochProgress, HostState, Inference, Moments, Pending, RawMetrics, Step, TrainConfig,
+};
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::fast::simd::{multiversion, Isa, Simd};
+use crate::fast::{FastBackward, FastDx, FastHead, FastLayer, Fusion, Layout};
+use crate::layers::{Backward, Ctx, HeadLayer, HeadOutputs, HiddenLayer, LayerAt, Pass, RunSettings};
+use crate::model::{Model, Weights};
+
+/// Threads used when `RAYON_NUM_THREADS` is not set: every CPU this process may use
+/// (`available_parallelism`; never more than a batch has micro-batches).
+///
+/// Measured on the 2-vCPU machine (AVX-512) this was tuned on, base net, batch 128,
+/// `cargo test --release --test fast_cpu -- --ignored report_training`, 1 vs 2 threads in one
+/// session: with the machine otherwise idle, 8,300–8,500 img/s vs 15,200–16,100 (1.85×; deep
+/// net 12,600 vs 24,500); with one other busy process on the machine, 8,100–8,300 vs 7,600–8,200
+/// (0.95×). The two vCPUs behave as two cores for this kernel mix — unlike PyTorch's OpenMP
+/// threads there, which spin against each other — and a second thread never cost more than 5 %.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `RAYON_NUM_THREADS` when set to a positive number, else [`default_threads`].
+pub fn threads_from_env() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or_else(default_threads)
+}
+
+/// Images per micro-batch: small enough that a micro-batch's activations and gradients stay in
+/// L2 across layers, large enough that per-call overheads vanish.
+pub const MICRO_BATCH: usize = 8;
+
+/// The net for micro-batches of up to [`MICRO_BATCH`] images: every layer's fast kernels
+/// (holding this step's packed weights). Read-only while micro-batches run.
+struct Net {
+    hidden: Vec<Box<dyn FastLayer>>,
+    fusion: Vec<Fusion>,
+    /// Whether layer i's dpre is written by layer i + 1's backward pass, through layer i's ReLU.
+    fused: Vec<bool>,
+    head: Box<dyn FastHead>,
+    isa: Isa,
+    x0_layout: Layout,
+    classes: usize,
+    /// Images per micro-batch: [`MICRO_BATCH`], or the batch size when smaller.
+    micro: usize,
+}
+
+/// One worker's buffers for a micro-batch, and its gradient sums over the step.
+struct Workspace {
+    /// The micro-batch's input (padded when the first layer reads it padded) and labels.
+    x0: Vec<f32>,
+    labels: Vec<u32>,
+    /// Output of each hidden layer in the layout its consumer reads; dL/d(that output), plain,
+    /// where a layer reads it; the dL/d(pre-activation) of each layer with a ReLU output, padded.
+    acts: Vec<Vec<f32>>,
+    dacts: Vec<Vec<f32>>,
+    dpres: Vec<Vec<f32>>,
+    dlogits: Vec<f32>,
+    grads: Vec<f32>,
+}
+
+/// What one worker gets for a step: its index and buffers, its rows, and its slices of the
+/// per-sample losses, predictions and probabilities.
+type WorkerPart<'a> = (((usize, &'a mut Workspace), &'a [u32]), (&'a mut [f32], (&'a mut [u32], &'a mut [f32])));
+
+/// A model, its optimiser state and its activations, on the CPU, fast.
+pub struct FastCpuEngine {
+    isa: Isa,
+    threads: usize,
+    pool: Option<rayon::ThreadPool>,
+    net: Net,
+    workspaces: Vec<Workspace>,
+    host: HostState,
+    /// Per sample of the last batch: probabilities, loss, predicted class.
+    probs: Vec<f32>,
+    losses: Vec<f32>,
+    predicted: Vec<u32>,
+}
+
+impl FastCpuEngine {
+    /// An engine training `model` from `weights` on `train`, with the widest instruction set
+    /// this CPU has and `RAYON_NUM_THREADS` (else [`default_threads`]) threads.
+    pub fn new(model: &Model, train: &Dataset, weights: Weights, config: &TrainConfig) -> Result<Self> {
+        Self::with_options(model, train, weights, config, &FastOptions::default())
+    }
+
+    /// The same with a chosen instruction set, thread count, and whether to run every layer
+    /// through its reference (the tests check every instruction set and the fallback).
+    pub fn with_options(
+        model: &Model,
+        train: &Dataset,
+        weights: Weights,
+        config: &TrainConfig,
+        options: &FastOptions,
+    ) -> Result<Self> {
+        let host = HostState::new(model, train, weights, config)?;
+        let (isa, batch) = (options.isa, config.batch_size);
+        let micro = MICRO_BATCH.min(batch);
+        let threads = options.threads.clamp(1, batch.div_ceil(micro));
+        let pool = if threads > 1 {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
+            Some(pool.map_err(|e| Error::invalid(format!("cannot start {threads} CPU threads: {e}")))?)
+        } else {
+            None
+        };
+        let run = host.run;
+        let reference = options.reference_only;
+        let fusion: Vec<Fusion> =
+            model.hidden.iter().map(|p| if reference { Fusion::default() } else { p.layer.fast_fusion() }).collect();
+        // A layer writes its output in the layout its consumer reads.
+        let input_pad = |i: usize| fusion.get(i).map_or(0, |f| f.input_pad);
+        let x0_layout = Layout { pad: input_pad(0), ..Layout::plain(model.input) };
+        let act_layouts: Vec<Layout> = model
+            .hidden
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Layout { pad: input_pad(i + 1), ..Layout::plain(p.at.output) })
+            .collect();
+        let hidden: Vec<Box<dyn FastLayer>> = model
+            .hidden
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let x = if i == 0 { x0_layout } else { act_layouts[i - 1] };
+                let c = Ctx { at: &p.at, batch: micro, run };
+                let fast = if reference { None } else { p.layer.fast(&c, isa, x, act_layouts[i]) };
+                fast.unwrap_or_else(|| Box::new(ReferenceLayer::new(&p.layer, &p.at, run, x, act_layouts[i])))
+            })
+            .collect();
+        let fused: Vec<bool> = (0..hidden.len())
+            .map(|i| fusion[i].relu_output && fusion.get(i + 1).is_some_and(|f| f.masked_dx))
+            .collect();
+        let head_c = Ctx { at: &model.head.at, batch: micro, run };
+        let head = match if reference { None } else { model.head.layer.fast(&head_c, isa) } {
+            Some(fast) => fast,
+            None => Box::new(ReferenceHead {
+                layer: model.head.layer.clone(),
+                at: model.head.at.clone(),
+                run,
+                params: Vec::new(),
+            }),
+        };
+        let (count, classes) = (model.param_count, model.classes());
+        let workspace = || Workspace {
+            x0: x0_layout.zeros(micro),
+            labels: vec![0; micro],
+            acts: act_layouts.iter().map(|l| l.zeros(micro)).collect(),
+            dacts: model
+                .hidden
+                .iter()
+                .zip(&fused)
+                .map(|(p, &fused)| if fused { Vec::new() } else { vec![0.0; micro * p.at.output_len()] })
+                .collect(),
+            dpres: model
+                .hidden
+                .iter()
+                .zip(&fusion)
+                .map(|(p, f)| if f.relu_output { Layout::padded(p.at.output).zeros(micro) } else { Vec::new() })
+                .collect(),
+            dlogits: vec![0.0; micro * classes],
+            grads: vec![0.0; count],
+        };
+        Ok(FastCpuEngine {
+            isa,
+            threads,
+            pool,
+            workspaces: (0..threads).map(|_| workspace()).collect(),
+            net: Net { hidden, fusion, fused, head, isa, x0_layout, classes, micro },
+            host,
+            probs: vec![0.0; batch * classes],
+            losses: vec![0.0; batch],
+            predicted: vec![0; batch],
+        })
+    }
+
+    /// The instruction set the kernels run with.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Worker threads.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Floats (and labels) of every buffer the engine holds: constant from construction on (the
+    /// tests check that it does not change across steps).
+    pub fn buffer_capacity(&self) -> usize {
+        let lists = |l: &[Vec<f32>]| l.iter().map(Vec::capacity).sum::<usize>();
+        let plans: usize = self.net.hidden.iter().map(|h| h.scratch_capacity()).sum();
+        let workspaces: usize = self
+            .workspaces
+            .iter()
+            .map(|w| {
+                w.x0.capacity()
+                    + w.labels.capacity()
+                    + lists(&w.acts)
+                    + lists(&w.dacts)
+                    + lists(&w.dpres)
+                    + w.dlogits.capacity()
+                    + w.grads.capacity()
+            })
+            .sum();
+        let host = &self.host;
+        plans
+            + workspaces
+            + self.net.head.scratch_capacity()
+            + [&host.weights.params, &host.grads, &host.m, &host.v, &self.probs, &self.losses]
+                .iter()
+                .map(|v| v.capacity())
+                .sum::<usize>()
+            + self.predicted.capacity()
+    }
+
+    /// Forward passes (no dropout) over `data` in batches, each batch's per-sample results in
+    /// `probs`, `losses`, `predicted` before `each` sees them.
+    fn infer(&mut self, data: DataId, each: &mut dyn FnMut(&Self, usize)) -> Result<()> {
+        let params = std::mem::take(&mut self.host.weights.params);
+        self.net.pack(&params, false);
+        self.host.weights.params = params;
+        let data = self.host.datasets.get(data.0).cloned();
+        let data = data.ok_or_else(|| Error::invalid("no such dataset was prepared"))?;
+        let rows: Vec<u32> = (0..data.len() as u32).collect();
+        for chunk in rows.chunks(self.host.batch) {
+            self.run(&data, chunk, Pass::Inference);
+            each(self, chunk.len());
+        }
+        Ok(())
+    }
+
+    /// Runs `rows` through the net in micro-batches, on the workers: forward always, backward
+    /// (into the workers' gradient sums) in training.
+    fn run(&mut self, data: &Dataset, rows: &[u32], pass: Pass) {
+        let FastCpuEngine { net, workspaces, probs, losses, predicted, pool, host, .. } = self;
+        let state = &host.weights.state;
+        let nb = rows.len();
+        let (classes, micro) = (net.classes, net.micro);
+        // Worker w takes the micro-batches of samples [w·per_worker, (w + 1)·per_worker).
+        let per_worker = nb.div_ceil(micro).div_ceil(workspaces.len()) * micro;
+        let work = |(((w, workspace), rows), (losses, (predicted, probs))): WorkerPart<'_>| {
+            let outputs = rows.chunks(micro).zip(losses.chunks_mut(micro)).zip(predicted.chunks_mut(micro));
+            for (i, ((rows, losses), predicted)) in outputs.enumerate() {
+                let first = w * per_worker + i * micro;
+                let pass = match pass {
+                    Pass::Training { step, .. } => Pass::Training { step, first },
+                    Pass::Inference => Pass::Inference,
+                };
+                let probs = &mut probs[i * micro * classes..][..rows.len() * classes];
+                net.micro_batch(workspace, data, rows, nb, pass, state, (probs, losses, predicted));
+            }
+        };
+        let losses = &mut losses[..nb];
+        let predicted = &mut predicted[..nb];
+        let probs = &mut probs[..nb * classes];
+        match pool {
+            None => {
+                let parts = workspaces.iter_mut().enumerate().zip(rows.chunks(per_worker)).zip(
+                    losses
+                        .chunks_mut(per_worker)
+                        .zip(predicted.chunks_mut(per_worker).zip(probs.chunks_mut(per_worker * classes))),
+                );
+                parts.for_each(work);
+            }
+            Some(pool) => {
+                use rayon::prelude::*;
+                pool.install(|| {
+                    let parts = workspaces.par_iter_mut().enumerate().zip(rows.par_chunks(per_worker)).zip(
+                        losses
+                            .par_chunks_mut(per_worker)
+                            .zip(predicted.par_chunks_mut(per_worker).zip(probs.par_chunks_mut(per_worker * classes))),
+                    );
+                    parts.for_each(work);
+                });
+            }
+        }
+    }
+}
+
+/// How [`FastCpuEngine::with_options`] runs.
+#[derive(Clone, Copy, Debug)]
+pub struct FastOptions {
+    pub isa: Isa,
+    pub threads: usize,
+    /// Every layer through its reference (as a layer without fast kernels runs).
+    pub reference_only: bool,
+}
+
+impl Default for FastOptions {
+    /// The widest instruction set, `RAYON_NUM_THREADS` (else every CPU), fast kernels.
+    fn default() -> Self {
+        FastOptions { isa: Isa::best(), threads: threads_from_env(), reference_only: false }
+    }
+}
+
+impl Net {
+    /// Packs this step's weights into the layers' kernels (and the transposed ones for the
+    /// backward pass).
+    fn pack(&mut self, params: &[f32], backward: bool) {
+        for layer in &mut self.hidden {
+            layer.pack(params, backward);
+        }
+        self.head.pack(params);
+    }
+
+    /// One micro-batch: the samples of `rows`, part of a batch of `batch`. Forward always; in
+    /// training, backward with the weight gradients added to `w.grads`.
+    #[allow(clippy::too_many_arguments)]
+    fn micro_batch(
+        &self,
+        w: &mut Workspace,
+        data: &Dataset,
+        rows: &[u32],
+        batch: usize,
+        pass: Pass,
+        state: &[f32],
+        (probs, losses, predicted): (&mut [f32], &mut [f32], &mut [u32]),
+    ) {
+        let nb = rows.len();
+        let Workspace { x0, labels, acts, dacts, dpres, dlogits, grads } = w;
+        let sample_len = self.x0_layout.sample_len();
+        gather_isa(self.isa, x0, &self.x0_layout, &data.images, rows, sample_len);
+        for (label, &row) in labels.iter_mut().zip(rows) {
+            *label = u32::from(data.labels[row as usize]);
+        }
+
+        for (i, layer) in self.hidden.iter().enumerate() {
+            let (before, after) = acts.split_at_mut(i);
+            let x: &[f32] = if i == 0 { x0 } else { &before[i - 1] };
+            layer.forward(nb, pass, x, &mut after[0], state);
+        }
+        let features: &[f32] = acts.last().unwrap_or(x0);
+        let out = HeadOutputs { probs, dlogits: &mut dlogits[..], losses, predicted };
+        self.head.forward(nb, features, labels, batch, out);
+        if !pass.is_training() {
+            return;
+        }
+
+        let hidden = self.hidden.len();
+        // The head writes plain dx: the last hidden layer is never fused with it.
+        self.head.backward(nb, features, dlogits, dacts.last_mut().map(|d| &mut d[..]), grads);
+        for i in (0..hidden).rev() {
+            let (dacts_before, dacts_after) = dacts.split_at_mut(i);
+            let (dpres_before, dpres_after) = dpres.split_at_mut(i);
+            let dx = match i {
+                0 => FastDx::None,
+                _ if self.fused[i - 1] => FastDx::ThroughRelu(&mut dpres_before[i - 1]),
+                _ => FastDx::Plain(&mut dacts_before[i - 1]),
+            };
+            let dpre = self.fusion[i].relu_output.then(|| &mut dpres_after[0][..]);
+            let backward = FastBackward {
+                x: if i == 0 { x0 } else { &acts[i - 1] },
+                y: &acts[i],
+                dy: &dacts_after[0],
+                dpre,
+                dpre_ready: self.fused[i],
+                dx,
+                grads,
+            };
+            self.hidden[i].backward(nb, pass, backward);
+        }
+    }
+}
+
+multiversion!(fn gather_isa = gather_impl(x: &mut [f32], layout: &Layout, images: &[u8], rows: &[u32], sample_len: usize));
+
+/// [`crate::gather::gather`] into `layout`: pixels scaled by `/ 255` exactly as there.
+#[inline(always)]
+fn gather_impl<S: Simd>(x: &mut [f32], layout: &Layout, images: &[u8], rows: &[u32], sample_len: usize) {
+    let row = layout.width * layout.channels;
+    for (n, &image) in rows.iter().enumerate() {
+        let image = &images[image as usize * sample_len..][..sample_len];
+        for y in 0..layout.height {
+            let out = &mut x[layout.at(n, y, 0)..][..row];
+            for (o, &byte) in out.iter_mut().zip(&image[y * row..][..row]) {
+                *o = f32::from(byte) / 255.0;
+            }
+        }
+    }
+}
+
+impl Inference for FastCpuEngine {
+    fn describe(&self) -> String {
+        let threads = if self.threads == 1 { "1 thread".to_string() } else { format!("{} threads", self.threads) };
+        format!("CPU fast ({}, {threads})", self.isa)
+    }
+
+    fn prepare(&mut self, data: &Dataset) -> Result<DataId> {
+        Ok(self.host.prepare(data))
+    }
+
+    fn evaluate(&mut self, data: DataId) -> Pending<'_, RawMetrics> {
+        let mut raw = RawMetrics::default();
+        let result = self.infer(data, &mut |engine, n| {
+            raw.losses.extend_from_slice(&engine.losses[..n]);
+            raw.predictions.extend_from_slice(&engine.predicted[..n]);
+        });
+        raw.penalties.push(self.net.head.penalty(&self.host.weights.params));
+        ready(result.map(|()| raw))
+    }
+
+    fn probabilities(&mut self, data: DataId) -> Pending<'_, Vec<f32>> {
+        let classes = self.net.classes;
+        let mut probs = Vec::new();
+        let result = self.infer(data, &mut |engine, n| probs.extend_from_slice(&engine.probs[..n * classes]));
+        ready(result.map(|()| probs))
+    }
+}
+
+impl Engine for FastCpuEngine {
+    fn begin_epoch(&mut self, order: &[u32]) -> Result<()> {
+        self.host.begin_epoch(order)
+    }
+
+    fn train_step(&mut self, step: &Step) -> Result<()> {
+        self.host.check_step(step)?;
+        // Taken out and put back, not copied: a step allocates nothing.
+        let order = std::mem::take(&mut self.host.order);
+        let rows = &order[step.start..step.start + step.len];
+        let pass = Pass::Training { step: step.dropout_step(), first: 0 };
+        let params = std::mem::take(&mut self.host.weights.params);
+        self.net.pack(&params, true);
+        self.host.weights.params = params;
+        for workspace in &mut self.workspaces {
+            workspace.grads.fill(0.0);
+        }
+        let train = std::mem::take(&mut self.host.datasets[0]);
+        self.run(&train, rows, pass);
+        self.host.datasets[0] = train;
+        // The workers' sums, in worker order.
+        let host = &mut self.host;
+        let (first, rest) = self.workspaces.split_first().expect("at least one worker");
+        host.grads.copy_from_slice(&first.grads);
+        for workspace in rest {
+            for (g, w) in host.grads.iter_mut().zip(&workspace.grads) {
+                *g += w;
+            }
+        }
+        let penalty = self.net.head.regularize(&host.weights.params, &mut host.grads);
+        crate::adam::fast::update(
+            &mut host.weights.params,
+            &mut host.m,
+            &mut host.v,
+            &host.grads,
+            step.alpha,
+            &host.adam,
+            self.isa,
+        );
+        let n = rows.len();
+        self.host.order = order;
+        self.host.record(&self.losses[..n], &self.predicted[..n], penalty);
+        Ok(())
+    }
+
+    fn progress(&mut self) -> EpochProgress {
+        self.host.progress()
+    }
+
+    fn epoch_metrics(&mut self) -> Pending<'_, RawMetrics> {
+        ready(Ok(self.host.epoch.clone()))
+    }
+
+    fn weights(&mut self) -> Pending<'_, Weights> {
+        ready(Ok(self.host.weights.clone()))
+    }
+
+    fn moments(&mut self) -> Pending<'_, Moments> {
+        ready(Ok(self.host.moments()))
+    }
+
+    fn set_moments(&mut self, moments: &Moments) -> Result<()> {
+        self.host.set_moments(moments)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reference in place of fast kernels.
+
+/// A hidden layer without fast kernels: its reference on plain copies of the engine's tensors
+/// (allocated per call: this path is for correctness, not speed).
+struct ReferenceLayer {
+    layer: Arc<dyn HiddenLayer>,
+    at: LayerAt,
+    run: RunSettings,
+    x: Layout,
+    y: Layout,
+    params: Vec<f32>,
+}
+
+impl ReferenceLayer {
+    fn new(layer: &Arc<dyn HiddenLayer>, at: &LayerAt, run: RunSettings, x: Layout, y: Layout) -> Self {
+        ReferenceLayer { layer: layer.clone(), at: at.clone(), run, x, y, params: Vec::new() }
+    }
+
+    fn plain(layout: &Layout, stored: &[f32], batch: usize) -> Vec<f32> {
+        let mut plain = vec![0.0; batch * layout.sample_len()];
+        layout.unpack(&mut plain, stored, batch);
+        plain
+    }
+}
+
+impl FastLayer for ReferenceLayer {
+    fn pack(&mut self, params: &[f32], _backward: bool) {
+        self.params.clear();
+        self.params.extend_from_slice(params);
+    }
+
+    fn forward(&self, batch: usize, pass: Pass, x: &[f32], y: &mut [f32], state: &[f32]) {
+        let c = Ctx { at: &self.at, batch, run: self.run };
+        let x = Self::plain(&self.x, x, batch);
+        let mut plain_y = vec![0.0; batch * self.y.sample_len()];
+        // A layer that updates its state in training needs the whole batch, not micro-batches.
+        let mut state = state.to_vec();
+        self.layer.forward(&c, pass, &x, &mut plain_y, &self.params, &mut state);
+        self.y.pack(y, &plain_y, batch);
+    }
+
+    fn backward(&self, batch: usize, pass: Pass, b: FastBackward<'_>) {
+        let c = Ctx { at: &self.at, batch, run: self.run };
+        let (x, y) = (Self::plain(&self.x, b.x, batch), Self::plain(&self.y, b.y, batch));
+        let mut grads = vec![0.0; self.params.len()];
+        let mut dx = vec![0.0; batch * self.x.sample_len()];
+        let wants_dx = matches!(b.dx, FastDx::Plain(_));
+        let backward = Backward {
+            x: &x,
+            y: &y,
+            dy: &b.dy[..batch * self.y.sample_len()],
+            dx: wants_dx.then_some(&mut dx[..]),
+            params: &self.params,
+            grads: &mut grads,
+        };
+        self.layer.backward(&c, pass, backward);
+        match b.dx {
+            FastDx::Plain(out) => out[..dx.len()].copy_from_slice(&dx),
+            FastDx::None => {}
+            FastDx::ThroughRelu(_) => unreachable!("the reference in place of fast kernels sets no Fusion"),
+        }
+        for tensor in self.at.tensors.iter().filter(|t| t.spec.trainable) {
+            for (sum, g) in b.grads[tensor.range()].iter_mut().zip(&grads[tensor.range()]) {
+                *sum += g;
+            }
+        }
+    }
+}
+
+/// The head without fast kernels: its reference.
+struct ReferenceHead {
+    layer: Arc<dyn HeadLayer>,
+    at: LayerAt,
+    run: RunSettings,
+    params: Vec<f32>,
+}
+
+impl ReferenceHead {
+    fn add_own(&self, sums: &mut [f32], own: &[f32]) {
+        for tensor in self.at.tensors.iter().filter(|t| t.spec.trainable) {
+            for (sum, g) in sums[tensor.range()].iter_mut().zip(&own[tensor.range()]) {
+                *sum += g;
+            }
+        }
+    }
+}
+
+impl FastHead for ReferenceHead {
+    fn pack(&mut self, params: &[f32]) {
+        self.params.clear();
+        self.params.extend_from_slice(params);
+    }
+
+    fn forward(&self, batch: usize, x: &[f32], labels: &[u32], mean_over: usize, out: HeadOutputs<'_, f32>) {
+        let c = Ctx { at: &self.at, batch, run: self.run };
+        self.layer.forward(&c, x, &self.params, labels, mean_over, out);
+    }
+
+    fn backward(&self, batch: usize, x: &[f32], dlogits: &[f32], dx: Option<&mut [f32]>, grads: &mut [f32]) {
+        let c = Ctx { at: &self.at, batch, run: self.run };
+        let mut own = vec![0.0; grads.len()];
+        self.layer.backward(&c, x, dlogits, dx, &self.params, &mut own);
+        self.add_own(grads, &own);
+    }
+
+    fn regularize(&self, params: &[f32], grads: &mut [f32]) -> f32 {
+        let c = Ctx { at: &self.at, batch: 1, run: self.run };
+        self.layer.penalty_backward(&c, params, grads);
+        self.layer.penalty(&c, params)
+    }
+
+    fn penalty(&self, params: &[f32]) -> f32 {
+        self.layer.penalty(&Ctx { at: &self.at, batch: 1, run: self.run }, params)
+    }
+}
