@@ -3,7 +3,9 @@
 //! wgpu's validation/out-of-memory errors into [`Error`]s.
 //!
 //! Embedders do not need [`GpuContext`]: the free functions [`upload`], [`read_buffer`] and
-//! [`with_error_scope`] take a plain `&wgpu::Device` / `&wgpu::Queue`.
+//! [`with_error_scope`] take a plain `&wgpu::Device` / `&wgpu::Queue`, and
+//! [`GpuContext::from_parts`] wraps an application's own adapter, device and queue for the
+//! engines.
 
 use std::fmt;
 
@@ -126,7 +128,7 @@ fn adapter_rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
 }
 
 /// True for adapters that run on the CPU (llvmpipe/lavapipe, WARP, SwiftShader): correct, but
-/// far slower than the CPU backend, so they are for testing, not for timing.
+/// far slower than the CPU engines, so they are for testing, not for timing.
 pub fn is_software(info: &wgpu::AdapterInfo) -> bool {
     info.device_type == wgpu::DeviceType::Cpu
 }
@@ -156,6 +158,14 @@ impl GpuContext {
         .map_err(|source| Error::RequestDevice { adapter: info.name.clone(), source })?;
         let kernels = crate::kernel::Kernels::new(&device);
         Ok(GpuContext { adapter, device, queue, info, kernels })
+    }
+
+    /// A context on an application's own adapter, device and queue (nothing is created but an
+    /// empty pipeline cache).
+    pub fn from_parts(adapter: wgpu::Adapter, device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        let info = adapter.get_info();
+        let kernels = crate::kernel::Kernels::new(&device);
+        GpuContext { adapter, device, queue, info, kernels }
     }
 
     /// "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)".

@@ -671,6 +671,19 @@ mod tests {
     }
 
     #[test]
+    fn the_base_nets_convolutions_pad_as_tensorflow() {
+        let model = crate::model::Model::new(&crate::model::Architecture::parse("base").unwrap(), [32, 32, 3]).unwrap();
+        let padding = |i: usize| {
+            let conv = Conv2d { filters: model.hidden[i].at.output[2], stride: [1, 2][i % 2] };
+            let s = Conv2dShape::for_layer(&conv, &Ctx { at: &model.hidden[i].at, batch: 1, run: Default::default() });
+            (s.pad_top, s.pad_left)
+        };
+        // Stride 1: one pixel each side; stride 2 on an even size: 0 before (and 1 after).
+        assert_eq!(padding(0), (1, 1));
+        assert_eq!(padding(1), (0, 0));
+    }
+
+    #[test]
     fn chunks_cover_every_position_and_shrink_on_a_hardware_gpu() {
         for (input, filters, stride) in [([32, 32, 3], 16, 1), ([32, 32, 16], 16, 2), ([16, 16, 32], 32, 2)] {
             let software = Conv2dShape::new(128, input, filters, stride);

@@ -196,7 +196,7 @@ fn forward_of<T: Float>(
 
 /// One sample's softmax + cross-entropy from its `logits`, which become the probabilities in
 /// place: returns (loss = logsumexp − the label's logit, first arg-max) and writes
-/// `dlogits = (probs − one_hot) · inverse_batch`. Shared by the reference and the fast backend.
+/// `dlogits = (probs − one_hot) · inverse_batch`. Shared by the reference and the fast engine.
 pub fn softmax_cross_entropy<T: Float>(
     logits: &mut [T],
     dlogits: &mut [T],
