@@ -83,7 +83,7 @@ fn main() {
 mod tests {
     #[test]
     fn the_embedding_example_convolves_on_its_own_device_and_matches_the_cpu() {
-        if std::env::var("WGPU_CNN_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
+        if std::env::var(wgpu_cnn::selftest::SKIP_GPU_TESTS).is_ok_and(|v| v == "1") {
             eprintln!("WGPU_CNN_SKIP_GPU_TESTS=1: skipping");
             return;
         }

@@ -81,6 +81,37 @@ impl std::fmt::Display for Check {
     }
 }
 
+/// The variable that lets a machine without any adapter run the CPU tests alone (`1`).
+pub const SKIP_GPU_TESTS: &str = "WGPU_CNN_SKIP_GPU_TESTS";
+
+/// The GPU context a test binary's GPU tests share, on the adapter `WGPU_BACKEND` and
+/// `WGPU_ADAPTER_NAME` pick; `None` when the user opted out with `WGPU_CNN_SKIP_GPU_TESTS=1`.
+/// Test support: without an adapter (and without the opt-out) it panics, saying how to get one,
+/// so that a missing driver fails the tests instead of skipping them.
+pub fn test_context() -> Option<&'static GpuContext> {
+    static CONTEXT: std::sync::OnceLock<Option<GpuContext>> = std::sync::OnceLock::new();
+    CONTEXT
+        .get_or_init(|| {
+            if std::env::var(SKIP_GPU_TESTS).is_ok_and(|v| v == "1") {
+                eprintln!("{SKIP_GPU_TESTS}=1: skipping GPU tests");
+                return None;
+            }
+            let options = crate::gpu::GpuOptions::from_env().expect("WGPU_BACKEND names a backend");
+            match GpuContext::new(&options) {
+                Ok(ctx) => {
+                    eprintln!("GPU tests run on {}", ctx.describe());
+                    Some(ctx)
+                }
+                Err(e) => panic!(
+                    "GPU tests need an adapter and none was found: {e}\n\
+                     Install one (Linux: `apt-get install mesa-vulkan-drivers libvulkan1`), \
+                     or set {SKIP_GPU_TESTS}=1 to skip the GPU tests explicitly."
+                ),
+            }
+        })
+        .as_ref()
+}
+
 /// Every check, on `ctx`'s adapter: Part I, every layer kind of the registry, Adam, the gather.
 pub fn run_all(ctx: &GpuContext) -> Result<Vec<Check>> {
     let mut checks = conv3x3(ctx)?;

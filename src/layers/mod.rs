@@ -422,6 +422,24 @@ impl LayerPass {
     }
 }
 
+/// Binds a layer that is one `forward` and one `backward_input` entry point of `shader` (max
+/// pooling, dropout): the forward pass on `forward`'s buffers, and the input gradient on
+/// `backward`'s when there is one to write (training, and not the first layer).
+pub(crate) fn bind_forward_and_input_gradient(
+    gpu: &GpuLayer<'_>,
+    shader: &'static Shader,
+    forward: (&[crate::kernel::Arg<'_>], crate::kernel::Grid),
+    backward: Option<(Vec<crate::kernel::Arg<'_>>, crate::kernel::Grid)>,
+) -> Result<LayerPass> {
+    let device = gpu.kernels.device();
+    let mut pass = LayerPass::default();
+    pass.forward.push(Dispatch::new(device, &gpu.kernels.get(shader, "forward", &[])?, forward.0, forward.1)?);
+    if let Some((args, grid)) = backward {
+        pass.backward.push(Dispatch::new(device, &gpu.kernels.get(shader, "backward_input", &[])?, &args, grid)?);
+    }
+    Ok(pass)
+}
+
 /// A layer between the input and the head.
 pub trait HiddenLayer: LayerInfo + Reference<f32> + Reference<f64> {
     /// Builds (through `gpu.kernels`, once per shape) and binds this layer's GPU kernels for

@@ -25,9 +25,7 @@
 
 use std::sync::Arc;
 
-use super::{
-    ready, DataId, Engine, EpochProgress, HostState, Inference, Moments, Pending, RawMetrics, Step, TrainConfig,
-};
+use super::{DataId, Engine, HostState, Inference, Step, TrainConfig};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::fast::simd::{multiversion, Isa, Simd};
@@ -243,6 +241,15 @@ impl FastCpuEngine {
             + self.predicted.capacity()
     }
 
+    fn classes(&self) -> usize {
+        self.net.classes
+    }
+
+    /// The regulariser's penalty for the current weights.
+    fn penalty(&self) -> f32 {
+        self.net.head.penalty(&self.host.weights.params)
+    }
+
     /// Forward passes (no dropout) over `data` in batches, each batch's per-sample results in
     /// `probs`, `losses`, `predicted` before `each` sees them.
     fn infer(&mut self, data: DataId, each: &mut dyn FnMut(&Self, usize)) -> Result<()> {
@@ -415,32 +422,11 @@ impl Inference for FastCpuEngine {
         format!("CPU fast ({}, {threads})", self.isa)
     }
 
-    fn prepare(&mut self, data: &Dataset) -> Result<DataId> {
-        Ok(self.host.prepare(data))
-    }
-
-    fn evaluate(&mut self, data: DataId) -> Pending<'_, RawMetrics> {
-        let mut raw = RawMetrics::default();
-        let result = self.infer(data, &mut |engine, n| {
-            raw.losses.extend_from_slice(&engine.losses[..n]);
-            raw.predictions.extend_from_slice(&engine.predicted[..n]);
-        });
-        raw.penalties.push(self.net.head.penalty(&self.host.weights.params));
-        ready(result.map(|()| raw))
-    }
-
-    fn probabilities(&mut self, data: DataId) -> Pending<'_, Vec<f32>> {
-        let classes = self.net.classes;
-        let mut probs = Vec::new();
-        let result = self.infer(data, &mut |engine, n| probs.extend_from_slice(&engine.probs[..n * classes]));
-        ready(result.map(|()| probs))
-    }
+    super::cpu_inference!();
 }
 
 impl Engine for FastCpuEngine {
-    fn begin_epoch(&mut self, order: &[u32]) -> Result<()> {
-        self.host.begin_epoch(order)
-    }
+    super::cpu_engine!();
 
     fn train_step(&mut self, step: &Step) -> Result<()> {
         self.host.check_step(step)?;
@@ -480,26 +466,6 @@ impl Engine for FastCpuEngine {
         self.host.order = order;
         self.host.record(&self.losses[..n], &self.predicted[..n], penalty);
         Ok(())
-    }
-
-    fn progress(&mut self) -> EpochProgress {
-        self.host.progress()
-    }
-
-    fn epoch_metrics(&mut self) -> Pending<'_, RawMetrics> {
-        ready(Ok(self.host.epoch.clone()))
-    }
-
-    fn weights(&mut self) -> Pending<'_, Weights> {
-        ready(Ok(self.host.weights.clone()))
-    }
-
-    fn moments(&mut self) -> Pending<'_, Moments> {
-        ready(Ok(self.host.moments()))
-    }
-
-    fn set_moments(&mut self, moments: &Moments) -> Result<()> {
-        self.host.set_moments(moments)
     }
 }
 

@@ -258,6 +258,28 @@ impl GpuNet {
     }
 }
 
+/// The [`Inference`] methods of both GPU engines, over their forward net `self.net`.
+macro_rules! gpu_inference {
+    () => {
+        fn describe(&self) -> String {
+            self.net.description.clone()
+        }
+
+        fn prepare(&mut self, data: &Dataset) -> Result<DataId> {
+            let capacity = self.net.metrics_capacity;
+            self.net.prepare("evaluation set", data, data.len().min(capacity))
+        }
+
+        fn evaluate(&mut self, data: DataId) -> Pending<'_, RawMetrics> {
+            Box::pin(async move { Ok(self.net.inference(data, false).await?.0) })
+        }
+
+        fn probabilities(&mut self, data: DataId) -> Pending<'_, Vec<f32>> {
+            Box::pin(async move { Ok(self.net.inference(data, true).await?.1) })
+        }
+    };
+}
+
 /// A model, its optimiser state, activations and training set, resident on one device.
 pub struct GpuEngine {
     net: GpuNet,
@@ -442,22 +464,7 @@ impl GpuEngine {
 }
 
 impl Inference for GpuEngine {
-    fn describe(&self) -> String {
-        self.net.description.clone()
-    }
-
-    fn prepare(&mut self, data: &Dataset) -> Result<DataId> {
-        let capacity = self.net.metrics_capacity;
-        self.net.prepare("evaluation set", data, data.len().min(capacity))
-    }
-
-    fn evaluate(&mut self, data: DataId) -> Pending<'_, RawMetrics> {
-        Box::pin(async move { Ok(self.net.inference(data, false).await?.0) })
-    }
-
-    fn probabilities(&mut self, data: DataId) -> Pending<'_, Vec<f32>> {
-        Box::pin(async move { Ok(self.net.inference(data, true).await?.1) })
-    }
+    gpu_inference!();
 }
 
 impl Engine for GpuEngine {
@@ -575,22 +582,7 @@ impl GpuInference {
 }
 
 impl Inference for GpuInference {
-    fn describe(&self) -> String {
-        self.net.description.clone()
-    }
-
-    fn prepare(&mut self, data: &Dataset) -> Result<DataId> {
-        let capacity = self.net.metrics_capacity;
-        self.net.prepare("evaluation set", data, data.len().min(capacity))
-    }
-
-    fn evaluate(&mut self, data: DataId) -> Pending<'_, RawMetrics> {
-        Box::pin(async move { Ok(self.net.inference(data, false).await?.0) })
-    }
-
-    fn probabilities(&mut self, data: DataId) -> Pending<'_, Vec<f32>> {
-        Box::pin(async move { Ok(self.net.inference(data, true).await?.1) })
-    }
+    gpu_inference!();
 }
 
 /// Running metrics during an epoch without stalling the queue: after a step, the metrics written

@@ -346,6 +346,66 @@ impl HostState {
     }
 }
 
+/// The [`Inference`] methods the two CPU engines share, over their `host` ([`HostState`]), their
+/// per-sample outputs of the last batch (`losses`, `predicted`, `probs`) and their
+/// `infer(data, each)`, `penalty()` and `classes()`: written once, expanded in each `impl`.
+macro_rules! cpu_inference {
+    () => {
+        fn prepare(&mut self, data: &$crate::data::Dataset) -> $crate::Result<$crate::train::DataId> {
+            Ok(self.host.prepare(data))
+        }
+
+        fn evaluate(&mut self, data: $crate::train::DataId) -> $crate::train::Pending<'_, $crate::train::RawMetrics> {
+            let mut raw = $crate::train::RawMetrics::default();
+            let result = self.infer(data, &mut |engine, n| {
+                raw.losses.extend_from_slice(&engine.losses[..n]);
+                raw.predictions.extend_from_slice(&engine.predicted[..n]);
+            });
+            raw.penalties.push(self.penalty());
+            $crate::train::ready(result.map(|()| raw))
+        }
+
+        fn probabilities(&mut self, data: $crate::train::DataId) -> $crate::train::Pending<'_, Vec<f32>> {
+            let classes = self.classes();
+            let mut probs = Vec::new();
+            let result = self.infer(data, &mut |engine, n| probs.extend_from_slice(&engine.probs[..n * classes]));
+            $crate::train::ready(result.map(|()| probs))
+        }
+    };
+}
+pub(crate) use cpu_inference;
+
+/// The [`Engine`] methods the two CPU engines share, over their `host` ([`HostState`]): all but
+/// `train_step`.
+macro_rules! cpu_engine {
+    () => {
+        fn begin_epoch(&mut self, order: &[u32]) -> $crate::Result<()> {
+            self.host.begin_epoch(order)
+        }
+
+        fn progress(&mut self) -> $crate::train::EpochProgress {
+            self.host.progress()
+        }
+
+        fn epoch_metrics(&mut self) -> $crate::train::Pending<'_, $crate::train::RawMetrics> {
+            $crate::train::ready(Ok(self.host.epoch.clone()))
+        }
+
+        fn weights(&mut self) -> $crate::train::Pending<'_, $crate::model::Weights> {
+            $crate::train::ready(Ok(self.host.weights.clone()))
+        }
+
+        fn moments(&mut self) -> $crate::train::Pending<'_, $crate::train::Moments> {
+            $crate::train::ready(Ok(self.host.moments()))
+        }
+
+        fn set_moments(&mut self, moments: &$crate::train::Moments) -> $crate::Result<()> {
+            self.host.set_moments(moments)
+        }
+    };
+}
+pub(crate) use cpu_engine;
+
 /// Progress within an epoch: steps finished, and Keras' running loss and accuracy over the
 /// samples of those steps (on the GPU they arrive a little behind, through a readback that
 /// never stalls the queue).

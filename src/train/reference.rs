@@ -2,9 +2,7 @@
 //! the fast CPU engine are checked against, and a way to train with nothing but a CPU. Every
 //! buffer is sized once, when the engine is built.
 
-use super::{
-    ready, DataId, Engine, EpochProgress, HostState, Inference, Moments, Pending, RawMetrics, Step, TrainConfig,
-};
+use super::{DataId, Engine, HostState, Inference, Step, TrainConfig};
 use crate::adam;
 use crate::data::Dataset;
 use crate::error::Result;
@@ -106,6 +104,10 @@ impl ReferenceEngine {
         }
     }
 
+    fn classes(&self) -> usize {
+        self.model.classes()
+    }
+
     fn penalty(&self) -> f32 {
         let head = &self.model.head;
         let c = Ctx { at: &head.at, batch: self.host.batch, run: self.host.run };
@@ -128,32 +130,11 @@ impl Inference for ReferenceEngine {
         "CPU reference (plain loops, 1 thread)".to_string()
     }
 
-    fn prepare(&mut self, data: &Dataset) -> Result<DataId> {
-        Ok(self.host.prepare(data))
-    }
-
-    fn evaluate(&mut self, data: DataId) -> Pending<'_, RawMetrics> {
-        let mut raw = RawMetrics::default();
-        let result = self.infer(data, &mut |engine, n| {
-            raw.losses.extend_from_slice(&engine.losses[..n]);
-            raw.predictions.extend_from_slice(&engine.predicted[..n]);
-        });
-        raw.penalties.push(self.penalty());
-        ready(result.map(|()| raw))
-    }
-
-    fn probabilities(&mut self, data: DataId) -> Pending<'_, Vec<f32>> {
-        let classes = self.model.classes();
-        let mut probs = Vec::new();
-        let result = self.infer(data, &mut |engine, n| probs.extend_from_slice(&engine.probs[..n * classes]));
-        ready(result.map(|()| probs))
-    }
+    super::cpu_inference!();
 }
 
 impl Engine for ReferenceEngine {
-    fn begin_epoch(&mut self, order: &[u32]) -> Result<()> {
-        self.host.begin_epoch(order)
-    }
+    super::cpu_engine!();
 
     fn train_step(&mut self, step: &Step) -> Result<()> {
         let rows = self.host.rows(step)?;
@@ -169,25 +150,5 @@ impl Engine for ReferenceEngine {
         let n = rows.len();
         self.host.record(&self.losses[..n], &self.predicted[..n], penalty);
         Ok(())
-    }
-
-    fn progress(&mut self) -> EpochProgress {
-        self.host.progress()
-    }
-
-    fn epoch_metrics(&mut self) -> Pending<'_, RawMetrics> {
-        ready(Ok(self.host.epoch.clone()))
-    }
-
-    fn weights(&mut self) -> Pending<'_, Weights> {
-        ready(Ok(self.host.weights.clone()))
-    }
-
-    fn moments(&mut self) -> Pending<'_, Moments> {
-        ready(Ok(self.host.moments()))
-    }
-
-    fn set_moments(&mut self, moments: &Moments) -> Result<()> {
-        self.host.set_moments(moments)
     }
 }

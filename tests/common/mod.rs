@@ -9,34 +9,12 @@
 use std::sync::OnceLock;
 
 use wgpu_cnn::data::{self, Cifar10};
-use wgpu_cnn::gpu::{GpuContext, GpuOptions};
+use wgpu_cnn::gpu::GpuContext;
 
-pub const SKIP_VARIABLE: &str = "WGPU_CNN_SKIP_GPU_TESTS";
-
-/// The GPU context for this test binary, or `None` if the user opted out of GPU tests.
-/// Panics with instructions when no adapter is found and the user did not opt out.
+/// The GPU context for this test binary, or `None` if the user opted out of GPU tests
+/// (`WGPU_CNN_SKIP_GPU_TESTS=1`); fails with instructions when no adapter is found.
 pub fn gpu() -> Option<&'static GpuContext> {
-    static CONTEXT: OnceLock<Option<GpuContext>> = OnceLock::new();
-    CONTEXT
-        .get_or_init(|| {
-            if std::env::var(SKIP_VARIABLE).is_ok_and(|v| v == "1") {
-                eprintln!("{SKIP_VARIABLE}=1: skipping GPU tests");
-                return None;
-            }
-            let options = GpuOptions::from_env().expect("WGPU_BACKEND names a backend");
-            match GpuContext::new(&options) {
-                Ok(ctx) => {
-                    eprintln!("GPU tests run on {}", ctx.describe());
-                    Some(ctx)
-                }
-                Err(e) => panic!(
-                    "GPU tests need an adapter and none was found: {e}\n\
-                     Install one (Linux: `apt-get install mesa-vulkan-drivers libvulkan1`), \
-                     or set {SKIP_VARIABLE}=1 to skip the GPU tests explicitly."
-                ),
-            }
-        })
-        .as_ref()
+    wgpu_cnn::selftest::test_context()
 }
 
 /// A deterministic xorshift generator for test data.

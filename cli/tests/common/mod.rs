@@ -8,61 +8,13 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
-use wgpu_cnn::gpu::{GpuContext, GpuOptions};
+use wgpu_cnn::gpu::GpuContext;
 
-pub const SKIP_VARIABLE: &str = "WGPU_CNN_SKIP_GPU_TESTS";
-
-/// The GPU context for this test binary, or `None` if the user opted out of GPU tests.
-/// Panics with instructions when no adapter is found and the user did not opt out.
+/// The GPU context for this test binary, or `None` if the user opted out of GPU tests
+/// (`WGPU_CNN_SKIP_GPU_TESTS=1`); fails with instructions when no adapter is found.
 pub fn gpu() -> Option<&'static GpuContext> {
-    static CONTEXT: OnceLock<Option<GpuContext>> = OnceLock::new();
-    CONTEXT
-        .get_or_init(|| {
-            if std::env::var(SKIP_VARIABLE).is_ok_and(|v| v == "1") {
-                eprintln!("{SKIP_VARIABLE}=1: skipping GPU tests");
-                return None;
-            }
-            let options = GpuOptions::from_env().expect("WGPU_BACKEND names a backend");
-            match GpuContext::new(&options) {
-                Ok(ctx) => {
-                    eprintln!("GPU tests run on {}", ctx.describe());
-                    Some(ctx)
-                }
-                Err(e) => panic!(
-                    "GPU tests need an adapter and none was found: {e}\n\
-                     Install one (Linux: `apt-get install mesa-vulkan-drivers libvulkan1`), \
-                     or set {SKIP_VARIABLE}=1 to skip the GPU tests explicitly."
-                ),
-            }
-        })
-        .as_ref()
-}
-
-/// A deterministic xorshift generator for test data.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// Uniform in `low..high`.
-    pub fn range(&mut self, low: i64, high: i64) -> i64 {
-        low + (self.next_u64() % (high - low) as u64) as i64
-    }
-
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| (self.next_u64() >> 56) as u8).collect()
-    }
+    wgpu_cnn::selftest::test_context()
 }
 
 /// Runs the `wgpu-cnn` binary in `dir` (Mesa's harmless XDG_RUNTIME_DIR warning silenced).

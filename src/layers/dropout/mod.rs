@@ -16,12 +16,12 @@ use bytemuck::{Pod, Zeroable};
 use num_traits::Float;
 
 use super::{
-    cast, Backward, Ctx, GpuLayer, HiddenLayer, Kind, LayerAt, LayerInfo, LayerPass, Parsed, Pass, Reference,
+    bind_forward_and_input_gradient, cast, Backward, Ctx, GpuLayer, HiddenLayer, Kind, LayerAt, LayerInfo, LayerPass, Parsed, Pass, Reference,
     RunSettings, Tuning,
 };
 use crate::error::{Error, Result};
 use crate::gpu::{uniform_buffer, GpuContext};
-use crate::kernel::{arg, floats, read, read_write, uniform, Dispatch, EntryPoint, Grid, Shader};
+use crate::kernel::{arg, floats, read, read_write, uniform, EntryPoint, Grid, Shader};
 use crate::rng::{dropout_key, uniform_at};
 use crate::selftest::{self, Check, HiddenCheck, Tolerance};
 use crate::{shader_own, shader_source};
@@ -164,27 +164,14 @@ pub static SHADER: Shader = Shader {
 impl HiddenLayer for Dropout {
     fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuLayer<'_>) -> Result<LayerPass> {
         let s = DropoutShape::for_layer(self, c);
-        let device = gpu.kernels.device();
-        let shape = uniform_buffer(device, "dropout shape", &s);
+        let shape = uniform_buffer(gpu.kernels.device(), "dropout shape", &s);
         let (step, shape_arg, bytes) = (arg("step", gpu.step, 32), arg("shape", &shape, 32), floats(s.len()));
         let grid = Grid::Invocations(s.len() as u64);
-        let mut pass = LayerPass::default();
-        pass.forward.push(Dispatch::new(
-            device,
-            &gpu.kernels.get(&SHADER, "forward", &[])?,
-            &[step, shape_arg, arg("x", gpu.x, bytes), arg("y", gpu.y, bytes)],
-            grid,
-        )?);
-        if let Some(grads) = gpu.backward {
-            if let Some(dx) = grads.dx {
-                pass.backward.push(Dispatch::new(
-                    device,
-                    &gpu.kernels.get(&SHADER, "backward_input", &[])?,
-                    &[step, shape_arg, arg("dy", grads.dy, bytes), arg("dx", dx, bytes)],
-                    grid,
-                )?);
-            }
-        }
+        let forward = [step, shape_arg, arg("x", gpu.x, bytes), arg("y", gpu.y, bytes)];
+        let backward = gpu.backward.and_then(|g| g.dx.map(|dx| (g.dy, dx))).map(|(dy, dx)| {
+            (vec![step, shape_arg, arg("dy", dy, bytes), arg("dx", dx, bytes)], grid)
+        });
+        let mut pass = bind_forward_and_input_gradient(gpu, &SHADER, (&forward, grid), backward)?;
         pass.buffers.push(shape);
         Ok(pass)
     }

@@ -14,10 +14,10 @@ pub mod fast;
 use bytemuck::{Pod, Zeroable};
 use num_traits::Float;
 
-use super::{Backward, Ctx, GpuLayer, HiddenLayer, Kind, LayerAt, LayerInfo, LayerPass, Parsed, Pass, Reference, Tuning};
+use super::{bind_forward_and_input_gradient, Backward, Ctx, GpuLayer, HiddenLayer, Kind, LayerAt, LayerInfo, LayerPass, Parsed, Pass, Reference, Tuning};
 use crate::error::{Error, Result};
 use crate::gpu::{uniform_buffer, GpuContext};
-use crate::kernel::{arg, floats, read, read_write, uniform, Dispatch, EntryPoint, Grid, Shader};
+use crate::kernel::{arg, floats, read, read_write, uniform, EntryPoint, Grid, Shader};
 use crate::selftest::{self, Check, HiddenCheck, Tolerance};
 use crate::{shader_own, shader_source};
 
@@ -156,28 +156,16 @@ pub static SHADER: Shader = Shader {
 impl HiddenLayer for MaxPool2d {
     fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuLayer<'_>) -> Result<LayerPass> {
         let s = PoolShape::for_layer(c);
-        let device = gpu.kernels.device();
-        let shape = uniform_buffer(device, "maxpool2d shape", &s);
+        let shape = uniform_buffer(gpu.kernels.device(), "maxpool2d shape", &s);
         let (x_bytes, y_bytes) = (floats(s.input_len()), floats(s.output_len()));
         let (step, shape_arg, x) = (arg("step", gpu.step, 32), arg("shape", &shape, 32), arg("x", gpu.x, x_bytes));
-        let mut pass = LayerPass::default();
         // forward: one invocation per output element; backward: one per input element (a gather).
-        pass.forward.push(Dispatch::new(
-            device,
-            &gpu.kernels.get(&SHADER, "forward", &[])?,
-            &[step, shape_arg, x, arg("y", gpu.y, y_bytes)],
-            Grid::Invocations(s.output_len() as u64),
-        )?);
-        if let Some(grads) = gpu.backward {
-            if let Some(dx) = grads.dx {
-                pass.backward.push(Dispatch::new(
-                    device,
-                    &gpu.kernels.get(&SHADER, "backward_input", &[])?,
-                    &[step, shape_arg, x, arg("dy", grads.dy, y_bytes), arg("dx", dx, x_bytes)],
-                    Grid::Invocations(s.input_len() as u64),
-                )?);
-            }
-        }
+        let forward = [step, shape_arg, x, arg("y", gpu.y, y_bytes)];
+        let backward = gpu.backward.and_then(|g| g.dx.map(|dx| (g.dy, dx))).map(|(dy, dx)| {
+            (vec![step, shape_arg, x, arg("dy", dy, y_bytes), arg("dx", dx, x_bytes)], Grid::Invocations(s.input_len() as u64))
+        });
+        let forward = (&forward[..], Grid::Invocations(s.output_len() as u64));
+        let mut pass = bind_forward_and_input_gradient(gpu, &SHADER, forward, backward)?;
         pass.buffers.push(shape);
         Ok(pass)
     }
