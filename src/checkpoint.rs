@@ -340,6 +340,17 @@ impl Checkpoint {
         }
     }
 
+    /// The training loop's `after_epoch` that saves the run to `path` after every epoch
+    /// (atomically: a crash leaves the last epoch's checkpoint), so that a crash loses at most
+    /// one epoch.
+    pub fn saver<'a>(
+        path: &'a Path,
+        architecture: &'a Architecture,
+        data: &'a str,
+    ) -> impl FnMut(&mut crate::train::Trainer<'_>) -> Result<()> + 'a {
+        move |trainer| Checkpoint::from_snapshot(architecture, trainer.snapshot()?, data).save(path)
+    }
+
     /// The settings to continue this run up to `epochs` on the data described as `data`: the
     /// run's own, but for the number of epochs. Fails, saying why and what to do, when the data
     /// differs from the run's, when it is trained that far already, or when the checkpoint holds

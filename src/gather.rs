@@ -72,7 +72,7 @@ impl GpuDataset {
                 what: format!("{name} ({rows} images)"),
                 needed: images.len() as u64,
                 allowed: 2 * max_binding,
-                hint: String::from(" in two bindings: train on fewer images (--train-size)"),
+                hint: String::from(" in two bindings: use fewer images"),
             });
         }
         let split_row = rows.min(rows_per_binding);

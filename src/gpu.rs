@@ -205,7 +205,10 @@ fn no_adapter_error(options: &GpuOptions) -> Error {
     let hint = if available.is_empty() {
         NO_ADAPTER_HINT.to_string()
     } else {
-        format!("Adapters found: {}. Pick one with --adapter NAME and --backend.", available.join("; "))
+        format!(
+            "Adapters found: {}. Pick one by name and graphics API (WGPU_ADAPTER_NAME, WGPU_BACKEND).",
+            available.join("; ")
+        )
     };
     Error::NoAdapter { wanted, hint }
 }

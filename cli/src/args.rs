@@ -91,6 +91,10 @@ pub fn message(error: &Error) -> String {
         Error::Resume(ResumeError::Done { epochs_done }) => {
             format!("already trained for {epochs_done} epochs; ask for more with --epochs")
         }
+        Error::NoAdapter { .. } => {
+            error.to_string().replace("(WGPU_ADAPTER_NAME, WGPU_BACKEND)", "(--adapter NAME, --backend)")
+        }
+        Error::TooLarge { .. } => error.to_string().replace("use fewer images", "use fewer images (--train-size)"),
         Error::Diverged { epoch, loss } => format!(
             "training diverged in epoch {epoch}: the loss is {loss}; the checkpoint of the epoch before is still \
              good, try a lower --lr"

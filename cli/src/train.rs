@@ -207,9 +207,7 @@ pub fn train(gpu_args: &GpuArgs, args: &TrainArgs) -> Result<()> {
     }
     let build = start.elapsed();
     let start = Instant::now();
-    let mut save = |trainer: &mut Trainer<'_>| -> Result<()> {
-        Checkpoint::from_snapshot(&model.architecture, trainer.snapshot()?, &data_description).save(&checkpoint_path)
-    };
+    let mut save = Checkpoint::saver(&checkpoint_path, &model.architecture, &data_description);
     let first_new_epoch = trainer.history().epochs.len();
     let history = trainer.fit(&mut progress_printer(), &mut save)?;
     drop(trainer);

@@ -523,6 +523,7 @@ impl<'e> Trainer<'e> {
 
     /// Continues a run after the epochs of `history`, from Adam's `state`, exactly as the
     /// uninterrupted run would have gone on (epochs keep their numbers, so the shuffles match).
+    /// The engine holds the run's weights (it was built from the checkpoint's).
     pub fn resume(mut self, history: History, state: &OptimizerState) -> Result<Self> {
         self.engine.set_moments(&Moments { m: state.m.clone(), v: state.v.clone() })?;
         self.steps = state.steps;
@@ -633,7 +634,8 @@ impl<'e> Trainer<'e> {
         Ok(self.history.clone())
     }
 
-    /// One more epoch (beyond `config.epochs` if need be), blocking: its record and raw metrics.
+    /// One more epoch, blocking: its record and raw metrics. Past `config.epochs` the run's
+    /// epoch count grows by one (benchmarks and tests run epoch after epoch this way).
     pub fn run_epoch(&mut self) -> Result<(EpochRecord, RawMetrics)> {
         self.config.epochs = self.config.epochs.max(self.history.epochs.len() + 1);
         loop {
