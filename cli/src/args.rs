@@ -103,6 +103,76 @@ pub fn message(error: &Error) -> String {
     }
 }
 
+/// Fails before any work when `path` cannot be an output file ending in `.extension`: another
+/// extension, a folder, or a parent folder that does not exist.
+pub fn check_output(path: &std::path::Path, extension: &str) -> Result<()> {
+    if !path.extension().is_some_and(|e| e.eq_ignore_ascii_case(extension)) {
+        return Err(Error::invalid(format!("{}: use a file name ending in .{extension}", path.display())));
+    }
+    if path.is_dir() {
+        return Err(Error::invalid(format!("{}: is a folder, not a file name", path.display())));
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    if !parent.is_dir() {
+        return Err(Error::invalid(format!("{}: the folder {} does not exist", path.display(), parent.display())));
+    }
+    Ok(())
+}
+
+/// Writes `value` to `path` as pretty JSON, atomically.
+pub fn write_json(path: &std::path::Path, value: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("a JSON value serialises");
+    wgpu_cnn::io::write_atomic(path, text.as_bytes())
+}
+
+/// `--chart` and `--json` of the `bench` commands.
+#[derive(Args)]
+pub struct BenchOutputs {
+    /// Also draw the results as a bar chart, each bar with its ratio to the first of its group (.png).
+    #[arg(long)]
+    pub chart: Option<std::path::PathBuf>,
+    /// Also write the results as JSON, with the machine's CPU and GPU.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+}
+
+impl BenchOutputs {
+    /// Fails before any timing when an output could not be written (see [`check_output`]).
+    pub fn check(&self) -> Result<()> {
+        if let Some(path) = &self.chart {
+            check_output(path, "png")?;
+        }
+        if let Some(path) = &self.json {
+            check_output(path, "json")?;
+        }
+        Ok(())
+    }
+
+    /// Draws `groups` (values in `unit`) and writes `fields` as JSON with `"machine"` (the CPU, and
+    /// the GPU when one ran) and `"unit"` added, to the files asked for.
+    pub fn write(
+        &self,
+        title: &str,
+        unit: &str,
+        groups: &[crate::plot::BarGroup],
+        gpu: Option<&GpuContext>,
+        mut fields: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<()> {
+        if let Some(path) = &self.chart {
+            crate::plot::bar_chart(path, title, unit, groups)?;
+            println!("Wrote {}", path.display());
+        }
+        if let Some(path) = &self.json {
+            let machine = serde_json::json!({ "cpu": wgpu_cnn::bench::cpu_name(), "gpu": gpu.map(|c| c.describe()) });
+            fields.insert("machine".into(), machine);
+            fields.insert("unit".into(), unit.into());
+            write_json(path, &serde_json::Value::Object(fields))?;
+            println!("Wrote {}", path.display());
+        }
+        Ok(())
+    }
+}
+
 pub fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 
-use crate::args::{choose, ms, Device, GpuArgs};
+use crate::args::{choose, ms, BenchOutputs, Device, GpuArgs};
 use crate::picture::{self, Tile};
 use wgpu_cnn::bench::{self, ConvTiming};
 use wgpu_cnn::filter::{cpu, Conv3x3, Kernel3x3, Plane};
@@ -100,7 +100,7 @@ pub fn convolve(gpu_args: &GpuArgs, args: &ConvolveArgs) -> Result<()> {
         }
     };
 
-    let mut bottom = vec![tile(&channels.iter().map(|p| (*p).clone()).collect::<Vec<_>>())];
+    let mut results_per_kernel = Vec::new();
     for (name, kernel) in &kernels {
         let mut results = Vec::new();
         let (mut t_gpu, mut t_fast, mut t_reference) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
@@ -132,13 +132,36 @@ pub fn convolve(gpu_args: &GpuArgs, args: &ConvolveArgs) -> Result<()> {
             ms(t_fast),
             ms(t_reference)
         );
-        bottom.push(tile(&results));
+        results_per_kernel.push(results);
     }
-    let top = vec![Tile::Gray(r.clone()), Tile::Gray(g.clone()), Tile::Gray(b.clone())];
-    picture::save_grid(&args.out, &[top, bottom])?;
+    figure(&args.out, &planes, &channels, &results_per_kernel)?;
     let names: Vec<String> = kernels.iter().map(|(n, _)| format!("{channel_name}∗{n}")).collect();
     println!("Wrote {} (top: R, G, B; bottom: {channel_name}, {})", args.out.display(), names.join(", "));
     Ok(())
+}
+
+/// The assignment's figure: R, G and B on top; below, the convolved channel(s) and one result per
+/// kernel (each a list of planes, one per channel).
+pub fn figure(
+    path: &std::path::Path,
+    [r, g, b]: &[Plane; 3],
+    channels: &[&Plane],
+    results: &[Vec<Plane>],
+) -> Result<()> {
+    let top = vec![Tile::Gray(r.clone()), Tile::Gray(g.clone()), Tile::Gray(b.clone())];
+    let mut bottom = vec![tile(&channels.iter().map(|p| (*p).clone()).collect::<Vec<_>>())];
+    bottom.extend(results.iter().map(|planes| tile(planes)));
+    picture::save_grid(path, &[top, bottom])
+}
+
+/// Figure 1 of the assignment's write-up: the embedded photo's B channel and its convolutions
+/// with k1 and k2 (on the fast CPU path, bit-identical to the reference).
+pub fn assignment_figure(path: &std::path::Path) -> Result<()> {
+    let planes = picture::decode_rgb(picture::DEMO_IMAGE).map_err(Error::invalid)?;
+    let b = &planes[2];
+    let results: Vec<Vec<Plane>> =
+        [Kernel3x3::K1, Kernel3x3::K2].iter().map(|k| vec![cpu::conv3x3_fast(b, k)]).collect();
+    figure(path, &planes, &[b], &results)
 }
 
 fn tile(planes: &[Plane]) -> Tile {
@@ -163,8 +186,26 @@ pub fn parse_size(text: &str) -> std::result::Result<(u32, u32), String> {
     Ok((w, h))
 }
 
-pub fn bench_conv(args: &GpuArgs, sizes: &[(u32, u32)], budget: Duration, cpu_only: bool) -> Result<()> {
-    let ctx = if cpu_only { None } else { Some(GpuContext::new(&args.options())?) };
+/// `wgpu-cnn bench conv`.
+#[derive(Args)]
+pub struct BenchConvArgs {
+    /// Image sizes to time, as WIDTHxHEIGHT (repeatable).
+    #[arg(long = "size", default_values = ["451x300", "4096x4096"], value_parser = parse_size)]
+    pub sizes: Vec<(u32, u32)>,
+    /// Minimum time spent on each measurement, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub budget_ms: u64,
+    /// Run only on the CPU (no adapter needed).
+    #[arg(long)]
+    pub cpu_only: bool,
+    #[command(flatten)]
+    pub outputs: BenchOutputs,
+}
+
+pub fn bench_conv(gpu_args: &GpuArgs, args: &BenchConvArgs) -> Result<()> {
+    args.outputs.check()?;
+    let budget = Duration::from_millis(args.budget_ms);
+    let ctx = if args.cpu_only { None } else { Some(GpuContext::new(&gpu_args.options())?) };
     println!("CPU: {} ({} rayon thread(s); set RAYON_NUM_THREADS to change)", bench::cpu_name(), bench::cpu_threads());
     if let Some(ctx) = &ctx {
         println!("GPU: {}, driver {} {}", ctx.describe(), ctx.info.driver, ctx.info.driver_info);
@@ -175,7 +216,8 @@ pub fn bench_conv(args: &GpuArgs, sizes: &[(u32, u32)], budget: Duration, cpu_on
     let kernel = Kernel3x3::K1;
     println!("Kernel k1 {kernel}, u8 in, u8 out; each figure is the mean over at least {} ms.\n", budget.as_millis());
     println!("{:<12} {:<16} {:>12} {:>12} {:>12}", "size", "method", "time", "Mpx/s", "vs CPU fast");
-    for &(width, height) in sizes {
+    let (mut groups, mut json_rows) = (Vec::new(), Vec::new());
+    for &(width, height) in &args.sizes {
         let rows = bench::conv_timings(ctx.as_ref(), width, height, &kernel, budget)?;
         let fast = rows.iter().find(|r| r.method == "CPU fast").map(|r| r.seconds).unwrap_or(f64::NAN);
         for row in &rows {
@@ -188,11 +230,18 @@ pub fn bench_conv(args: &GpuArgs, sizes: &[(u32, u32)], budget: Duration, cpu_on
                 row.megapixels_per_second(),
                 fast / seconds
             );
+            json_rows.push(serde_json::json!({
+                "size": format!("{width}x{height}"), "method": method, "seconds": seconds,
+                "megapixels_per_second": row.megapixels_per_second(), "vs_cpu_fast": fast / seconds,
+            }));
         }
+        let bars = rows.iter().map(|r| (r.method.to_string(), r.megapixels_per_second())).collect();
+        groups.push(crate::plot::BarGroup { label: format!("{width}×{height}"), bars });
     }
     println!(
         "\n'vs CPU fast' > 1 means faster than the fast CPU path. GPU kernel = device-resident buffers, {} dispatches per submit; end to end adds upload and readback.",
         bench::DISPATCHES_PER_SUBMIT
     );
-    Ok(())
+    let fields = serde_json::Map::from_iter([("kernel".into(), "k1".into()), ("results".into(), json_rows.into())]);
+    args.outputs.write("Part I: 3×3 convolution with k1", "Mpx/s", &groups, ctx.as_ref(), fields)
 }

@@ -3,13 +3,12 @@
 //! the assignment's CNN trained on the embedded CIFAR-10 subset.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
 use wgpu_cnn_cli::args::{self, GpuArgs};
 use wgpu_cnn_cli::convolve::{self, ConvolveArgs};
-use wgpu_cnn_cli::train::{self, BenchDevice, TrainArgs};
+use wgpu_cnn_cli::train::{self, TrainArgs};
 
 #[derive(Parser)]
 #[command(
@@ -59,35 +58,9 @@ enum Command {
 #[derive(Subcommand)]
 enum BenchCommand {
     /// The 3×3 convolution: CPU reference, fast CPU, GPU kernel and GPU end to end, in Mpx/s.
-    Conv {
-        /// Image sizes to time, as WIDTHxHEIGHT (repeatable).
-        #[arg(long = "size", default_values = ["451x300", "4096x4096"], value_parser = convolve::parse_size)]
-        sizes: Vec<(u32, u32)>,
-        /// Minimum time spent on each measurement, in milliseconds.
-        #[arg(long, default_value_t = 1000)]
-        budget_ms: u64,
-        /// Run only on the CPU (no adapter needed).
-        #[arg(long)]
-        cpu_only: bool,
-    },
+    Conv(convolve::BenchConvArgs),
     /// Training steps: images/s on the GPU and on the CPU, with the ratio.
-    Train {
-        #[arg(long, default_value = "base")]
-        model: String,
-        #[arg(long, default_value_t = 128)]
-        batch_size: usize,
-        /// Images per timed epoch.
-        #[arg(long, default_value_t = 512)]
-        images: usize,
-        #[arg(long, value_enum, default_value_t = BenchDevice::All)]
-        device: BenchDevice,
-        /// Minimum time spent on each measurement, in milliseconds.
-        #[arg(long, default_value_t = 2000)]
-        budget_ms: u64,
-        /// Also time each stage of one GPU training step with timestamp queries.
-        #[arg(long)]
-        profile: bool,
-    },
+    Train(train::BenchTrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -102,13 +75,8 @@ fn main() -> ExitCode {
         Some(Command::Experiment(args)) => train::experiment(&cli.gpu, &args),
         Some(Command::Summary { model }) => train::summary(&model),
         Some(Command::Selftest) => args::selftest(&cli.gpu),
-        Some(Command::Bench(BenchCommand::Conv { sizes, budget_ms, cpu_only })) => {
-            convolve::bench_conv(&cli.gpu, &sizes, Duration::from_millis(budget_ms), cpu_only)
-        }
-        Some(Command::Bench(BenchCommand::Train { model, batch_size, images, device, budget_ms, profile })) => {
-            let budget = Duration::from_millis(budget_ms);
-            train::bench_train(&cli.gpu, &model, batch_size, images, device, budget, profile)
-        }
+        Some(Command::Bench(BenchCommand::Conv(args))) => convolve::bench_conv(&cli.gpu, &args),
+        Some(Command::Bench(BenchCommand::Train(args))) => train::bench_train(&cli.gpu, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

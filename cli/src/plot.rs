@@ -1,5 +1,7 @@
-//! The assignment's figures as PNG files: training curves (Figure 2), overlays of several runs
-//! (Figures 3–6) and the confusion matrix as a heat map.
+//! The figures as PNG files: training curves side by side (`train`'s history.png), the
+//! assignment's figures in its own form — accuracy above loss, training and validation, for one
+//! run (Figures 2, 5, 6) or several overlaid (Figures 3, 4) — the confusion matrix as a heat map,
+//! and bar charts of timings (GPU vs CPU per run, `bench` results).
 //!
 //! Drawing is done by `plotters` into an in-memory RGB buffer with the embedded DejaVu Sans font
 //! (no system font lookup, so a figure looks the same on every machine); the buffer is encoded
@@ -48,8 +50,14 @@ pub const CURVE_COLORS: [[u8; 3]; 10] = [
 /// no curve, grid line or antialiased black text has).
 pub const NOTE_COLOR: [u8; 3] = [160, 30, 30];
 
-/// Width × height in pixels of the two-panel figures ([`history_curves`], [`overlay`]).
+/// Width × height in pixels of the two-panel figures ([`history_curves`], the figure `train` writes).
 pub const PANELS_SIZE: (u32, u32) = (1200, 500);
+
+/// Width × height in pixels of [`assignment_curves`]: the accuracy panel above the loss panel.
+pub const STACKED_SIZE: (u32, u32) = (1000, 1000);
+
+/// Width of [`bar_chart`]; its height grows with the bars.
+pub const BAR_CHART_WIDTH: u32 = 1100;
 
 /// Width × height in pixels of [`confusion_heatmap`].
 pub const HEATMAP_SIZE: (u32, u32) = (800, 700);
@@ -61,9 +69,9 @@ const LEGEND_ROW: u32 = 24;
 /// Length of the line sample in front of each legend label, in pixels.
 const LEGEND_SAMPLE: u32 = 30;
 
-/// Figure 2: two panels side by side — accuracy (training vs validation) and loss (training vs
-/// validation) per epoch — with a title, axis labels and a legend. Without validation values
-/// only the training curves are drawn.
+/// `train`'s history.png: two panels side by side — accuracy (training vs validation) and loss
+/// (training vs validation) per epoch — with a title, axis labels and a legend. Without
+/// validation values only the training curves are drawn.
 ///
 /// Errors: `path` does not end in `.png`; the history has no epochs; the file cannot be written.
 pub fn history_curves(path: &Path, title: &str, history: &History) -> Result<()> {
@@ -79,6 +87,7 @@ pub fn history_curves(path: &Path, title: &str, history: &History) -> Result<()>
         label: label.to_string(),
         color,
         points: epochs.iter().map(|e| (e.epoch as f64, value(e).unwrap_or(f64::NAN))).collect(),
+        dashed: false,
     };
     let mut accuracy = vec![curve("training", CURVE_COLORS[0], &|e| Some(e.accuracy))];
     let mut loss = vec![curve("training", CURVE_COLORS[0], &|e| Some(e.loss))];
@@ -93,51 +102,72 @@ pub fn history_curves(path: &Path, title: &str, history: &History) -> Result<()>
     render_png(path, PANELS_SIZE, |root| draw_panels(root, title, &panels))
 }
 
-/// Figures 3–6: several runs overlaid, one curve per run (labelled with the run's name, e.g.
-/// "5000 images", "L1 = 0.01", "deep"), in two panels: validation accuracy and validation loss.
-/// A run without validation values is drawn with its training values and labelled
-/// "NAME (training)".
+/// The assignment's figure form (its Figures 2–6): the accuracy panel above the loss panel, each
+/// with every run's training curve (solid) and validation curve (dashed). One run is drawn in
+/// the Keras colours, training blue and validation orange; several runs get a colour each, the
+/// legend naming "RUN training" and "RUN validation". A run without validation values shows its
+/// training curves alone.
 ///
 /// Errors: `path` does not end in `.png`; `runs` is empty; a run has no epochs (the message names
 /// it); the file cannot be written.
-pub fn overlay(path: &Path, title: &str, runs: &[(String, History)]) -> Result<()> {
+pub fn assignment_curves(path: &Path, title: &str, runs: &[(String, History)]) -> Result<()> {
     check_png(path)?;
-    if runs.is_empty() {
-        return Err(Error::invalid(format!(
-            "cannot plot '{title}' to {}: no runs given (pass at least one run's history)",
-            path.display()
-        )));
-    }
-    if let Some((name, _)) = runs.iter().find(|(_, h)| h.epochs.is_empty()) {
-        return Err(Error::invalid(format!(
-            "cannot plot '{title}' to {}: run '{name}' has no epochs (train it for at least one epoch, or leave it out)",
-            path.display()
-        )));
-    }
-    let any_validation = runs.iter().any(|(_, h)| has_validation(h));
-    let mut accuracy = Vec::new();
-    let mut loss = Vec::new();
+    check_runs(path, title, runs)?;
+    let (mut accuracy, mut loss) = (Vec::new(), Vec::new());
     for (i, (name, history)) in runs.iter().enumerate() {
-        let color = CURVE_COLORS[i % CURVE_COLORS.len()];
-        let validation = has_validation(history);
-        let label = if validation || !any_validation { name.clone() } else { format!("{name} (training)") };
-        let points = |value: &dyn Fn(&EpochRecord) -> Option<f64>| {
+        let points = |value: &dyn Fn(&EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> {
             history.epochs.iter().map(|e| (e.epoch as f64, value(e).unwrap_or(f64::NAN))).collect()
         };
-        let (acc, los) = if validation {
-            (points(&|e| e.val_accuracy), points(&|e| e.val_loss))
-        } else {
-            (points(&|e| Some(e.accuracy)), points(&|e| Some(e.loss)))
+        let (training_color, validation_color) = match runs.len() {
+            1 => (CURVE_COLORS[0], CURVE_COLORS[1]),
+            _ => (CURVE_COLORS[i % CURVE_COLORS.len()], CURVE_COLORS[i % CURVE_COLORS.len()]),
         };
-        accuracy.push(Curve { label: label.clone(), color, points: acc });
-        loss.push(Curve { label, color, points: los });
+        let label = |kind: &str| if runs.len() == 1 { kind.to_string() } else { format!("{name} {kind}") };
+        let add = |curves: &mut Vec<Curve>, kind: &str, color, dashed, values: Vec<(f64, f64)>| {
+            curves.push(Curve { label: label(kind), color, points: values, dashed })
+        };
+        add(&mut accuracy, "training", training_color, false, points(&|e| Some(e.accuracy)));
+        add(&mut loss, "training", training_color, false, points(&|e| Some(e.loss)));
+        if has_validation(history) {
+            add(&mut accuracy, "validation", validation_color, true, points(&|e| e.val_accuracy));
+            add(&mut loss, "validation", validation_color, true, points(&|e| e.val_loss));
+        }
     }
-    let kind = if any_validation { "Validation" } else { "Training" };
     let panels = [
-        Panel { caption: format!("{kind} accuracy"), y_desc: "Accuracy", curves: accuracy },
-        Panel { caption: format!("{kind} loss"), y_desc: "Loss", curves: loss },
+        Panel { caption: "Accuracy".to_string(), y_desc: "Accuracy", curves: accuracy },
+        Panel { caption: "Loss".to_string(), y_desc: "Loss", curves: loss },
     ];
-    render_png(path, PANELS_SIZE, |root| draw_panels(root, title, &panels))
+    render_png(path, STACKED_SIZE, |root| draw_stacked_panels(root, title, &panels))
+}
+
+/// One group of a [`bar_chart`]: its label and its bars, each a series name and a value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BarGroup {
+    pub label: String,
+    pub bars: Vec<(String, f64)>,
+}
+
+/// Grouped horizontal bars on a logarithmic axis (values here span a few orders of magnitude:
+/// a software GPU and the fast CPU), one colour per series name (the legend names them), each
+/// bar labelled with its value and, from the second bar of a group on, its ratio to the group's
+/// first ("12,284 (26.92×)").
+/// `unit` names the axis ("images/s", "seconds"). Values that are not positive and finite are
+/// left out, and named as such in their group.
+///
+/// Errors: `path` does not end in `.png`; there are no groups or no positive values at all; the
+/// file cannot be written.
+pub fn bar_chart(path: &Path, title: &str, unit: &str, groups: &[BarGroup]) -> Result<()> {
+    check_png(path)?;
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    if !groups.iter().flat_map(|g| &g.bars).any(|(_, v)| positive(*v)) {
+        return Err(Error::invalid(format!(
+            "cannot plot '{title}' to {}: there is no positive value to draw",
+            path.display()
+        )));
+    }
+    let bars: usize = groups.iter().map(|g| g.bars.len().max(1)).sum();
+    let height = TITLE_HEIGHT + 3 * LEGEND_ROW + 90 + BAR_PITCH * bars as u32 + GROUP_GAP * groups.len() as u32;
+    render_png(path, (BAR_CHART_WIDTH, height), |root| draw_bars(root, title, unit, groups))
 }
 
 /// The confusion matrix as a labelled heat map: true class down the side, predicted class along
@@ -203,6 +233,24 @@ fn check_png(path: &Path) -> Result<()> {
 }
 
 /// Registers the embedded font under [`FONT_FAMILY`], once per process.
+/// Refuses an empty list of runs and a run without epochs, naming the figure, the file and
+/// the run.
+fn check_runs(path: &Path, title: &str, runs: &[(String, History)]) -> Result<()> {
+    if runs.is_empty() {
+        return Err(Error::invalid(format!(
+            "cannot plot '{title}' to {}: no runs given (pass at least one run's history)",
+            path.display()
+        )));
+    }
+    if let Some((name, _)) = runs.iter().find(|(_, h)| h.epochs.is_empty()) {
+        return Err(Error::invalid(format!(
+            "cannot plot '{title}' to {}: run '{name}' has no epochs (train it for at least one epoch, or leave it out)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 fn register_font() {
     static REGISTER: Once = Once::new();
     REGISTER.call_once(|| {
@@ -242,10 +290,15 @@ fn render_png(path: &Path, (width, height): (u32, u32), draw: impl FnOnce(&Area)
     write_atomic(path, &bytes)
 }
 
-/// Draws `title` centred in the title strip at the top of `root`.
+/// Draws `title` centred in the title strip at the top of `root`, in 22 px or, for a title too
+/// long for that (a long architecture), the largest size down to 12 px that fits the width.
 fn draw_title(root: &Area, title: &str) -> DrawResult {
     let (width, _) = root.dim_in_pixel();
-    let style = font(22.0).pos(Pos::new(HPos::Center, VPos::Center));
+    let mut size = 22.0;
+    while size > 12.0 && root.estimate_text_size(title, &font(size))?.0 + 16 > width {
+        size -= 1.0;
+    }
+    let style = font(size).pos(Pos::new(HPos::Center, VPos::Center));
     root.draw_text(title, &style, (width as i32 / 2, TITLE_HEIGHT as i32 / 2))?;
     Ok(())
 }
@@ -279,10 +332,11 @@ fn legend_rows(root: &Area, labels: &[&str], max_width: u32) -> DrawResult<Vec<L
 }
 
 /// Draws the legend strip (a framed box, centred, one line sample + label per entry, wrapped
-/// into rows) with its top at `top`, and returns the strip's height in pixels.
-fn draw_legend(root: &Area, top: u32, entries: &[(&str, [u8; 3])]) -> DrawResult<u32> {
+/// into rows; a dashed sample for a dashed curve) with its top at `top`, and returns the strip's
+/// height in pixels.
+fn draw_legend(root: &Area, top: u32, entries: &[(&str, [u8; 3], bool)]) -> DrawResult<u32> {
     let (width, _) = root.dim_in_pixel();
-    let labels: Vec<&str> = entries.iter().map(|(label, _)| *label).collect();
+    let labels: Vec<&str> = entries.iter().map(|(label, ..)| *label).collect();
     let rows = legend_rows(root, &labels, width - 80)?;
     let height = rows.len() as u32 * LEGEND_ROW + 16;
     let box_width = rows.iter().map(|row| row.width).max().unwrap_or(0) + 24;
@@ -296,10 +350,15 @@ fn draw_legend(root: &Area, top: u32, entries: &[(&str, [u8; 3])]) -> DrawResult
         let left = (width.saturating_sub(row.width) / 2) as i32;
         let y = box_top + 4 + (r as u32 * LEGEND_ROW + LEGEND_ROW / 2) as i32;
         for &(i, x) in &row.entries {
-            let (label, color) = entries[i];
+            let (label, color, dashed) = entries[i];
             let x = left + x as i32;
             let line = ShapeStyle { color: rgb(color).to_rgba(), filled: true, stroke_width: 3 };
-            root.draw(&PathElement::new(vec![(x, y), (x + LEGEND_SAMPLE as i32, y)], line))?;
+            let sample = vec![(x, y), (x + LEGEND_SAMPLE as i32, y)];
+            if dashed {
+                root.draw(&plotters::element::DashedPathElement::new(sample, 7, 5, line))?;
+            } else {
+                root.draw(&PathElement::new(sample, line))?;
+            }
             root.draw(&Circle::new((x + LEGEND_SAMPLE as i32 / 2, y), 3, line))?;
             root.draw_text(label, &style, (x + LEGEND_SAMPLE as i32 + 8, y))?;
         }
@@ -315,6 +374,8 @@ struct Curve {
     label: String,
     color: [u8; 3],
     points: Vec<(f64, f64)>,
+    /// Drawn dashed (the validation curves of the assignment's figures).
+    dashed: bool,
 }
 
 /// One panel: a caption, the y axis' name, and its curves (x is always the epoch).
@@ -330,14 +391,29 @@ fn has_validation(history: &History) -> bool {
 
 /// Title, a legend shared by the panels (the first panel's curves), and the panels side by side.
 fn draw_panels(root: &Area, title: &str, panels: &[Panel]) -> DrawResult {
-    draw_title(root, title)?;
-    let entries: Vec<(&str, [u8; 3])> = panels[0].curves.iter().map(|c| (c.label.as_str(), c.color)).collect();
-    let legend = draw_legend(root, TITLE_HEIGHT, &entries)?;
-    let (_, body) = root.split_vertically(TITLE_HEIGHT + legend);
+    let body = draw_title_and_legend(root, title, panels)?;
     for (area, panel) in body.split_evenly((1, panels.len())).iter().zip(panels) {
         draw_panel(area, panel)?;
     }
     Ok(())
+}
+
+/// The same with the panels one above the other.
+fn draw_stacked_panels(root: &Area, title: &str, panels: &[Panel]) -> DrawResult {
+    let body = draw_title_and_legend(root, title, panels)?;
+    for (area, panel) in body.split_evenly((panels.len(), 1)).iter().zip(panels) {
+        draw_panel(area, panel)?;
+    }
+    Ok(())
+}
+
+/// The title strip and the legend of the first panel's curves; returns the area below them.
+fn draw_title_and_legend<'a>(root: &Area<'a>, title: &str, panels: &[Panel]) -> DrawResult<Area<'a>> {
+    draw_title(root, title)?;
+    let entries: Vec<(&str, [u8; 3], bool)> =
+        panels[0].curves.iter().map(|c| (c.label.as_str(), c.color, c.dashed)).collect();
+    let legend = draw_legend(root, TITLE_HEIGHT, &entries)?;
+    Ok(root.split_vertically(TITLE_HEIGHT + legend).1)
 }
 
 /// The x range of `curves`' epochs and the y range of their finite values, each padded so no
@@ -410,10 +486,108 @@ fn draw_panel(area: &Area, panel: &Panel) -> DrawResult {
     for curve in &panel.curves {
         let style = ShapeStyle { color: rgb(curve.color).to_rgba(), filled: true, stroke_width: 2 };
         for segment in finite_segments(&curve.points) {
-            chart.draw_series(LineSeries::new(segment, style).point_size(3))?;
+            if curve.dashed {
+                chart.draw_series(DashedLineSeries::new(segment.clone(), 9, 6, style))?;
+                chart.draw_series(segment.iter().map(|&p| Circle::new(p, 3, style)))?;
+            } else {
+                chart.draw_series(LineSeries::new(segment, style).point_size(3))?;
+            }
         }
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bar charts.
+
+/// Pixels per bar, and between groups.
+const BAR_PITCH: u32 = 30;
+const GROUP_GAP: u32 = 22;
+
+fn draw_bars(root: &Area, title: &str, unit: &str, groups: &[BarGroup]) -> DrawResult {
+    draw_title(root, title)?;
+    // One colour per series name, in order of first appearance.
+    let mut series: Vec<&str> = Vec::new();
+    for (name, _) in groups.iter().flat_map(|g| &g.bars) {
+        if !series.contains(&name.as_str()) {
+            series.push(name);
+        }
+    }
+    let color = |name: &str| CURVE_COLORS[series.iter().position(|s| *s == name).unwrap_or(0) % CURVE_COLORS.len()];
+    let entries: Vec<(&str, [u8; 3], bool)> = series.iter().map(|s| (*s, color(s), false)).collect();
+    let legend = draw_legend(root, TITLE_HEIGHT, &entries)?;
+    let (_, body) = root.split_vertically(TITLE_HEIGHT + legend);
+
+    let values = groups.iter().flat_map(|g| g.bars.iter().map(|(_, v)| *v)).filter(|v| v.is_finite() && *v > 0.0);
+    let (low, high) = values.fold((f64::INFINITY, 0.0f64), |(l, h), v| (l.min(v), h.max(v)));
+    // Whole decades around the values, with room on the right for the labels.
+    let (low, high) = (10f64.powf(low.log10().floor()), 10f64.powf(high.log10().ceil() + 0.6));
+    let mut label_width = 0;
+    for group in groups {
+        label_width = label_width.max(root.estimate_text_size(&group.label, &font(15.0))?.0);
+    }
+    let rows: usize = groups.iter().map(|g| g.bars.len().max(1)).sum::<usize>() + groups.len();
+    let mut chart = ChartBuilder::on(&body)
+        .margin(16)
+        .margin_right(30)
+        .x_label_area_size(52)
+        .y_label_area_size(label_width + 24)
+        .build_cartesian_2d((low..high).log_scale(), 0.0..rows as f64)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .disable_y_axis()
+        .x_desc(unit)
+        .x_label_formatter(&|v| group_thousands_f64(*v))
+        .label_style(font(14.0))
+        .axis_desc_style(font(16.0))
+        .bold_line_style(RGBColor(225, 225, 225))
+        .light_line_style(RGBColor(245, 245, 245))
+        .draw()?;
+    let plot = chart.plotting_area();
+    let value_style = font(14.0).pos(Pos::new(HPos::Left, VPos::Center));
+    let mut row = 0.0;
+    for group in groups {
+        // The group's label, at the height of its first bar.
+        let (_, y) = plot.map_coordinate(&(low, rows as f64 - row - 0.5));
+        let (x, _) = plot.get_pixel_range();
+        let style = font(15.0).pos(Pos::new(HPos::Right, VPos::Center));
+        root.draw_text(&group.label, &style, (x.start - 10, y))?;
+        let first = group.bars.first().map(|(_, v)| *v).filter(|v| v.is_finite() && *v > 0.0);
+        for (i, (name, value)) in group.bars.iter().enumerate() {
+            let (top, bottom) = (rows as f64 - row - 0.1, rows as f64 - row - 0.9);
+            if value.is_finite() && *value > 0.0 {
+                let fill = rgb(color(name)).filled();
+                plot.draw(&Rectangle::new([(low, bottom), (*value, top)], fill))?;
+                let ratio = match first {
+                    Some(first) if i > 0 => format!(" ({:.2}×)", value / first),
+                    _ => String::new(),
+                };
+                // The legend names the series: the bar says its value.
+                let text = format!("{}{ratio}", group_thousands_f64(*value));
+                plot.draw(&Text::new(text, (*value * 1.08, (top + bottom) / 2.0), value_style.clone()))?;
+            } else {
+                let text = format!("{name}: no value");
+                plot.draw(&Text::new(text, (low * 1.1, (top + bottom) / 2.0), value_style.clone()))?;
+            }
+            row += 1.0;
+        }
+        row += 1.0;
+    }
+    Ok(())
+}
+
+/// 12345.6 → "12,346", 4.27 → "4.27", 0.0123 → "0.0123": a value as a person reads it.
+fn group_thousands_f64(value: f64) -> String {
+    if value >= 1000.0 {
+        wgpu_cnn::model::group_thousands(value.round() as usize)
+    } else if value >= 10.0 {
+        format!("{value:.0}")
+    } else if value >= 1.0 {
+        format!("{value:.2}")
+    } else {
+        format!("{value:.3}")
+    }
 }
 
 /// The runs of consecutive points whose values are finite (a NaN breaks the curve).
@@ -543,7 +717,7 @@ mod tests {
 
     #[test]
     fn ranges_are_never_empty() {
-        let curve = |points: Vec<(f64, f64)>| Curve { label: String::new(), color: [0; 3], points };
+        let curve = |points: Vec<(f64, f64)>| Curve { label: String::new(), color: [0; 3], dashed: false, points };
         let (x, y) = ranges(&[curve(vec![(1.0, 0.3), (2.0, 0.3)])]);
         assert_eq!(x, 0.5..2.5);
         assert!(y.start < 0.3 && y.end > 0.3, "{y:?}");

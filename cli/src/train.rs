@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::args::{choose, seconds, Device, GpuArgs};
-use crate::{assets, picture, plot};
+use crate::args::{choose, seconds, BenchOutputs, Device, GpuArgs};
+use crate::plot::{self, BarGroup};
+use crate::{assets, picture};
 use wgpu_cnn::bench;
 use wgpu_cnn::checkpoint::Checkpoint;
 use wgpu_cnn::data::{self, Cifar10, Dataset};
@@ -388,67 +389,99 @@ pub enum BenchDevice {
     All,
 }
 
-pub fn bench_train(
-    gpu_args: &GpuArgs,
-    model_text: &str,
-    batch: usize,
-    images: usize,
-    device: BenchDevice,
-    budget: Duration,
-    profile: bool,
-) -> Result<()> {
-    let model = model(model_text)?;
+/// `wgpu-cnn bench train`.
+#[derive(Args)]
+pub struct BenchTrainArgs {
+    /// Model to time: base, maxpool, deep or a description (repeatable: one row group each).
+    #[arg(long = "model", default_values = ["base"])]
+    pub models: Vec<String>,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Images per timed epoch.
+    #[arg(long, default_value_t = 512)]
+    pub images: usize,
+    #[arg(long, value_enum, default_value_t = BenchDevice::All)]
+    pub device: BenchDevice,
+    /// Minimum time spent on each measurement, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub budget_ms: u64,
+    /// Also time each stage of one GPU training step with timestamp queries.
+    #[arg(long)]
+    pub profile: bool,
+    #[command(flatten)]
+    pub outputs: BenchOutputs,
+}
+
+pub fn bench_train(gpu_args: &GpuArgs, args: &BenchTrainArgs) -> Result<()> {
+    args.outputs.check()?;
+    let models = args.models.iter().map(|m| model(m)).collect::<Result<Vec<_>>>()?;
+    let batch = args.batch_size;
     let config = TrainConfig { batch_size: batch, ..Default::default() };
     config.validate()?;
-    let data = assets::cifar10().train.take_first(images.max(batch));
-    let weights = model.init(1);
-    println!(
-        "Training throughput of {} ({} parameters, {:.1} MFLOP per image), batch {batch}, {} images per epoch",
-        model.architecture,
-        group_thousands(model.param_count),
-        6.0 * model.forward_macs() as f64 / 1e6,
-        data.len()
-    );
+    let budget = Duration::from_millis(args.budget_ms);
+    let data = assets::cifar10().train.take_first(args.images.max(batch));
     println!("CPU: {}", bench::cpu_name());
-    let mut rows: Vec<(String, f64)> = Vec::new();
-    if device != BenchDevice::Cpu {
-        let ctx = GpuContext::new(&gpu_args.options())?;
-        let mut gpu = GpuEngine::new(&ctx, &model, &data, &weights, &config)?;
-        println!("GPU: {} ({} dispatches, 1 submit per step)", ctx.describe(), gpu.dispatches_per_step());
-        rows.push((gpu.describe(), bench::train_images_per_second(&mut gpu, &data, &config, budget)?));
-        if profile {
-            let order: Vec<u32> = (0..data.len() as u32).collect();
-            wgpu_cnn::train::Engine::begin_epoch(&mut gpu, &order)?;
-            let step = wgpu_cnn::train::Step {
-                batch: 0,
-                start: 0,
-                len: batch.min(data.len()),
-                t: 1,
-                alpha: config.adam().alpha(1),
-            };
-            let stages = gpu.profile_step(&step)?;
-            let total: f64 = stages.iter().map(|(_, ms)| ms).sum();
-            let width = stages.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
-            println!("\nOne GPU training step, stage by stage (timestamp queries, one pass per stage):");
-            for (name, ms) in &stages {
-                println!("  {name:<width$} {ms:>9.2} ms {:>6.1}%", 100.0 * ms / total);
+    let ctx = match args.device {
+        BenchDevice::Cpu => None,
+        _ => Some(GpuContext::new(&gpu_args.options())?),
+    };
+    if let Some(ctx) = &ctx {
+        println!("GPU: {}", ctx.describe());
+    }
+    let (mut groups, mut json_rows) = (Vec::new(), Vec::new());
+    for model in &models {
+        let weights = model.init(1);
+        let flop = 6.0 * model.forward_macs() as f64;
+        println!(
+            "\nTraining throughput of {} ({} parameters, {:.1} MFLOP per image), batch {batch}, {} images per epoch",
+            model.architecture,
+            group_thousands(model.param_count),
+            flop / 1e6,
+            data.len()
+        );
+        let mut rows: Vec<(String, f64)> = Vec::new();
+        if let Some(ctx) = &ctx {
+            let mut gpu = GpuEngine::new(ctx, model, &data, &weights, &config)?;
+            println!("GPU step: {} dispatches, 1 submit", gpu.dispatches_per_step());
+            rows.push((gpu.describe(), bench::train_images_per_second(&mut gpu, &data, &config, budget)?));
+            if args.profile {
+                let order: Vec<u32> = (0..data.len() as u32).collect();
+                wgpu_cnn::train::Engine::begin_epoch(&mut gpu, &order)?;
+                let (len, alpha) = (batch.min(data.len()), config.adam().alpha(1));
+                let stages = gpu.profile_step(&wgpu_cnn::train::Step { batch: 0, start: 0, len, t: 1, alpha })?;
+                let total: f64 = stages.iter().map(|(_, ms)| ms).sum();
+                let width = stages.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+                println!("\nOne GPU training step, stage by stage (timestamp queries, one pass per stage):");
+                for (name, ms) in &stages {
+                    println!("  {name:<width$} {ms:>9.2} ms {:>6.1}%", 100.0 * ms / total);
+                }
+                println!("  {:<width$} {total:>9.2} ms", "total");
             }
-            println!("  {:<width$} {total:>9.2} ms", "total");
         }
+        if args.device != BenchDevice::Gpu {
+            let mut fast = FastCpuEngine::new(model, &data, weights.clone(), &config)?;
+            rows.push((fast.describe(), bench::train_images_per_second(&mut fast, &data, &config, budget)?));
+            let mut reference = ReferenceEngine::new(model, &data, weights.clone(), &config)?;
+            rows.push((reference.describe(), bench::train_images_per_second(&mut reference, &data, &config, budget)?));
+        }
+        println!("\n{:<60} {:>10} {:>10} {:>12}", "engine", "images/s", "GFLOP/s", "vs first");
+        let first = rows[0].1;
+        for (name, rate) in &rows {
+            let gflops = rate * flop / 1e9;
+            println!("{name:<60} {rate:>10.1} {gflops:>10.2} {:>11.2}×", rate / first);
+            json_rows.push(serde_json::json!({
+                "model": model.architecture.to_string(), "engine": name, "images_per_second": rate,
+                "gflops": gflops, "vs_first": rate / first,
+            }));
+        }
+        groups.push(BarGroup { label: model.architecture.name.clone(), bars: rows });
     }
-    if device != BenchDevice::Gpu {
-        let mut fast = FastCpuEngine::new(&model, &data, weights.clone(), &config)?;
-        rows.push((fast.describe(), bench::train_images_per_second(&mut fast, &data, &config, budget)?));
-        let mut reference = ReferenceEngine::new(&model, &data, weights.clone(), &config)?;
-        rows.push((reference.describe(), bench::train_images_per_second(&mut reference, &data, &config, budget)?));
-    }
-    println!("\n{:<60} {:>10} {:>10} {:>12}", "engine", "images/s", "GFLOP/s", "vs first");
-    let first = rows[0].1;
-    for (name, rate) in &rows {
-        let gflops = rate * 6.0 * model.forward_macs() as f64 / 1e9;
-        println!("{name:<60} {rate:>10.1} {gflops:>10.2} {:>11.2}×", rate / first);
-    }
-    Ok(())
+    let fields = serde_json::Map::from_iter([
+        ("batch".into(), batch.into()),
+        ("images_per_epoch".into(), data.len().into()),
+        ("results".into(), json_rows.into()),
+    ]);
+    args.outputs.write(&format!("Training throughput, batch {batch}"), "images/s", &groups, ctx.as_ref(), fields)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -523,7 +556,9 @@ pub fn experiment(gpu_args: &GpuArgs, args: &ExperimentArgs) -> Result<()> {
         Some(ctx) => format!("{why}, driver {} {}", ctx.info.driver, ctx.info.driver_info),
         None => format!("{why} — {}", bench::cpu_name()),
     };
-    let environment = Environment { device, cpu: bench::cpu_name(), data: data.source.clone(), settings };
+    let total = start.elapsed().as_secs_f64();
+    let environment =
+        Environment { device, cpu: bench::cpu_name(), data: data.source.clone(), settings, seconds: total };
     experiment::write_report(&args.out, &environment, &results, &notes)?;
     for note in &notes {
         println!("note: {note}");
@@ -532,7 +567,7 @@ pub fn experiment(gpu_args: &GpuArgs, args: &ExperimentArgs) -> Result<()> {
         "Wrote {} (and results.json, figures) — {} runs in {}",
         args.out.join("report.md").display(),
         results.len(),
-        seconds(start.elapsed().as_secs_f64())
+        experiment::running_time(total)
     );
     Ok(())
 }

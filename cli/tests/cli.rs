@@ -131,19 +131,34 @@ fn info_lists_adapters_with_their_limits() {
 #[test]
 fn bench_conv_prints_a_table_with_ratios() {
     let Some(_) = common::gpu() else { return };
-    let out = wgpu_cnn(Path::new("."), &["bench", "conv", "--size", "64x48", "--budget-ms", "20"]);
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["bench", "conv", "--size", "64x48", "--budget-ms", "20", "--chart", "conv.png", "--json", "conv.json"];
+    let out = wgpu_cnn(dir.path(), &args);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     for method in ["CPU reference", "CPU fast", "GPU kernel", "GPU end to end", "Mpx/s", "GPU:"] {
         assert!(stdout.contains(method), "bench lacks '{method}': {stdout}");
     }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("conv.json")).unwrap()).unwrap();
+    assert_eq!(json["unit"], "Mpx/s");
+    let results = json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4, "{json}");
+    for row in results {
+        assert!(row["megapixels_per_second"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    let fast = results.iter().find(|r| r["method"] == "CPU fast").unwrap();
+    assert_eq!(fast["vs_cpu_fast"].as_f64(), Some(1.0));
+    let chart = image::open(dir.path().join("conv.png")).unwrap();
+    assert!(chart.width() >= 800 && chart.height() >= 300, "{}x{}", chart.width(), chart.height());
 }
 
 #[test]
 fn bench_train_prints_images_per_second_for_each_device() {
     let Some(_) = common::gpu() else { return };
+    let dir = tempfile::tempdir().unwrap();
     let out = wgpu_cnn(
-        Path::new("."),
+        dir.path(),
         &[
             "bench",
             "train",
@@ -156,6 +171,10 @@ fn bench_train_prints_images_per_second_for_each_device() {
             "--budget-ms",
             "50",
             "--profile",
+            "--chart",
+            "train.png",
+            "--json",
+            "train.json",
         ],
     );
     let stdout = text(&out.stdout);
@@ -166,13 +185,23 @@ fn bench_train_prints_images_per_second_for_each_device() {
         "GPU ",
         "CPU fast",
         "CPU reference",
-        "dispatches, 1 submit per step",
+        "dispatches, 1 submit",
         "stage by stage",
         "conv2d forward",
         "adam",
     ] {
         assert!(stdout.contains(needle), "bench train lacks '{needle}': {stdout}");
     }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("train.json")).unwrap()).unwrap();
+    assert_eq!((json["unit"].as_str(), json["batch"].as_u64()), (Some("images/s"), Some(32)));
+    let results = json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3, "one row per engine: {json}");
+    for row in results {
+        assert!(row["images_per_second"].as_f64().unwrap() > 0.0, "{row}");
+        assert_eq!(row["model"], results[0]["model"]);
+    }
+    assert!(image::open(dir.path().join("train.png")).unwrap().width() >= 800);
 }
 
 #[test]

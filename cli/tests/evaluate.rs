@@ -133,24 +133,119 @@ fn bad_checkpoints_are_rejected_with_the_file_and_the_problem() {
 fn experiment_all_quick_writes_every_table_and_figure() {
     let dir = tempfile::tempdir().unwrap();
     let text = ok(dir.path(), &["experiment", "all", "--quick", "--epochs", "1", "--out", "report"]);
-    assert!(text.contains("11 runs"), "{text}");
+    assert!(text.contains("13 runs"), "{text}");
     let report = std::fs::read_to_string(dir.path().join("report/report.md")).unwrap();
     for needle in [
         "Table 1: training-set size",
         "Table 2: L1 weight",
         "Table 3: architecture",
+        "| 75 images |",
+        "| 600 images |",
         "| L1 = 10 |",
         "| deep |",
-        "![",
+        "Figure 1: the B channel",
+        "Figure 2: accuracy and loss",
+        "Figure 3: accuracy and loss of different training and validation data",
+        "Figure 4: accuracy and loss of different L1 weights",
+        "Figure 5: accuracy and loss of the new model",
+        "Figure 6: accuracy and loss of the deeper ConvNet",
+        "The base model on the training set",
+        "The base model on the test set",
+        "precision    recall  f1-score   support",
+        "true \\ predicted",
+        "Most-common-label baseline",
         "Device: ",
+        "The whole report: 13 runs in ",
     ] {
         assert!(report.contains(needle), "report.md lacks '{needle}':\n{report}");
     }
-    for figure in ["data-size.png", "l1.png", "architecture.png"] {
+    let figures = ["figure-1.png", "figure-2.png", "figure-3.png", "figure-4.png", "figure-5.png", "figure-6.png"];
+    for figure in figures.iter().chain(&["confusion-train.png", "confusion-test.png"]) {
         let image = image::open(dir.path().join("report").join(figure)).unwrap();
         assert!(image.width() > 500, "{figure}");
     }
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("report/results.json")).unwrap()).unwrap();
-    assert_eq!(results["results"].as_array().unwrap().len(), 11);
+    assert_eq!(results["results"].as_array().unwrap().len(), 13);
+    let with_evaluation = results["results"].as_array().unwrap().iter().filter(|r| !r["evaluation"].is_null()).count();
+    assert_eq!(with_evaluation, 1, "one base run carries the classification reports");
+
+    // report.html: well-formed, self-contained, every figure embedded and decodable.
+    let html = std::fs::read_to_string(dir.path().join("report/report.html")).unwrap();
+    let page = parse_page(&html);
+    assert_eq!(page.title, "wgpu-cnn: the assignment's experiments");
+    assert!(page.images.len() >= 9, "{} images", page.images.len());
+    for (alt, src) in &page.images {
+        use base64::Engine as _;
+        let data = src.strip_prefix("data:image/png;base64,").unwrap_or_else(|| panic!("'{alt}' is not embedded"));
+        let bytes = base64::engine::general_purpose::STANDARD.decode(data).unwrap();
+        assert!(image::load_from_memory(&bytes).unwrap().width() > 500, "{alt}");
+    }
+    assert_eq!(page.tables, 3, "Tables 1–3");
+    assert!(page.text.contains("Figure 6: accuracy and loss of the deeper ConvNet"));
+    assert!(!html.contains("src=\"figure-"), "report.html refers to a file beside it");
+}
+
+#[test]
+fn experiment_with_compare_cpu_on_the_gpu_charts_both_running_times() {
+    let Some(_) = common::gpu() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    ok(
+        dir.path(),
+        &["experiment", "architecture", "--quick", "--epochs", "1", "--device", "gpu", "--compare-cpu", "--out", "r"],
+    );
+    let report = std::fs::read_to_string(dir.path().join("r/report.md")).unwrap();
+    assert!(report.contains("running time (CPU)") && report.contains("Running time: GPU vs CPU"), "{report}");
+    let chart = image::open(dir.path().join("r/running-time.png")).unwrap().into_rgb8();
+    let colour = |c: [u8; 3]| chart.pixels().filter(|p| p.0 == c).count();
+    assert!(colour([31, 119, 180]) > 2_000 && colour([255, 127, 14]) > 2_000, "GPU and CPU bars");
+}
+
+/// What the tests read of report.html, parsed as XML.
+struct Page {
+    title: String,
+    /// (alt, src) of every image.
+    images: Vec<(String, String)>,
+    tables: usize,
+    text: String,
+}
+
+fn parse_page(html: &str) -> Page {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(html);
+    let mut page = Page { title: String::new(), images: Vec::new(), tables: 0, text: String::new() };
+    let (mut open, mut in_title) = (Vec::new(), false);
+    loop {
+        match reader.read_event().unwrap_or_else(|e| panic!("report.html is not well-formed: {e}")) {
+            Event::Start(tag) => {
+                let name = String::from_utf8(tag.name().as_ref().to_vec()).unwrap();
+                in_title = name == "title";
+                page.tables += usize::from(name == "table");
+                open.push(name);
+            }
+            Event::End(tag) => {
+                let name = String::from_utf8(tag.name().as_ref().to_vec()).unwrap();
+                assert_eq!(open.pop().as_deref(), Some(name.as_str()), "report.html closes <{name}> out of order");
+                in_title = false;
+            }
+            Event::Empty(tag) if tag.name().as_ref() == b"img" => {
+                let attribute = |key: &[u8]| {
+                    let a = tag.try_get_attribute(key).unwrap().unwrap_or_else(|| panic!("an <img> without {key:?}"));
+                    a.unescape_value().unwrap().into_owned()
+                };
+                page.images.push((attribute(b"alt"), attribute(b"src")));
+            }
+            Event::Text(text) => {
+                let text = text.decode().unwrap().into_owned();
+                if in_title {
+                    page.title += &quick_xml::escape::unescape(&text).unwrap();
+                }
+                page.text += &text;
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    assert!(open.is_empty(), "report.html leaves {open:?} open");
+    page
 }

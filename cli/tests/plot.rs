@@ -11,7 +11,8 @@ use image::RgbImage;
 use wgpu_cnn::metrics::ConfusionMatrix;
 use wgpu_cnn::train::{EpochRecord, History};
 use wgpu_cnn_cli::plot::{
-    confusion_heatmap, heat_color, history_curves, overlay, CURVE_COLORS, HEATMAP_SIZE, NOTE_COLOR, PANELS_SIZE,
+    assignment_curves, bar_chart, confusion_heatmap, heat_color, history_curves, BarGroup, BAR_CHART_WIDTH,
+    CURVE_COLORS, HEATMAP_SIZE, NOTE_COLOR, PANELS_SIZE, STACKED_SIZE,
 };
 
 const BLUE: [u8; 3] = CURVE_COLORS[0];
@@ -185,69 +186,47 @@ fn an_empty_history_is_an_error_and_writes_nothing() {
 }
 
 #[test]
-fn overlay_draws_one_colour_per_run_in_both_panels() {
+fn a_run_without_validation_shows_its_training_curves_alone() {
     let folder = tempfile::tempdir().unwrap();
-    let path = folder.path().join("overlay.png");
-    let runs = vec![
-        ("5000 images".to_string(), training_run(0.1)),
-        ("20000 images".to_string(), training_run(0.05)),
-        ("50000 images".to_string(), training_run(0.0)),
-    ];
-    overlay(&path, "Figure 3: training set size", &runs).unwrap();
-    let image = open(&path);
-    assert_eq!(image.dimensions(), PANELS_SIZE);
-    assert_not_blank(&image);
-    for columns in [left_panel(&image), right_panel(&image)] {
-        for color in [BLUE, ORANGE, GREEN] {
-            let drawn = count_in(&image, color, columns.clone());
-            assert!(drawn > 300, "run colour {color:?}: {drawn} pixels in panel {columns:?}");
-        }
-    }
-    // No fourth run, so no fourth colour.
-    assert_eq!(image.pixels().filter(|p| p.0 == CURVE_COLORS[3]).count(), 0);
-}
-
-#[test]
-fn overlay_uses_training_values_for_a_run_without_validation() {
-    let folder = tempfile::tempdir().unwrap();
-    let path = folder.path().join("overlay_mixed.png");
+    let path = folder.path().join("mixed.png");
     let runs = vec![
         ("L1 = 0.0001".to_string(), training_run(0.0)),
         ("L1 = 0.01".to_string(), without_validation(&training_run(0.05))),
     ];
-    overlay(&path, "Figure 4: L1 penalty", &runs).unwrap();
+    assignment_curves(&path, "Figure 4: L1 penalty", &runs).unwrap();
     let image = open(&path);
-    for columns in [left_panel(&image), right_panel(&image)] {
-        assert!(count_in(&image, ORANGE, columns) > 300, "the run without validation is missing");
+    let half = image.height() / 2;
+    for rows in [PANELS_TOP..half, half..image.height()] {
+        assert!(count_in_rows(&image, ORANGE, rows) > 300, "the run without validation is missing");
     }
 }
 
 #[test]
-fn overlay_of_many_runs_and_single_epochs_does_not_fail() {
+fn many_runs_of_single_epochs_do_not_fail() {
     let folder = tempfile::tempdir().unwrap();
-    let path = folder.path().join("overlay_many.png");
+    let path = folder.path().join("many.png");
     let runs: Vec<(String, History)> = (0..12)
         .map(|i| {
             let accuracy = 0.1 + 0.05 * i as f64;
             (format!("run {i}"), History { epochs: vec![record(1, 2.0 - accuracy, accuracy, None, None)] })
         })
         .collect();
-    overlay(&path, "Twelve one-epoch runs", &runs).unwrap();
+    assignment_curves(&path, "Twelve one-epoch runs", &runs).unwrap();
     let image = open(&path);
-    assert_eq!(image.dimensions(), PANELS_SIZE);
+    assert_eq!(image.dimensions(), STACKED_SIZE);
     for color in CURVE_COLORS {
-        assert!(count_in(&image, color, left_panel(&image)) >= 15, "colour {color:?} missing");
+        assert!(count_in_rows(&image, color, PANELS_TOP..image.height() / 2) >= 15, "colour {color:?} missing");
     }
 }
 
 #[test]
-fn overlay_refuses_no_runs_and_runs_without_epochs() {
+fn the_curves_refuse_no_runs_and_runs_without_epochs() {
     let folder = tempfile::tempdir().unwrap();
-    let path = folder.path().join("overlay.png");
-    let message = overlay(&path, "None", &[]).unwrap_err().to_string();
+    let path = folder.path().join("curves.png");
+    let message = assignment_curves(&path, "None", &[]).unwrap_err().to_string();
     assert!(message.contains("no runs"), "{message}");
     let runs = vec![("good".to_string(), training_run(0.0)), ("deep".to_string(), History::default())];
-    let message = overlay(&path, "One empty", &runs).unwrap_err().to_string();
+    let message = assignment_curves(&path, "One empty", &runs).unwrap_err().to_string();
     assert!(message.contains("'deep' has no epochs"), "{message}");
     assert_folder_holds(folder.path(), &[]);
 }
@@ -327,8 +306,9 @@ fn every_figure_refuses_a_path_that_is_not_png() {
         let path = folder.path().join(name);
         for result in [
             history_curves(&path, "t", &history),
-            overlay(&path, "t", &[("a".to_string(), history.clone())]),
             confusion_heatmap(&path, "t", &matrix, &class_names()),
+            assignment_curves(&path, "t", &[("a".to_string(), history.clone())]),
+            bar_chart(&path, "t", "s", &[BarGroup { label: "a".into(), bars: vec![("x".into(), 1.0)] }]),
         ] {
             let message = result.unwrap_err().to_string();
             assert!(message.contains(".png"), "{name}: {message}");
@@ -339,4 +319,81 @@ fn every_figure_refuses_a_path_that_is_not_png() {
     let upper = folder.path().join("FIGURE.PNG");
     history_curves(&upper, "upper case", &history).unwrap();
     assert_eq!(open(&upper).dimensions(), PANELS_SIZE);
+}
+
+/// Pixels of exactly `color` with `y` in `rows` (the stacked panels are one above the other).
+fn count_in_rows(image: &RgbImage, color: [u8; 3], rows: std::ops::Range<u32>) -> usize {
+    image.enumerate_pixels().filter(|(_, y, p)| rows.contains(y) && p.0 == color).count()
+}
+
+#[test]
+fn the_assignments_figure_has_accuracy_above_loss_with_training_and_validation() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("figure-2.png");
+    assignment_curves(&path, "Figure 2", &[("base".to_string(), training_run(0.0))]).unwrap();
+    let image = open(&path);
+    assert_eq!(image.dimensions(), STACKED_SIZE);
+    assert_not_blank(&image);
+    let half = image.height() / 2;
+    for (panel, rows) in [("accuracy (top)", PANELS_TOP..half), ("loss (bottom)", half..image.height())] {
+        let (blue, orange) = (count_in_rows(&image, BLUE, rows.clone()), count_in_rows(&image, ORANGE, rows));
+        assert!(blue > 300, "{panel}: {blue} pixels of the training colour");
+        // Dashed: fewer pixels than the solid line of the same data, but well there.
+        assert!(orange > 150 && orange < blue, "{panel}: {orange} pixels of the dashed validation colour vs {blue}");
+    }
+}
+
+#[test]
+fn the_assignments_figure_of_several_runs_gives_each_run_a_colour() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("figure-3.png");
+    let runs: Vec<(String, History)> = [0.1, 0.05, 0.0]
+        .iter()
+        .enumerate()
+        .map(|(i, &shift)| (format!("{} images", 1000 << i), training_run(shift)))
+        .collect();
+    assignment_curves(&path, "Figure 3", &runs).unwrap();
+    let image = open(&path);
+    let half = image.height() / 2;
+    for rows in [PANELS_TOP..half, half..image.height()] {
+        for color in [BLUE, ORANGE, GREEN] {
+            assert!(count_in_rows(&image, color, rows.clone()) > 300, "run colour {color:?} in rows {rows:?}");
+        }
+    }
+    assert_eq!(image.pixels().filter(|p| p.0 == CURVE_COLORS[3]).count(), 0, "a fourth run's colour");
+}
+
+#[test]
+fn a_bar_chart_draws_every_series_on_a_log_axis_and_refuses_nothing_to_draw() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("bench.png");
+    let groups = vec![
+        BarGroup { label: "base".into(), bars: vec![("GPU".into(), 450.0), ("CPU fast".into(), 12_300.0)] },
+        BarGroup { label: "deep".into(), bars: vec![("GPU".into(), 1_000.0), ("CPU fast".into(), f64::NAN)] },
+    ];
+    bar_chart(&path, "Training throughput", "images/s", &groups).unwrap();
+    let image = open(&path);
+    assert_eq!(image.width(), BAR_CHART_WIDTH);
+    let (blue, orange) = (count_in(&image, BLUE, 0..image.width()), count_in(&image, ORANGE, 0..image.width()));
+    // Two GPU bars, one CPU bar (the NaN is left out): the longer CPU bar still has more ink.
+    assert!(blue > 4_000 && orange > 4_000, "bars: {blue} blue, {orange} orange pixels");
+    assert_eq!(image.pixels().filter(|p| p.0 == GREEN).count(), 0, "a third series' colour");
+    let empty = [BarGroup { label: "x".into(), bars: vec![("GPU".into(), 0.0)] }];
+    let message = bar_chart(&folder.path().join("empty.png"), "t", "s", &empty).unwrap_err().to_string();
+    assert!(message.contains("no positive value"), "{message}");
+}
+
+#[test]
+fn a_title_too_long_for_the_figure_is_shrunk_to_fit_not_clipped() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("long.png");
+    let title = "Figure 2: accuracy and loss of the training set and the validation set: \
+                 base (c16,c16s2,c32,c32s2,d0.5,f10)";
+    assignment_curves(&path, title, &[("base".to_string(), training_run(0.0))]).unwrap();
+    let image = open(&path);
+    let inked = |x: u32| (0..40).any(|y| image.get_pixel(x, y).0 != [255, 255, 255]);
+    let columns: Vec<u32> = (0..image.width()).filter(|&x| inked(x)).collect();
+    let (first, last) = (columns[0], *columns.last().unwrap());
+    assert!(first >= 4 && last + 4 < image.width(), "the title runs from x = {first} to {last} of {}", image.width());
+    assert!(last - first > image.width() / 2, "the title shrank to {} pixels", last - first);
 }
