@@ -142,3 +142,99 @@ pub fn train_images_per_second(
     let per_epoch = measure(budget, 1, || trainer.run_epoch().map(|_| ()))?;
     Ok(data.len() as f64 / per_epoch.as_secs_f64())
 }
+
+/// One measured classification throughput.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassifyTiming {
+    /// "GPU classifier, buffer", "GPU classifier, texture", "CPU fast (evaluate)".
+    pub method: String,
+    pub batch: usize,
+    pub images_per_second: f64,
+}
+
+/// Inference throughput of `model` (initial weights: the work does not depend on them) in
+/// images/s, for each batch size: the embedders' [`crate::classify::Classifier`] from a buffer of
+/// u8 images and from 32×32 regions of a texture, one call per submit as an application
+/// classifying each frame's pictures would (the probabilities copied into a buffer of the
+/// application's, not read back); and, with `fast-cpu`, the fast CPU engine's evaluation over
+/// the same images for comparison.
+pub fn classify_timings(
+    ctx: &GpuContext,
+    model: &crate::model::Model,
+    images: &crate::data::Dataset,
+    batches: &[usize],
+    budget: Duration,
+) -> Result<Vec<ClassifyTiming>> {
+    use crate::classify::{Classifier, Region};
+    let weights = model.init(1);
+    let largest = batches.iter().copied().max().unwrap_or(1).max(1);
+    let images = images.take_first(largest);
+    if images.len() < largest {
+        return Err(crate::Error::invalid(format!("{} images to time batches of {largest}", images.len())));
+    }
+    let buffer = ctx.upload("bench images", &images.images, wgpu::BufferUsages::empty())?;
+    let (rgba, width, regions) = {
+        let mut rgba = vec![255u8; 4 * 32 * 32 * largest];
+        for n in 0..largest {
+            for (i, pixel) in images.image(n).chunks(3).enumerate() {
+                let (y, x) = (i / 32, n * 32 + i % 32);
+                rgba[4 * (y * 32 * largest + x)..][..3].copy_from_slice(pixel);
+            }
+        }
+        let regions: Vec<Region> = (0..largest as u32).map(|n| Region::new(32 * n, 0, 32, 32)).collect();
+        (rgba, 32 * largest as u32, regions)
+    };
+    let texture = crate::selftest::texture_with(
+        ctx,
+        wgpu::TextureFormat::Rgba8Unorm,
+        (width, 32),
+        &rgba,
+        wgpu::TextureUsages::empty(),
+    );
+    let view = texture.create_view(&Default::default());
+    let output = gpu::storage_buffer(&ctx.device, "bench probabilities", 4 * (largest * model.classes()) as u64)?;
+    let mut rows = Vec::new();
+    for &batch in batches {
+        // Built for this batch size, as an application sizes its classifier: the grids are fixed
+        // at bind time for the largest call.
+        let classifier = Classifier::new(&ctx.device, &ctx.queue, model, &weights, batch)?;
+        let from_buffer = classifier.bind_images(&buffer)?;
+        let from_texture = classifier.bind_texture(&view)?;
+        type Record<'a> = Box<dyn Fn(&mut wgpu::CommandEncoder) -> Result<()> + 'a>;
+        let inputs: [(&str, Record<'_>); 2] = [
+            ("GPU classifier, buffer", Box::new(|e| classifier.record_images(e, &from_buffer, 0, batch, &output, 0))),
+            (
+                "GPU classifier, texture",
+                Box::new(|e| classifier.record_regions(e, &from_texture, &regions[..batch], &output, 0)),
+            ),
+        ];
+        for (method, record) in inputs {
+            let per_call = measure(budget, 3, || {
+                let mut encoder = ctx.device.create_command_encoder(&Default::default());
+                record(&mut encoder)?;
+                ctx.queue.submit([encoder.finish()]);
+                gpu::wait_idle(&ctx.device)
+            })?;
+            rows.push(ClassifyTiming {
+                method: method.into(),
+                batch,
+                images_per_second: batch as f64 / per_call.as_secs_f64(),
+            });
+        }
+        #[cfg(feature = "fast-cpu")]
+        {
+            use crate::train::Inference;
+            let config = crate::train::TrainConfig { batch_size: batch, ..Default::default() };
+            let set = images.take_first(batch);
+            let mut fast = crate::train::fast::FastCpuEngine::new(model, &set, weights.clone(), &config)?;
+            let id = fast.prepare(&set)?;
+            let per_call = measure(budget, 3, || crate::train::wait(fast.probabilities(id)).map(|_| ()))?;
+            rows.push(ClassifyTiming {
+                method: "CPU fast (evaluate)".into(),
+                batch,
+                images_per_second: batch as f64 / per_call.as_secs_f64(),
+            });
+        }
+    }
+    Ok(rows)
+}

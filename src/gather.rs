@@ -105,6 +105,7 @@ impl GpuDataset {
 
 /// The binding table of `shaders/gather.wgsl`.
 pub static SHADER: Shader = Shader {
+    name: "gather",
     file: "gather.wgsl",
     source: shader_source!("common.wgsl", "gather.wgsl"),
     own: shader_own!("gather.wgsl"),

@@ -2,10 +2,11 @@
 //! else, plus the one way to upload a buffer, the one way to read one back, and the one way to turn
 //! wgpu's validation/out-of-memory errors into [`Error`]s.
 //!
-//! Embedders do not need [`GpuContext`]: the free functions [`upload`], [`read_buffer`] and
-//! [`with_error_scope`] take a plain `&wgpu::Device` / `&wgpu::Queue`, and
-//! [`GpuContext::from_parts`] wraps an application's own adapter, device and queue for the
-//! engines.
+//! Embedders do not need [`GpuContext`]: the free functions [`upload`], [`read_buffer`],
+//! [`read_texture`] and [`with_error_scope`] take a plain `&wgpu::Device` / `&wgpu::Queue`, the
+//! embedding types ([`crate::filter::Conv3x3`], [`crate::filter::Conv3x3Texture`],
+//! [`crate::classify::Classifier`]) too, and [`GpuContext::from_device`] wraps an application's
+//! own device and queue for the training engines, creating nothing.
 
 use std::fmt;
 
@@ -80,10 +81,9 @@ On Linux without a GPU, install Mesa's software Vulkan driver (lavapipe): \
 `sudo apt-get install mesa-vulkan-drivers libvulkan1`. \
 `wgpu-cnn info` lists the adapters that were found.";
 
-/// The adapter, device and queue every GPU part of the CLI works on, and the device's pipelines
-/// (built once, shared by every engine on the context).
+/// The device and queue every GPU part of the CLI works on, what its adapter is, and the device's
+/// pipelines (built once, shared by every engine on the context).
 pub struct GpuContext {
-    pub adapter: wgpu::Adapter,
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
@@ -135,8 +135,8 @@ pub fn is_software(info: &wgpu::AdapterInfo) -> bool {
 
 impl GpuContext {
     /// Opens the best adapter matching `options`, with every limit the adapter offers (the full
-    /// CIFAR-10 training set as u8 is larger than WebGPU's default 128 MiB binding) and timestamp
-    /// queries where available.
+    /// CIFAR-10 training set as u8 is larger than WebGPU's default 128 MiB binding), and timestamp
+    /// queries and Bgra8Unorm storage where available.
     pub fn new(options: &GpuOptions) -> Result<Self> {
         let adapters = enumerate_adapters(options.backend);
         let wanted = options.adapter.as_deref().map(str::to_lowercase);
@@ -148,7 +148,10 @@ impl GpuContext {
             })
             .ok_or_else(|| no_adapter_error(options))?;
         let info = adapter.get_info();
-        let required_features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        // Timestamps for `bench train --profile`; Bgra8Unorm storage for the texture convolution's
+        // Bgra8Unorm output. Both only where the adapter has them.
+        let required_features =
+            adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::BGRA8UNORM_STORAGE);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgpu-cnn"),
             required_features,
@@ -157,15 +160,15 @@ impl GpuContext {
         }))
         .map_err(|source| Error::RequestDevice { adapter: info.name.clone(), source })?;
         let kernels = crate::kernel::Kernels::new(&device);
-        Ok(GpuContext { adapter, device, queue, info, kernels })
+        Ok(GpuContext { device, queue, info, kernels })
     }
 
-    /// A context on an application's own adapter, device and queue (nothing is created but an
-    /// empty pipeline cache).
-    pub fn from_parts(adapter: wgpu::Adapter, device: wgpu::Device, queue: wgpu::Queue) -> Self {
-        let info = adapter.get_info();
-        let kernels = crate::kernel::Kernels::new(&device);
-        GpuContext { adapter, device, queue, info, kernels }
+    /// A context on an application's own device and queue: nothing is created but an empty
+    /// pipeline cache, and the handles are the application's (wgpu handles are shared, so the
+    /// application keeps using its own). The training engines take one.
+    pub fn from_device(device: &wgpu::Device, queue: &wgpu::Queue) -> Self {
+        let kernels = crate::kernel::Kernels::new(device);
+        GpuContext { device: device.clone(), queue: queue.clone(), info: device.adapter_info(), kernels }
     }
 
     /// "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)".
@@ -408,6 +411,60 @@ pub fn read_buffer_async(
 /// loops: training reads metrics once per epoch.
 pub fn read_buffer(device: &wgpu::Device, queue: &wgpu::Queue, buffer: &wgpu::Buffer) -> Result<Vec<u8>> {
     pollster::block_on(read_buffer_async(device, queue, buffer))
+}
+
+/// Reads level 0 of a 2-D texture of 4-byte texels back (it needs `COPY_SRC` usage), blocking
+/// like [`read_buffer`]: `width × height × 4` bytes, rows packed, in the texture's memory order
+/// (B, G, R, A for a Bgra8 format).
+pub fn read_texture(device: &wgpu::Device, queue: &wgpu::Queue, texture: &wgpu::Texture) -> Result<Vec<u8>> {
+    let texel = texture.format().block_copy_size(None);
+    if texel != Some(4) {
+        return Err(Error::invalid(format!(
+            "read_texture reads 4-byte texels; a {:?} texel has {texel:?}",
+            texture.format()
+        )));
+    }
+    let (width, height) = (texture.width(), texture.height());
+    let row = 4 * width;
+    let padded_row = row.next_multiple_of(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT);
+    let rows = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("wgpu-cnn texture readback"),
+        size: u64::from(padded_row) * u64::from(height),
+        usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let mut encoder =
+        device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpu-cnn texture readback") });
+    encoder.copy_texture_to_buffer(
+        texture.as_image_copy(),
+        wgpu::TexelCopyBufferInfo {
+            buffer: &rows,
+            layout: wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(padded_row), rows_per_image: None },
+        },
+        wgpu::Extent3d { width, height, depth_or_array_layers: 1 },
+    );
+    let mut readback = Readback::record(device, &mut encoder, &[(&rows, 0, rows.size())]);
+    with_error_scope(device, "reading a texture back", || queue.submit([encoder.finish()]))?;
+    readback.map();
+    let padded = pollster::block_on(readback.bytes())?;
+    Ok(padded.chunks(padded_row as usize).flat_map(|r| &r[..row as usize]).copied().collect())
+}
+
+/// A view of level 0 of `texture` in which a shader reads its bytes: the texture's own format,
+/// or for an sRGB texture its non-sRGB twin, which must be in the texture's `view_formats`
+/// (wgpu's validation error comes back as an [`Error`] otherwise). Through an sRGB view the GPU
+/// would linearise the bytes before the shader saw them.
+pub fn byte_view(device: &wgpu::Device, texture: &wgpu::Texture) -> Result<wgpu::TextureView> {
+    let format = texture.format().remove_srgb_suffix();
+    with_error_scope(device, &format!("making a {format:?} view of a {:?} texture", texture.format()), || {
+        texture.create_view(&wgpu::TextureViewDescriptor {
+            label: Some("wgpu-cnn byte view"),
+            format: Some(format),
+            base_mip_level: 0,
+            mip_level_count: Some(1),
+            ..Default::default()
+        })
+    })
 }
 
 /// Blocks until every submission on the device has finished (used to time GPU work).

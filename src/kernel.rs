@@ -53,6 +53,20 @@ pub enum Access {
     Read,
     /// `var<storage, read_write>`: `STORAGE` usage.
     ReadWrite,
+    /// `texture_2d<f32>`, read with `textureLoad` only (so the layout says unfilterable float,
+    /// which every float and normalised format can be bound as): a view of a 2-D texture with
+    /// `TEXTURE_BINDING` usage.
+    Texture,
+    /// `texture_storage_2d<format, write>`: a view of a 2-D texture of exactly that format with
+    /// `STORAGE_BINDING` usage.
+    StorageTexture(wgpu::TextureFormat),
+}
+
+impl Access {
+    /// Whether the binding is a buffer (the others are texture views).
+    pub fn is_buffer(self) -> bool {
+        matches!(self, Access::Uniform | Access::Read | Access::ReadWrite)
+    }
 }
 
 /// One binding of an entry point (group 0): its number and its name in the WGSL.
@@ -78,6 +92,16 @@ pub const fn read_write(number: u32, name: &'static str) -> Binding {
     Binding { number, name, access: Access::ReadWrite }
 }
 
+/// `texture_2d<f32>` binding `number` called `name`.
+pub const fn texture(number: u32, name: &'static str) -> Binding {
+    Binding { number, name, access: Access::Texture }
+}
+
+/// `texture_storage_2d<format, write>` binding `number` called `name`.
+pub const fn storage_texture(number: u32, name: &'static str, format: wgpu::TextureFormat) -> Binding {
+    Binding { number, name, access: Access::StorageTexture(format) }
+}
+
 /// An entry point and exactly the bindings it uses.
 #[derive(Clone, Copy, Debug)]
 pub struct EntryPoint {
@@ -89,6 +113,9 @@ pub struct EntryPoint {
 /// `shaders/`, is its end), and `entry_points` the table of every entry point it has.
 #[derive(Debug)]
 pub struct Shader {
+    /// Unique among the crate's shaders: the file's stem, with the variant of a file compiled
+    /// after different preludes (`conv3x3_texture_rgba8`). Names pipelines, caches and exports.
+    pub name: &'static str,
     /// The file name in `shaders/`, e.g. `conv2d_tiled.wgsl`.
     pub file: &'static str,
     pub source: &'static str,
@@ -138,7 +165,7 @@ pub fn runtime_checks() -> wgpu::ShaderRuntimeChecks {
 }
 
 fn compile(device: &wgpu::Device, shader: &Shader) -> Result<wgpu::ShaderModule> {
-    with_error_scope(device, &format!("compiling shader '{}'", shader.file), || {
+    with_error_scope(device, &format!("compiling shader '{}'", shader.name), || {
         // SAFETY: memory accesses keep their bounds checks. The two checks turned off guard
         // against endless loops and integer division by zero, and neither can happen in the
         // shaders of this crate: every loop counts up to a bound taken from a shape uniform or
@@ -149,7 +176,7 @@ fn compile(device: &wgpu::Device, shader: &Shader) -> Result<wgpu::ShaderModule>
         unsafe {
             device.create_shader_module_trusted(
                 wgpu::ShaderModuleDescriptor {
-                    label: Some(shader.file),
+                    label: Some(shader.name),
                     source: wgpu::ShaderSource::Wgsl(shader.source.into()),
                 },
                 runtime_checks(),
@@ -163,19 +190,24 @@ fn layout_entries(entry: &EntryPoint) -> Vec<wgpu::BindGroupLayoutEntry> {
     entry
         .bindings
         .iter()
-        .map(|b| wgpu::BindGroupLayoutEntry {
-            binding: b.number,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: match b.access {
-                    Access::Uniform => wgpu::BufferBindingType::Uniform,
-                    Access::Read => wgpu::BufferBindingType::Storage { read_only: true },
-                    Access::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+        .map(|b| {
+            let buffer = |ty| wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None };
+            let ty = match b.access {
+                Access::Uniform => buffer(wgpu::BufferBindingType::Uniform),
+                Access::Read => buffer(wgpu::BufferBindingType::Storage { read_only: true }),
+                Access::ReadWrite => buffer(wgpu::BufferBindingType::Storage { read_only: false }),
+                Access::Texture => wgpu::BindingType::Texture {
+                    sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                    view_dimension: wgpu::TextureViewDimension::D2,
+                    multisampled: false,
                 },
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
+                Access::StorageTexture(format) => wgpu::BindingType::StorageTexture {
+                    access: wgpu::StorageTextureAccess::WriteOnly,
+                    format,
+                    view_dimension: wgpu::TextureViewDimension::D2,
+                },
+            };
+            wgpu::BindGroupLayoutEntry { binding: b.number, visibility: wgpu::ShaderStages::COMPUTE, ty, count: None }
         })
         .collect()
 }
@@ -191,9 +223,9 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// `file::entry_point`, for errors and profiles.
+    /// `shader::entry_point`, for errors and profiles.
     pub fn label(&self) -> String {
-        format!("{}::{}", self.shader.trim_end_matches(".wgsl"), self.entry.name)
+        format!("{}::{}", self.shader, self.entry.name)
     }
 
     /// The entry point's name.
@@ -215,7 +247,7 @@ struct KernelsInner {
     pipelines: Mutex<HashMap<PipelineKey, Kernel>>,
 }
 
-/// Shader file, entry point, and the override constants as bits.
+/// Shader name, entry point, and the override constants as bits.
 type PipelineKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
 
 impl std::fmt::Debug for Kernels {
@@ -245,7 +277,7 @@ impl Kernels {
     /// from the Rust constant): compiled on first use, then shared.
     pub fn get(&self, shader: &'static Shader, entry: &str, constants: &[(&'static str, f64)]) -> Result<Kernel> {
         let entry = shader.entry_point(entry)?;
-        let key: PipelineKey = (shader.file, entry.name, constants.iter().map(|(n, v)| (*n, v.to_bits())).collect());
+        let key: PipelineKey = (shader.name, entry.name, constants.iter().map(|(n, v)| (*n, v.to_bits())).collect());
         // A poisoned lock only means another thread panicked while inserting; the map is intact.
         if let Some(kernel) = self.inner.pipelines.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(kernel.clone());
@@ -253,16 +285,16 @@ impl Kernels {
         let device = &self.inner.device;
         let module = {
             let mut modules = self.inner.modules.lock().unwrap_or_else(|e| e.into_inner());
-            match modules.get(shader.file) {
+            match modules.get(shader.name) {
                 Some(module) => module.clone(),
                 None => {
                     let module = compile(device, shader)?;
-                    modules.insert(shader.file, module.clone());
+                    modules.insert(shader.name, module.clone());
                     module
                 }
             }
         };
-        let label = format!("{}::{}", shader.file.trim_end_matches(".wgsl"), entry.name);
+        let label = format!("{}::{}", shader.name, entry.name);
         let mut all = vec![("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE))];
         all.extend_from_slice(constants);
         let (pipeline, layout) = with_error_scope(device, &format!("building pipeline '{label}'"), || {
@@ -285,7 +317,7 @@ impl Kernels {
             });
             (pipeline, layout)
         })?;
-        let kernel = Kernel { shader: shader.file, entry, pipeline, layout };
+        let kernel = Kernel { shader: shader.name, entry, pipeline, layout };
         self.inner.pipelines.lock().unwrap_or_else(|e| e.into_inner()).insert(key, kernel.clone());
         Ok(kernel)
     }
@@ -296,17 +328,28 @@ impl Kernels {
     }
 }
 
-/// One buffer for the binding called `name`, of which the kernel touches the first `bytes`.
+/// What is bound to the binding called `name`.
 #[derive(Clone, Copy, Debug)]
 pub struct Arg<'a> {
     pub name: &'static str,
-    pub buffer: &'a wgpu::Buffer,
-    pub bytes: u64,
+    pub resource: Resource<'a>,
+}
+
+/// A buffer, of which the kernel touches the first `bytes`, or a texture view.
+#[derive(Clone, Copy, Debug)]
+pub enum Resource<'a> {
+    Buffer { buffer: &'a wgpu::Buffer, bytes: u64 },
+    Texture(&'a wgpu::TextureView),
 }
 
 /// The buffer for binding `name`, of which the kernel touches the first `bytes` bytes.
 pub fn arg<'a>(name: &'static str, buffer: &'a wgpu::Buffer, bytes: u64) -> Arg<'a> {
-    Arg { name, buffer, bytes }
+    Arg { name, resource: Resource::Buffer { buffer, bytes } }
+}
+
+/// The texture view for binding `name` (a sampled or a storage texture).
+pub fn texture_arg<'a>(name: &'static str, view: &'a wgpu::TextureView) -> Arg<'a> {
+    Arg { name, resource: Resource::Texture(view) }
 }
 
 /// The bytes of `floats` f32 values (or u32 words).
@@ -365,28 +408,17 @@ impl Dispatch {
             if given.next().is_some() {
                 return Err(bad(format!("binding {} '{}' is given twice", binding.number, binding.name)));
             }
-            let (usage, what) = match binding.access {
-                Access::Uniform => (wgpu::BufferUsages::UNIFORM, "UNIFORM"),
-                Access::Read | Access::ReadWrite => (wgpu::BufferUsages::STORAGE, "STORAGE"),
+            let resource = match a.resource {
+                Resource::Buffer { buffer, bytes } => {
+                    check_buffer(binding, buffer, bytes).map_err(bad)?;
+                    buffer.as_entire_binding()
+                }
+                Resource::Texture(view) => {
+                    check_texture(binding, view.texture()).map_err(bad)?;
+                    wgpu::BindingResource::TextureView(view)
+                }
             };
-            if !a.buffer.usage().contains(usage) {
-                return Err(bad(format!(
-                    "the {} buffer needs {what} usage (binding {}); it has {:?}",
-                    binding.name,
-                    binding.number,
-                    a.buffer.usage()
-                )));
-            }
-            if a.buffer.size() < a.bytes.max(4) {
-                return Err(bad(format!(
-                    "the {} buffer holds {} bytes, but binding {} needs {}",
-                    binding.name,
-                    a.buffer.size(),
-                    binding.number,
-                    a.bytes.max(4)
-                )));
-            }
-            entries.push(wgpu::BindGroupEntry { binding: binding.number, resource: a.buffer.as_entire_binding() });
+            entries.push(wgpu::BindGroupEntry { binding: binding.number, resource });
         }
         let bind_group = with_error_scope(device, &format!("binding {label}"), || {
             device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -407,7 +439,7 @@ impl Dispatch {
         pass.dispatch_workgroups(x, y, z);
     }
 
-    /// `file::entry_point`.
+    /// `shader::entry_point`.
     pub fn label(&self) -> String {
         self.kernel.label()
     }
@@ -421,6 +453,66 @@ impl Dispatch {
     pub fn workgroups(&self) -> [u32; 3] {
         self.workgroups
     }
+}
+
+/// Why `buffer` cannot serve `binding` for a kernel touching its first `bytes`, if it cannot.
+fn check_buffer(binding: &Binding, buffer: &wgpu::Buffer, bytes: u64) -> std::result::Result<(), String> {
+    let (usage, what) = match binding.access {
+        Access::Uniform => (wgpu::BufferUsages::UNIFORM, "UNIFORM"),
+        Access::Read | Access::ReadWrite => (wgpu::BufferUsages::STORAGE, "STORAGE"),
+        Access::Texture | Access::StorageTexture(_) => {
+            return Err(format!("binding {} '{}' takes a texture view, not a buffer", binding.number, binding.name))
+        }
+    };
+    if !buffer.usage().contains(usage) {
+        return Err(format!(
+            "the {} buffer needs {what} usage (binding {}); it has {:?}",
+            binding.name,
+            binding.number,
+            buffer.usage()
+        ));
+    }
+    if buffer.size() < bytes.max(4) {
+        return Err(format!(
+            "the {} buffer holds {} bytes, but binding {} needs {}",
+            binding.name,
+            buffer.size(),
+            binding.number,
+            bytes.max(4)
+        ));
+    }
+    Ok(())
+}
+
+/// Why a view of `texture` cannot serve `binding`, if it cannot: the usage, the dimension, the
+/// sample count and, for a storage texture, the format.
+fn check_texture(binding: &Binding, texture: &wgpu::Texture) -> std::result::Result<(), String> {
+    let (usage, what) = match binding.access {
+        Access::Texture => (wgpu::TextureUsages::TEXTURE_BINDING, "TEXTURE_BINDING"),
+        Access::StorageTexture(_) => (wgpu::TextureUsages::STORAGE_BINDING, "STORAGE_BINDING"),
+        _ => return Err(format!("binding {} '{}' takes a buffer, not a texture view", binding.number, binding.name)),
+    };
+    let name = binding.name;
+    if !texture.usage().contains(usage) {
+        return Err(format!(
+            "the {name} texture needs {what} usage (binding {}); it has {:?}",
+            binding.number,
+            texture.usage()
+        ));
+    }
+    if texture.dimension() != wgpu::TextureDimension::D2 || texture.sample_count() != 1 {
+        return Err(format!("the {name} texture must be 2-D and single-sampled"));
+    }
+    if let Access::StorageTexture(format) = binding.access {
+        if texture.format() != format {
+            return Err(format!(
+                "the {name} texture must be {format:?} (binding {}); it is {:?}",
+                binding.number,
+                texture.format()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The 2-D grid of workgroups covering `invocations` 1-D work items: as few rows as needed so

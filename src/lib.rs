@@ -43,6 +43,7 @@ pub mod adam;
 pub mod bench;
 #[cfg(feature = "checkpoint")]
 pub mod checkpoint;
+pub mod classify;
 pub mod data;
 pub mod error;
 #[cfg(feature = "fast-cpu")]

@@ -112,14 +112,17 @@ pub fn test_context() -> Option<&'static GpuContext> {
         .as_ref()
 }
 
-/// Every check, on `ctx`'s adapter: Part I, every layer kind of the registry, Adam, the gather.
+/// Every check, on `ctx`'s adapter: Part I (buffers and textures), every layer kind of the
+/// registry, Adam, the gather, the classifier's input.
 pub fn run_all(ctx: &GpuContext) -> Result<Vec<Check>> {
     let mut checks = conv3x3(ctx)?;
+    checks.extend(conv3x3_texture(ctx)?);
     for kind in REGISTRY {
         checks.extend((kind.checks)(ctx)?);
     }
     checks.extend(crate::adam::checks(ctx)?);
     checks.extend(crate::gather::checks(ctx)?);
+    checks.extend(crate::classify::checks(ctx)?);
     Ok(checks)
 }
 
@@ -292,6 +295,109 @@ pub fn conv3x3(ctx: &GpuContext) -> Result<Vec<Check>> {
                 tolerance,
                 0.0,
             ));
+        }
+    }
+    Ok(checks)
+}
+
+/// A `width × height` texture of `format` holding `bytes` (in its memory order), with `usage`
+/// added to what the checks need (copying in and out, sampling) and the non-sRGB twin of an sRGB
+/// format in its `view_formats`.
+pub fn texture_with(
+    ctx: &GpuContext,
+    format: wgpu::TextureFormat,
+    (width, height): (u32, u32),
+    bytes: &[u8],
+    usage: wgpu::TextureUsages,
+) -> wgpu::Texture {
+    let view_formats = [format.remove_srgb_suffix()];
+    let texture = ctx.device.create_texture(&wgpu::TextureDescriptor {
+        label: Some("selftest texture"),
+        size: wgpu::Extent3d { width, height, depth_or_array_layers: 1 },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format,
+        usage: usage
+            | wgpu::TextureUsages::COPY_DST
+            | wgpu::TextureUsages::COPY_SRC
+            | wgpu::TextureUsages::TEXTURE_BINDING,
+        view_formats: if format.is_srgb() { &view_formats } else { &[] },
+    });
+    ctx.queue.write_texture(
+        texture.as_image_copy(),
+        bytes,
+        wgpu::TexelCopyBufferLayout {
+            offset: 0,
+            bytes_per_row: Some(format.block_copy_size(None).unwrap_or(4) * width),
+            rows_per_image: None,
+        },
+        wgpu::Extent3d { width, height, depth_or_array_layers: 1 },
+    );
+    texture
+}
+
+/// RGBA bytes to and from BGRA (the same swap both ways).
+pub fn swap_red_blue(bytes: &[u8]) -> Vec<u8> {
+    bytes.chunks_exact(4).flat_map(|p| [p[2], p[1], p[0], p[3]]).collect()
+}
+
+/// Part I on textures against [`texture::reference`]: odd sizes, one channel and all, integer
+/// kernels bit for bit and a fractional one within a grey level, read from Rgba8Unorm, Bgra8Unorm
+/// and (through its byte view) Rgba8UnormSrgb, written to Rgba8Unorm and, where the device can
+/// store to it, Bgra8Unorm.
+pub fn conv3x3_texture(ctx: &GpuContext) -> Result<Vec<Check>> {
+    use crate::filter::texture::{self, Conv3x3Texture, TextureChannels};
+    use wgpu::TextureFormat::{Bgra8Unorm, Rgba8Unorm, Rgba8UnormSrgb};
+    let conv = Conv3x3Texture::with_kernels(&ctx.kernels)?;
+    // Every input format into Rgba8Unorm; Bgra8Unorm output from Rgba8Unorm.
+    let mut pairs = vec![(Rgba8Unorm, Rgba8Unorm), (Bgra8Unorm, Rgba8Unorm), (Rgba8UnormSrgb, Rgba8Unorm)];
+    if ctx.device.features().contains(wgpu::Features::BGRA8UNORM_STORAGE) {
+        pairs.push((Rgba8Unorm, Bgra8Unorm));
+    }
+    let mut rng = Rng::new(2);
+    let mut checks = Vec::new();
+    for (width, height) in [(1, 1), (37, 23), (64, 3)] {
+        let rgba: Vec<u8> = (0..4 * width * height).map(|_| rng.below(256) as u8).collect();
+        let cases = [
+            (Kernel3x3::K1, TextureChannels::One(2), 0.0),
+            (Kernel3x3::K2, TextureChannels::All, 0.0),
+            (Kernel3x3::new([[0.3, -1.7, 0.1]; 3]), TextureChannels::All, 1.0),
+        ];
+        for (kernel, channels, tolerance) in cases {
+            let expected = texture::reference(&rgba, width, height, &kernel, channels)?;
+            for &(input_format, output_format) in &pairs {
+                let memory = if input_format == Bgra8Unorm { swap_red_blue(&rgba) } else { rgba.clone() };
+                let input = texture_with(ctx, input_format, (width, height), &memory, wgpu::TextureUsages::empty());
+                let input_view = crate::gpu::byte_view(&ctx.device, &input)?;
+                let output = texture_with(
+                    ctx,
+                    output_format,
+                    (width, height),
+                    &vec![0x55; rgba.len()],
+                    wgpu::TextureUsages::STORAGE_BINDING,
+                );
+                let view = output.create_view(&Default::default());
+                let dispatch = conv.prepare(&ctx.device, &input_view, &view, &kernel, channels)?;
+                let mut encoder = ctx.device.create_command_encoder(&Default::default());
+                dispatch.encode(&mut encoder);
+                ctx.queue.submit([encoder.finish()]);
+                let mut got = crate::gpu::read_texture(&ctx.device, &ctx.queue, &output)?;
+                if output_format == Bgra8Unorm {
+                    got = swap_red_blue(&got);
+                }
+                let as_f32 = |bytes: &[u8]| bytes.iter().map(|&v| f32::from(v)).collect::<Vec<_>>();
+                let arithmetic = if dispatch.is_exact() { "int" } else { "float" };
+                checks.push(Check::compare(
+                    format!(
+                        "conv3x3 texture {arithmetic} {channels:?} {input_format:?}→{output_format:?} {width}×{height}"
+                    ),
+                    &as_f32(&got),
+                    &as_f32(&expected),
+                    tolerance,
+                    0.0,
+                ));
+            }
         }
     }
     Ok(checks)

@@ -267,3 +267,111 @@ fn planes_reject_empty_and_mismatched_sizes() {
     assert!(Plane::new(0, 5, vec![]).unwrap_err().to_string().contains("0×5"));
     assert!(Plane::new(2, 2, vec![0; 3]).unwrap_err().to_string().contains("needs 4 pixels, got 3"));
 }
+
+#[test]
+fn the_texture_convolution_matches_the_cpu_reference_on_every_format_and_mode() {
+    let Some(ctx) = gpu() else { return };
+    let checks = wgpu_cnn::selftest::conv3x3_texture(ctx).unwrap();
+    assert!(checks.len() >= 27, "{} checks", checks.len());
+    for check in &checks {
+        assert!(check.passed(), "{check}");
+    }
+}
+
+#[test]
+fn a_large_texture_is_convolved_exactly_like_its_planes() {
+    use wgpu_cnn::filter::texture::{self, Conv3x3Texture, TextureChannels};
+    let Some(ctx) = gpu() else { return };
+    let (width, height) = (1031, 517);
+    let mut rng = Rng::new(21);
+    let rgba = rng.bytes(4 * width as usize * height as usize);
+    let input = wgpu_cnn::selftest::texture_with(
+        ctx,
+        wgpu::TextureFormat::Rgba8Unorm,
+        (width, height),
+        &rgba,
+        wgpu::TextureUsages::empty(),
+    );
+    let output = wgpu_cnn::selftest::texture_with(
+        ctx,
+        wgpu::TextureFormat::Rgba8Unorm,
+        (width, height),
+        &vec![7; rgba.len()],
+        wgpu::TextureUsages::STORAGE_BINDING,
+    );
+    let conv = Conv3x3Texture::new(&ctx.device).unwrap();
+    let dispatch = conv
+        .prepare(
+            &ctx.device,
+            &input.create_view(&Default::default()),
+            &output.create_view(&Default::default()),
+            &Kernel3x3::K1,
+            TextureChannels::All,
+        )
+        .unwrap();
+    assert!(dispatch.is_exact());
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    dispatch.encode(&mut encoder);
+    ctx.queue.submit([encoder.finish()]);
+    let got = wgpu_cnn::gpu::read_texture(&ctx.device, &ctx.queue, &output).unwrap();
+    let expected = texture::reference(&rgba, width, height, &Kernel3x3::K1, TextureChannels::All).unwrap();
+    let first = got.iter().zip(&expected).position(|(a, b)| a != b);
+    assert_eq!(first, None, "first differing byte");
+}
+
+#[test]
+fn the_texture_convolution_refuses_textures_it_cannot_use() {
+    use wgpu::TextureFormat::{Bgra8Unorm, R8Unorm, Rgba16Float, Rgba8Unorm};
+    use wgpu_cnn::filter::texture::{Conv3x3Texture, TextureChannels};
+    use wgpu_cnn::selftest::texture_with;
+    let Some(ctx) = gpu() else { return };
+    let conv = Conv3x3Texture::new(&ctx.device).unwrap();
+    let make = |format, size: (u32, u32), usage| {
+        let bytes = vec![0u8; (format_bytes(format) * size.0 * size.1) as usize];
+        texture_with(ctx, format, size, &bytes, usage)
+    };
+    fn format_bytes(format: wgpu::TextureFormat) -> u32 {
+        format.block_copy_size(None).unwrap()
+    }
+    let storage = wgpu::TextureUsages::STORAGE_BINDING;
+    let view = |t: &wgpu::Texture| t.create_view(&Default::default());
+    let attempt = |input: &wgpu::Texture, output: &wgpu::Texture, channels| {
+        conv.prepare(&ctx.device, &view(input), &view(output), &Kernel3x3::K1, channels).unwrap_err().to_string()
+    };
+    let (input, output) = (make(Rgba8Unorm, (8, 8), wgpu::TextureUsages::empty()), make(Rgba8Unorm, (8, 8), storage));
+    let message = attempt(&make(R8Unorm, (8, 8), wgpu::TextureUsages::empty()), &output, TextureChannels::All);
+    assert!(message.contains("R8Unorm") && message.contains("Rgba8Unorm or Bgra8Unorm"), "{message}");
+    let message = attempt(&input, &make(Rgba8Unorm, (8, 9), storage), TextureChannels::All);
+    assert!(message.contains("(8, 8)") && message.contains("(8, 9)"), "{message}");
+    let message = attempt(&input, &make(Rgba16Float, (8, 8), storage), TextureChannels::All);
+    assert!(message.contains("Rgba16Float"), "{message}");
+    let message = attempt(&input, &make(Rgba8Unorm, (8, 8), wgpu::TextureUsages::empty()), TextureChannels::All);
+    assert!(message.contains("STORAGE_BINDING"), "{message}");
+    let message = attempt(&output, &output, TextureChannels::All);
+    assert!(message.contains("same texture"), "{message}");
+    let message = attempt(&input, &output, TextureChannels::One(3));
+    assert!(message.contains("channel 3"), "{message}");
+
+    // A device created without BGRA8UNORM_STORAGE: a Bgra8Unorm output names the feature.
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
+    let (device, queue) = pollster::block_on(adapter.request_device(&Default::default())).unwrap();
+    let bare = wgpu_cnn::gpu::GpuContext::from_device(&device, &queue);
+    let conv = Conv3x3Texture::new(&device).unwrap();
+    let input = texture_with(&bare, Rgba8Unorm, (4, 4), &[0; 64], wgpu::TextureUsages::empty());
+    let output = device.create_texture(&wgpu::TextureDescriptor {
+        label: None,
+        size: wgpu::Extent3d { width: 4, height: 4, depth_or_array_layers: 1 },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: Bgra8Unorm,
+        usage: wgpu::TextureUsages::TEXTURE_BINDING,
+        view_formats: &[],
+    });
+    let message = conv
+        .prepare(&device, &view(&input), &view(&output), &Kernel3x3::K1, TextureChannels::All)
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("BGRA8UNORM_STORAGE"), "{message}");
+}

@@ -55,6 +55,23 @@ fn reflected(module: &naga::Module, info: &naga::valid::ModuleInfo, entry: usize
                     Access::ReadWrite
                 }
                 naga::AddressSpace::Storage { .. } => Access::Read,
+                naga::AddressSpace::Handle => match module.types[var.ty].inner {
+                    naga::TypeInner::Image {
+                        dim: naga::ImageDimension::D2,
+                        arrayed: false,
+                        class: naga::ImageClass::Sampled { kind: naga::ScalarKind::Float, multi: false },
+                    } => Access::Texture,
+                    naga::TypeInner::Image {
+                        dim: naga::ImageDimension::D2,
+                        arrayed: false,
+                        class: naga::ImageClass::Storage { format, access },
+                    } if access == naga::StorageAccess::STORE => Access::StorageTexture(match format {
+                        naga::StorageFormat::Rgba8Unorm => wgpu::TextureFormat::Rgba8Unorm,
+                        naga::StorageFormat::Bgra8Unorm => wgpu::TextureFormat::Bgra8Unorm,
+                        other => panic!("binding {}: storage format {other:?} has no entry here", binding.binding),
+                    }),
+                    ref other => panic!("binding {} is a {other:?}", binding.binding),
+                },
                 other => panic!("binding {} is in address space {other:?}", binding.binding),
             };
             (binding.binding, var.name.clone().unwrap_or_default(), access)
@@ -91,8 +108,16 @@ fn every_binding_table_is_exactly_what_its_entry_point_uses() {
 fn no_entry_point_binds_more_than_webgpus_default_of_8_storage_buffers() {
     for s in shaders::all() {
         for entry in s.entry_points {
-            let storage = entry.bindings.iter().filter(|b| b.access != Access::Uniform).count();
+            let storage =
+                entry.bindings.iter().filter(|b| matches!(b.access, Access::Read | Access::ReadWrite)).count();
             assert!(storage <= 8, "{}::{} binds {storage} storage buffers", s.file, entry.name);
+            let textures = entry.bindings.iter().filter(|b| matches!(b.access, Access::StorageTexture(_))).count();
+            assert!(
+                textures <= 4,
+                "{}::{} binds {textures} storage textures (WebGPU's default is 4)",
+                s.file,
+                entry.name
+            );
         }
     }
 }
@@ -188,6 +213,19 @@ fn training_uniforms_match_their_wgsl_structs() {
 }
 
 #[test]
+fn embedding_uniforms_match_their_wgsl_structs() {
+    use wgpu_cnn::classify::InputShape;
+    use wgpu_cnn::filter::texture::TextureConvParams;
+    assert_layout!(
+        shader("conv3x3_texture.wgsl").source,
+        "TextureConvParams",
+        TextureConvParams,
+        [weights, weights_int, channel, exact, _pad, _pad + 4]
+    );
+    assert_layout!(shader("classify_input.wgsl").source, "InputShape", InputShape, [first, height, width, channels]);
+}
+
+#[test]
 fn conv2d_shapes_set_exactly_the_overrides_the_shaders_declare() {
     use wgpu_cnn::layers::conv2d::Conv2dShape;
     for file in ["conv2d_tiled.wgsl", "conv2d_naive.wgsl"] {
@@ -204,4 +242,45 @@ fn conv2d_shapes_set_exactly_the_overrides_the_shaders_declare() {
         set.sort();
         assert_eq!(declared, set, "{file}");
     }
+}
+
+#[test]
+fn the_manifest_gives_every_shader_with_its_workgroup_sizes_bindings_and_overrides() {
+    use wgpu_cnn::shaders::{manifest, WorkgroupDimension};
+    let manifest = manifest().unwrap();
+    assert_eq!(manifest.len(), shaders::all().len());
+    let mut names: Vec<&str> = manifest.iter().map(|s| s.name.as_str()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), manifest.len(), "shader names are unique: {names:?}");
+    let find = |name: &str| manifest.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no {name}"));
+    for s in &manifest {
+        let table = shaders::all().into_iter().find(|t| t.name == s.name).unwrap();
+        assert_eq!(s.entry_points.len(), table.entry_points.len(), "{}", s.name);
+        let size = s.overrides.iter().find(|o| o.name == "WORKGROUP_SIZE").unwrap_or_else(|| panic!("{}", s.name));
+        assert_eq!((size.ty.as_str(), size.default), ("u32", Some(256.0)), "{}", s.name);
+    }
+    let conv = find("conv3x3");
+    assert_eq!(
+        conv.entry_points[0].workgroup_size,
+        [
+            WorkgroupDimension::Override("WORKGROUP_SIZE".into()),
+            WorkgroupDimension::Fixed(1),
+            WorkgroupDimension::Fixed(1)
+        ]
+    );
+    let kinds: Vec<&str> = conv.entry_points[0].bindings.iter().map(|b| b.kind.as_str()).collect();
+    assert_eq!(kinds, ["uniform", "read-only-storage", "storage"]);
+    let texture = find("conv3x3_texture_bgra8");
+    let output = &texture.entry_points[0].bindings[2];
+    assert_eq!((output.kind.as_str(), output.format.as_deref()), ("write-only-storage-texture", Some("Bgra8Unorm")));
+    assert!(texture.source.contains("bgra8unorm"));
+    // The convolution's shape is set by the host: overrides without defaults.
+    let tiled = find("conv2d_tiled");
+    let batch = tiled.overrides.iter().find(|o| o.name == "BATCH").unwrap();
+    assert_eq!((batch.ty.as_str(), batch.default), ("u32", None));
+    // A size fixed by a WGSL `const` is a number (the logits kernel's 64 lanes).
+    let softmax = find("dense_softmax");
+    let logits = softmax.entry_points.iter().find(|e| e.name == "logits").unwrap();
+    assert_eq!(logits.workgroup_size[0], WorkgroupDimension::Fixed(64));
 }

@@ -237,6 +237,58 @@ fn bytes(n: u64) -> String {
     }
 }
 
+/// `wgpu-cnn shaders`: every shader's entry points, workgroup sizes and bindings; with `out`,
+/// `<name>.wgsl` (the source as compiled, preludes included) per shader and `shaders.json`.
+pub fn shaders(out: Option<&std::path::Path>) -> Result<()> {
+    use wgpu_cnn::shaders::WorkgroupDimension;
+    let manifest = wgpu_cnn::shaders::manifest()?;
+    for shader in &manifest {
+        let overrides: Vec<String> = shader
+            .overrides
+            .iter()
+            .map(|o| match o.default {
+                Some(default) => format!("{} = {default}", o.name),
+                None => o.name.clone(),
+            })
+            .collect();
+        println!("{} ({}; overrides: {})", shader.name, shader.file, overrides.join(", "));
+        for entry in &shader.entry_points {
+            let size: Vec<String> = entry
+                .workgroup_size
+                .iter()
+                .map(|d| match d {
+                    WorkgroupDimension::Fixed(n) => n.to_string(),
+                    WorkgroupDimension::Override(name) => name.clone(),
+                })
+                .collect();
+            let bindings: Vec<String> = entry
+                .bindings
+                .iter()
+                .map(|b| match &b.format {
+                    Some(format) => format!("{} {} ({} {format})", b.binding, b.name, b.kind),
+                    None => format!("{} {} ({})", b.binding, b.name, b.kind),
+                })
+                .collect();
+            println!("  {} @workgroup_size({}): {}", entry.name, size.join(", "), bindings.join(", "));
+        }
+    }
+    if let Some(folder) = out {
+        std::fs::create_dir_all(folder).map_err(|e| Error::io(folder, e))?;
+        for shader in &manifest {
+            wgpu_cnn::io::write_atomic(&folder.join(format!("{}.wgsl", shader.name)), shader.source.as_bytes())?;
+        }
+        let json = serde_json::to_value(&manifest).expect("the manifest serialises");
+        write_json(&folder.join("shaders.json"), &json)?;
+        println!(
+            "
+Wrote {} shaders and shaders.json to {}",
+            manifest.len(),
+            folder.display()
+        );
+    }
+    Ok(())
+}
+
 pub fn selftest(args: &GpuArgs) -> Result<()> {
     let ctx = GpuContext::new(&args.options())?;
     println!("Adapter: {}, driver {} {}", ctx.describe(), ctx.info.driver, ctx.info.driver_info);

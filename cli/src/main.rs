@@ -50,6 +50,13 @@ enum Command {
     },
     /// Run every kernel on the chosen adapter against the CPU reference: pass/fail and max error.
     Selftest,
+    /// List every WGSL shader with its entry points, workgroup sizes and bindings; with --out,
+    /// write each source and shaders.json (the same as data) for other renderers.
+    Shaders {
+        /// Folder to write <name>.wgsl for every shader and shaders.json into.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Time the work on every device, side by side in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -61,6 +68,9 @@ enum BenchCommand {
     Conv(convolve::BenchConvArgs),
     /// Training steps: images/s on the GPU and on the CPU, with the ratio.
     Train(train::BenchTrainArgs),
+    /// Inference as an embedding app runs it: the classifier on a buffer and on a texture, and
+    /// the fast CPU engine, in images/s per batch size.
+    Classify(train::BenchClassifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,8 +85,10 @@ fn main() -> ExitCode {
         Some(Command::Experiment(args)) => train::experiment(&cli.gpu, &args),
         Some(Command::Summary { model }) => train::summary(&model),
         Some(Command::Selftest) => args::selftest(&cli.gpu),
+        Some(Command::Shaders { out }) => args::shaders(out.as_deref()),
         Some(Command::Bench(BenchCommand::Conv(args))) => convolve::bench_conv(&cli.gpu, &args),
         Some(Command::Bench(BenchCommand::Train(args))) => train::bench_train(&cli.gpu, &args),
+        Some(Command::Bench(BenchCommand::Classify(args))) => train::bench_classify(&cli.gpu, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

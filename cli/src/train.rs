@@ -484,6 +484,70 @@ pub fn bench_train(gpu_args: &GpuArgs, args: &BenchTrainArgs) -> Result<()> {
     args.outputs.write(&format!("Training throughput, batch {batch}"), "images/s", &groups, ctx.as_ref(), fields)
 }
 
+/// `wgpu-cnn bench classify`.
+#[derive(Args)]
+pub struct BenchClassifyArgs {
+    /// Model to time: base, maxpool, deep or a description.
+    #[arg(long, default_value = "base")]
+    pub model: String,
+    /// Images per call (repeatable).
+    #[arg(long = "batch", default_values_t = [1usize, 256])]
+    pub batches: Vec<usize>,
+    /// Minimum time spent on each measurement, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub budget_ms: u64,
+    #[command(flatten)]
+    pub outputs: BenchOutputs,
+}
+
+/// Inference throughput of the embedders' classifier (buffer and texture input) and of the fast
+/// CPU engine's evaluation, per batch size.
+pub fn bench_classify(gpu_args: &GpuArgs, args: &BenchClassifyArgs) -> Result<()> {
+    args.outputs.check()?;
+    let model = model(&args.model)?;
+    let ctx = GpuContext::new(&gpu_args.options())?;
+    println!("CPU: {}\nGPU: {}", bench::cpu_name(), ctx.describe());
+    let images = assets::cifar10().test.clone();
+    let rows = bench::classify_timings(&ctx, &model, &images, &args.batches, Duration::from_millis(args.budget_ms))?;
+    println!(
+        "\nInference of {} ({} parameters): one call per submit, probabilities left on the device\n",
+        model.architecture,
+        group_thousands(model.param_count)
+    );
+    println!("{:<28} {:>6} {:>12} {:>10}", "method", "batch", "images/s", "vs first");
+    let (mut groups, mut json_rows) = (Vec::new(), Vec::new());
+    for &batch in &args.batches {
+        let of_batch: Vec<&bench::ClassifyTiming> = rows.iter().filter(|r| r.batch == batch).collect();
+        let first = of_batch[0].images_per_second;
+        for row in &of_batch {
+            println!(
+                "{:<28} {:>6} {:>12.1} {:>9.2}×",
+                row.method,
+                batch,
+                row.images_per_second,
+                row.images_per_second / first
+            );
+            json_rows.push(serde_json::json!({
+                "method": row.method, "batch": batch, "images_per_second": row.images_per_second,
+                "vs_first": row.images_per_second / first,
+            }));
+        }
+        let bars = of_batch.iter().map(|r| (r.method.clone(), r.images_per_second)).collect();
+        groups.push(BarGroup { label: format!("batch {batch}"), bars });
+    }
+    let fields = serde_json::Map::from_iter([
+        ("model".into(), model.architecture.to_string().into()),
+        ("results".into(), json_rows.into()),
+    ]);
+    args.outputs.write(
+        &format!("Inference throughput, {}", model.architecture.name),
+        "images/s",
+        &groups,
+        Some(&ctx),
+        fields,
+    )
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExperimentName {
     DataSize,

@@ -266,3 +266,42 @@ fn an_unknown_backend_is_rejected() {
     let stderr = fails(Path::new("."), &["info", "--backend", "glide"]);
     assert!(stderr.contains("unknown backend 'glide'"), "{stderr}");
 }
+
+#[test]
+fn shaders_lists_every_shader_and_writes_sources_and_a_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wgpu_cnn(dir.path(), &["shaders", "--out", "exported"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("conv3x3_texture @workgroup_size(WORKGROUP_SIZE, 1, 1)"), "{stdout}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("exported/shaders.json")).unwrap()).unwrap();
+    let shaders = manifest.as_array().unwrap();
+    assert_eq!(shaders.len(), wgpu_cnn::shaders::all().len());
+    for shader in shaders {
+        let name = shader["name"].as_str().unwrap();
+        let source = std::fs::read_to_string(dir.path().join(format!("exported/{name}.wgsl"))).unwrap();
+        assert_eq!(source, shader["source"].as_str().unwrap(), "{name}");
+        // What an engine without our Rust types needs: each source validates on its own.
+        naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+#[test]
+fn bench_classify_prints_and_writes_images_per_second_per_batch() {
+    let Some(_) = common::gpu() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["bench", "classify", "--model", "c4s2,f10", "--batch", "1", "--batch", "16", "--budget-ms", "20"];
+    let out = wgpu_cnn(dir.path(), &[&args[..], &["--json", "classify.json", "--chart", "classify.png"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for needle in ["GPU classifier, buffer", "GPU classifier, texture", "CPU fast (evaluate)", "images/s"] {
+        assert!(stdout.contains(needle), "bench classify lacks '{needle}': {stdout}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("classify.json")).unwrap()).unwrap();
+    let results = json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 6, "{json}");
+    assert!(results.iter().all(|r| r["images_per_second"].as_f64().unwrap() > 0.0), "{json}");
+    assert!(dir.path().join("classify.png").is_file());
+}

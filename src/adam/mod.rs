@@ -80,6 +80,7 @@ pub fn update<T: Float>(params: &mut [T], m: &mut [T], v: &mut [T], grads: &[T],
 
 /// The binding table of `shaders/adam.wgsl`.
 pub static SHADER: Shader = Shader {
+    name: "adam",
     file: "adam.wgsl",
     source: shader_source!("common.wgsl", "adam.wgsl"),
     own: shader_own!("adam.wgsl"),

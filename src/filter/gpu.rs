@@ -18,6 +18,7 @@ use crate::{shader_own, shader_source};
 
 /// The binding tables of `shaders/conv3x3.wgsl`: both entry points take the same three.
 pub static SHADER: Shader = Shader {
+    name: "conv3x3",
     file: "conv3x3.wgsl",
     source: shader_source!("conv3x3.wgsl"),
     own: shader_own!("conv3x3.wgsl"),
@@ -50,13 +51,15 @@ pub struct Conv3x3 {
     float: Kernel,
 }
 
-/// One bound convolution: ready to be recorded into a command encoder or an open compute pass.
+/// One bound convolution, on buffers ([`Conv3x3::prepare`]) or textures
+/// ([`super::Conv3x3Texture::prepare`]): ready to be recorded into a command encoder or an open
+/// compute pass.
 #[derive(Debug)]
 pub struct Conv3x3Dispatch {
-    dispatch: Dispatch,
+    pub(super) dispatch: Dispatch,
     // Kept alive for as long as the bind group refers to it.
-    _params: wgpu::Buffer,
-    exact: bool,
+    pub(super) _params: wgpu::Buffer,
+    pub(super) exact: bool,
 }
 
 impl Conv3x3 {
@@ -156,7 +159,7 @@ impl Conv3x3Dispatch {
 
     /// Records the dispatch in a compute pass of its own.
     pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
-        let mut pass = begin_pass(encoder, "conv3x3");
+        let mut pass = begin_pass(encoder, &self.dispatch.label());
         self.record(&mut pass);
     }
 

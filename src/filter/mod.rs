@@ -12,12 +12,16 @@
 //!   fuse multiply-adds, so GPU and CPU agree within one grey level.
 //!
 //! Three implementations with one interface: [`cpu::conv3x3_reference`] (the assignment's loop,
-//! the test oracle), [`cpu::conv3x3_fast`] (row-parallel, vectorisable), and [`Conv3x3`] on the GPU.
+//! the test oracle), [`cpu::conv3x3_fast`] (row-parallel, vectorisable), and [`Conv3x3`] on the GPU
+//! (packed u8 planes in storage buffers); [`Conv3x3Texture`] runs the same maths on the caller's
+//! textures.
 
 pub mod cpu;
 mod gpu;
+pub mod texture;
 
 pub use gpu::{Conv3x3, Conv3x3Dispatch, Conv3x3Params, SHADER};
+pub use texture::{Conv3x3Texture, TextureChannels};
 
 use crate::error::{Error, Result};
 

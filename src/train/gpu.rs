@@ -45,24 +45,28 @@ struct Grads {
     dacts: Vec<wgpu::Buffer>,
 }
 
-/// The forward net on one device, shared by training and inference.
-struct GpuNet {
-    device: wgpu::Device,
+/// The forward net on one device, shared by training, inference and the embedders' classifier
+/// ([`crate::classify::Classifier`]).
+pub(crate) struct GpuNet {
+    pub(crate) device: wgpu::Device,
     queue: wgpu::Queue,
     description: String,
-    kernels: Kernels,
-    batch: usize,
-    classes: usize,
-    step: wgpu::Buffer,
-    params: wgpu::Buffer,
+    pub(crate) kernels: Kernels,
+    pub(crate) batch: usize,
+    pub(crate) classes: usize,
+    /// The per-step uniform ([`StepParams`]).
+    pub(crate) step: wgpu::Buffer,
+    pub(crate) params: wgpu::Buffer,
     state: wgpu::Buffer,
-    x0: wgpu::Buffer,
+    /// The first layer's input `[batch, H, W, C]`.
+    pub(crate) x0: wgpu::Buffer,
     batch_labels: wgpu::Buffer,
     metrics: wgpu::Buffer,
     penalties: wgpu::Buffer,
-    probs: wgpu::Buffer,
-    hidden: Vec<LayerPass>,
-    head: LayerPass,
+    /// `[batch, classes]` the head's softmax outputs.
+    pub(crate) probs: wgpu::Buffer,
+    pub(crate) hidden: Vec<LayerPass>,
+    pub(crate) head: LayerPass,
     /// Keras names of the hidden layers, for the per-stage profile.
     hidden_names: Vec<String>,
     datasets: Vec<GpuData>,
@@ -183,6 +187,18 @@ impl GpuNet {
         })
     }
 
+    /// The forward pass alone, for batches of `config.batch_size`, with metrics for `capacity`
+    /// positions (inference and the classifier).
+    pub(crate) fn forward_only(
+        ctx: &GpuContext,
+        model: &Model,
+        weights: &Weights,
+        config: &TrainConfig,
+        capacity: usize,
+    ) -> Result<Self> {
+        Self::new(ctx, model, weights, config, None, false, capacity, 0)
+    }
+
     /// Uploads `data` and binds a gather for it, with an order buffer of `order_len` rows.
     fn prepare(&mut self, name: &str, data: &Dataset, order_len: usize) -> Result<DataId> {
         let sample_len = if data.is_empty() { 4 } else { data.images.len() / data.len() };
@@ -206,6 +222,15 @@ impl GpuNet {
 
     fn write_step(&self, step: &StepParams) {
         self.queue.write_buffer(&self.step, 0, bytemuck::bytes_of(step));
+    }
+
+    /// Records the forward pass of the batch in `x0` (the step uniform set for it): every hidden
+    /// layer, then the head's probabilities.
+    pub(crate) fn record_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for layer in &self.hidden {
+            layer.record_forward(pass);
+        }
+        self.head.record_forward(pass);
     }
 
     async fn read_f32(&self, buffer: &wgpu::Buffer) -> Result<Vec<f32>> {
@@ -234,10 +259,7 @@ impl GpuNet {
                 {
                     let mut pass = begin_pass(&mut encoder, "inference");
                     data.gather.record(&mut pass);
-                    for layer in &self.hidden {
-                        layer.record_forward(&mut pass);
-                    }
-                    self.head.record_forward(&mut pass);
+                    self.record_forward(&mut pass);
                     if b == 0 {
                         self.head.record_penalty(&mut pass);
                     }
@@ -355,6 +377,13 @@ impl GpuEngine {
             live: LiveMetrics::default(),
             _adam_shape: adam_shape,
         })
+    }
+
+    /// The flat f32 parameters on the device, in the model's layout (each layer's tensors,
+    /// [`Model::layers`]): the buffer Adam updates every step, `STORAGE | COPY_SRC | COPY_DST`,
+    /// for an application to bind, copy or read between steps.
+    pub fn params_buffer(&self) -> &wgpu::Buffer {
+        &self.net.params
     }
 
     /// Dispatches per training step (for reports): the gather, every layer's, Adam.
@@ -572,7 +601,7 @@ impl GpuInference {
     pub fn new(ctx: &GpuContext, model: &Model, weights: &Weights, config: &TrainConfig) -> Result<Self> {
         check_engine_inputs(model, weights, config)?;
         let capacity = INFERENCE_CHUNK.max(config.batch_size);
-        Ok(GpuInference { net: GpuNet::new(ctx, model, weights, config, None, false, capacity, 0)? })
+        Ok(GpuInference { net: GpuNet::forward_only(ctx, model, weights, config, capacity)? })
     }
 
     /// Dispatches per batch of inference.

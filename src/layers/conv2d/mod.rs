@@ -402,6 +402,7 @@ impl<T: Float> Reference<T> for Conv2d {
 
 /// The binding tables of `shaders/conv2d_tiled.wgsl`.
 pub static TILED: Shader = Shader {
+    name: "conv2d_tiled",
     file: "conv2d_tiled.wgsl",
     source: shader_source!("common.wgsl", "conv2d_shape.wgsl", "conv2d_tiled.wgsl"),
     own: shader_own!("conv2d_tiled.wgsl"),
@@ -442,6 +443,7 @@ pub static TILED: Shader = Shader {
 
 /// The binding tables of `shaders/conv2d_naive.wgsl`.
 pub static NAIVE: Shader = Shader {
+    name: "conv2d_naive",
     file: "conv2d_naive.wgsl",
     source: shader_source!("common.wgsl", "conv2d_shape.wgsl", "conv2d_naive.wgsl"),
     own: shader_own!("conv2d_naive.wgsl"),

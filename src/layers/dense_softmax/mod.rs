@@ -312,6 +312,7 @@ impl<T: Float> HeadReference<T> for DenseSoftmax {
 
 /// The binding tables of `shaders/dense_softmax.wgsl`.
 pub static SHADER: Shader = Shader {
+    name: "dense_softmax",
     file: "dense_softmax.wgsl",
     source: shader_source!("common.wgsl", "dense_softmax.wgsl"),
     own: shader_own!("dense_softmax.wgsl"),

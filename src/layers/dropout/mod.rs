@@ -149,6 +149,7 @@ impl<T: Float> Reference<T> for Dropout {
 
 /// The binding tables of `shaders/dropout.wgsl`.
 pub static SHADER: Shader = Shader {
+    name: "dropout",
     file: "dropout.wgsl",
     source: shader_source!("common.wgsl", "dropout.wgsl"),
     own: shader_own!("dropout.wgsl"),

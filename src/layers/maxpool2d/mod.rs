@@ -141,6 +141,7 @@ impl<T: Float> Reference<T> for MaxPool2d {
 
 /// The binding tables of `shaders/maxpool2d.wgsl`.
 pub static SHADER: Shader = Shader {
+    name: "maxpool2d",
     file: "maxpool2d.wgsl",
     source: shader_source!("common.wgsl", "maxpool2d.wgsl"),
     own: shader_own!("maxpool2d.wgsl"),
