@@ -150,6 +150,8 @@ pub struct ClassifyTiming {
     pub method: String,
     pub batch: usize,
     pub images_per_second: f64,
+    /// Dispatches of one call (GPU rows).
+    pub dispatches: Option<usize>,
 }
 
 /// Inference throughput of `model` (initial weights: the work does not depend on them) in
@@ -219,6 +221,7 @@ pub fn classify_timings(
                 method: method.into(),
                 batch,
                 images_per_second: batch as f64 / per_call.as_secs_f64(),
+                dispatches: Some(classifier.dispatches()),
             });
         }
         #[cfg(feature = "fast-cpu")]
@@ -233,6 +236,7 @@ pub fn classify_timings(
                 method: "CPU fast (evaluate)".into(),
                 batch,
                 images_per_second: batch as f64 / per_call.as_secs_f64(),
+                dispatches: None,
             });
         }
     }

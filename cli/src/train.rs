@@ -509,8 +509,9 @@ pub fn bench_classify(gpu_args: &GpuArgs, args: &BenchClassifyArgs) -> Result<()
     println!("CPU: {}\nGPU: {}", bench::cpu_name(), ctx.describe());
     let images = assets::cifar10().test.clone();
     let rows = bench::classify_timings(&ctx, &model, &images, &args.batches, Duration::from_millis(args.budget_ms))?;
+    let dispatches = rows.iter().find_map(|r| r.dispatches).unwrap_or(0);
     println!(
-        "\nInference of {} ({} parameters): one call per submit, probabilities left on the device\n",
+        "\nInference of {} ({} parameters): one call per submit ({dispatches} dispatches), probabilities left on the device\n",
         model.architecture,
         group_thousands(model.param_count)
     );
