@@ -119,7 +119,8 @@ pub struct ImageSource {
 #[derive(Debug)]
 pub struct TextureSource {
     dispatch: Dispatch,
-    shape: wgpu::Buffer,
+    /// Bound once with `first` 0 and never rewritten; kept alive with the bind group.
+    _shape: wgpu::Buffer,
     regions: wgpu::Buffer,
     size: (u32, u32),
 }
@@ -182,7 +183,7 @@ impl Classifier {
 
     /// Dispatches of one call (for reports): the input's, then every layer's forward pass.
     pub fn dispatches(&self) -> usize {
-        1 + self.net.hidden.iter().map(|l| l.forward.len()).sum::<usize>() + self.net.head.forward.len()
+        1 + self.net.forward_dispatches()
     }
 
     fn shape(&self, first: u32) -> InputShape {
@@ -218,13 +219,7 @@ impl Classifier {
     /// [`Classifier::record_regions`].
     pub fn bind_texture(&self, view: &wgpu::TextureView) -> Result<TextureSource> {
         let texture = view.texture();
-        let readable = [wgpu::TextureFormat::Rgba8Unorm, wgpu::TextureFormat::Bgra8Unorm];
-        if !readable.contains(&texture.format().remove_srgb_suffix()) {
-            return Err(Error::invalid(format!(
-                "the classifier reads Rgba8Unorm or Bgra8Unorm textures (sRGB ones through a non-sRGB view); this one is {:?}",
-                texture.format()
-            )));
-        }
+        gpu::check_byte_texture(texture).map_err(|why| Error::invalid(format!("the classifier's texture {why}")))?;
         if self.input[2] != 3 {
             return Err(Error::invalid(format!(
                 "the model takes {} channels per pixel; a texture gives R, G and B",
@@ -238,7 +233,7 @@ impl Classifier {
             Inputs { step: &self.net.step, shape: &shape, x: &self.net.x0, batch: self.max_batch(), input: self.input };
         let dispatch = bind_from_texture(&self.net.kernels, &inputs, view, &regions)
             .map_err(|e| Error::invalid(format!("the classifier's texture: {e}")))?;
-        Ok(TextureSource { dispatch, shape, regions, size: (texture.width(), texture.height()) })
+        Ok(TextureSource { dispatch, _shape: shape, regions, size: (texture.width(), texture.height()) })
     }
 
     /// Records the classification of images `first .. first + count` of `source` into `encoder`:
@@ -260,7 +255,7 @@ impl Classifier {
             )));
         }
         let shape = self.shape(first as u32);
-        self.record(encoder, count, output, offset, (&source.shape, bytemuck::bytes_of(&shape)), None, &source.dispatch)
+        self.record(encoder, count, output, offset, &[(&source.shape, bytemuck::bytes_of(&shape))], &source.dispatch)
     }
 
     /// Records the classification of the images in `regions` of `source`'s texture into
@@ -285,30 +280,21 @@ impl Classifier {
                 r.width, r.height, r.x, r.y
             )));
         }
-        let shape = self.shape(0);
-        let regions_bytes = bytemuck::cast_slice(regions);
-        self.record(
-            encoder,
-            regions.len(),
-            output,
-            offset,
-            (&source.shape, bytemuck::bytes_of(&shape)),
-            Some((&source.regions, regions_bytes)),
-            &source.dispatch,
-        )
+        // The texture's shape uniform never changes (bound with `first` 0); only the regions do.
+        let copies = [(&source.regions, bytemuck::cast_slice(regions))];
+        self.record(encoder, regions.len(), output, offset, &copies, &source.dispatch)
     }
 
-    /// The common part of a call: checks, the per-call parameters copied in, one compute pass
+    /// The common part of a call: checks, the per-call parameters copied in (the step uniform,
+    /// then each of `copies`: bytes for the start of a buffer of the input's), one compute pass
     /// (the input's dispatch, every layer's forward pass), the probabilities copied out.
-    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         count: usize,
         output: &wgpu::Buffer,
         offset: u64,
-        shape: (&wgpu::Buffer, &[u8]),
-        regions: Option<(&wgpu::Buffer, &[u8])>,
+        copies: &[(&wgpu::Buffer, &[u8])],
         input: &Dispatch,
     ) -> Result<()> {
         if count == 0 {
@@ -333,23 +319,18 @@ impl Classifier {
         let step = StepParams { batch_size: count as u32, ..StepParams::default() };
         // The call's parameters travel in a buffer of its own, copied in the encoder: calls
         // recorded before one submit then each see their own (a queue write would be seen by all).
-        let mut staging = bytemuck::bytes_of(&step).to_vec();
-        staging.extend_from_slice(shape.1);
-        if let Some((_, bytes)) = regions {
-            staging.extend_from_slice(bytes);
-        }
-        let device = &self.net.device;
-        let staging = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        let copies: Vec<(&wgpu::Buffer, &[u8])> =
+            std::iter::once((&self.net.step, bytemuck::bytes_of(&step))).chain(copies.iter().copied()).collect();
+        let contents: Vec<u8> = copies.iter().flat_map(|(_, bytes)| bytes.iter().copied()).collect();
+        let staging = self.net.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("classifier call"),
-            contents: &staging,
+            contents: &contents,
             usage: wgpu::BufferUsages::COPY_SRC,
         });
-        let step_len = std::mem::size_of::<StepParams>() as u64;
-        let shape_len = shape.1.len() as u64;
-        encoder.copy_buffer_to_buffer(&staging, 0, &self.net.step, 0, step_len);
-        encoder.copy_buffer_to_buffer(&staging, step_len, shape.0, 0, shape_len);
-        if let Some((buffer, bytes)) = regions {
-            encoder.copy_buffer_to_buffer(&staging, step_len + shape_len, buffer, 0, bytes.len() as u64);
+        let mut at = 0;
+        for (buffer, bytes) in copies {
+            encoder.copy_buffer_to_buffer(&staging, at, buffer, 0, bytes.len() as u64);
+            at += bytes.len() as u64;
         }
         {
             let mut pass = begin_pass(encoder, "classify");

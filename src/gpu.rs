@@ -450,6 +450,19 @@ pub fn read_texture(device: &wgpu::Device, queue: &wgpu::Queue, texture: &wgpu::
     Ok(padded.chunks(padded_row as usize).flat_map(|r| &r[..row as usize]).copied().collect())
 }
 
+/// Why `texture` cannot be read as bytes by a shader (`round(v · 255)` of an 8-bit normalised
+/// RGBA or BGRA texel), if it cannot: "is R8Unorm; …".
+pub fn check_byte_texture(texture: &wgpu::Texture) -> std::result::Result<(), String> {
+    use wgpu::TextureFormat::{Bgra8Unorm, Rgba8Unorm};
+    match texture.format().remove_srgb_suffix() {
+        Rgba8Unorm | Bgra8Unorm => Ok(()),
+        _ => Err(format!(
+            "is {:?}; it must be Rgba8Unorm or Bgra8Unorm (or their sRGB forms through a non-sRGB view, gpu::byte_view)",
+            texture.format()
+        )),
+    }
+}
+
 /// A view of level 0 of `texture` in which a shader reads its bytes: the texture's own format,
 /// or for an sRGB texture its non-sRGB twin, which must be in the texture's `view_formats`
 /// (wgpu's validation error comes back as an [`Error`] otherwise). Through an sRGB view the GPU

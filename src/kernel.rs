@@ -62,13 +62,6 @@ pub enum Access {
     StorageTexture(wgpu::TextureFormat),
 }
 
-impl Access {
-    /// Whether the binding is a buffer (the others are texture views).
-    pub fn is_buffer(self) -> bool {
-        matches!(self, Access::Uniform | Access::Read | Access::ReadWrite)
-    }
-}
-
 /// One binding of an entry point (group 0): its number and its name in the WGSL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Binding {

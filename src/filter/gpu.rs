@@ -43,6 +43,29 @@ pub struct Conv3x3Params {
     pub weights_int: [[i32; 4]; 3],
 }
 
+/// A kernel as both shaders' uniforms hold it: row `ky` is `(k[ky][0], k[ky][1], k[ky][2], 0)`
+/// (uniform arrays need a 16-byte stride), as f32 and, when every weight is a whole number that
+/// the exact path can sum in i32, as i32 (`exact`).
+pub(super) struct UniformRows {
+    pub weights: [[f32; 4]; 3],
+    pub weights_int: [[i32; 4]; 3],
+    pub exact: bool,
+}
+
+impl UniformRows {
+    pub fn of(kernel: &Kernel3x3) -> Self {
+        let integer = kernel.integer_weights();
+        let mut rows = UniformRows { weights: [[0.0; 4]; 3], weights_int: [[0; 4]; 3], exact: integer.is_some() };
+        for ky in 0..3 {
+            for kx in 0..3 {
+                rows.weights[ky][kx] = kernel.weights[ky][kx];
+                rows.weights_int[ky][kx] = integer.map_or(0, |k| k[ky][kx]);
+            }
+        }
+        rows
+    }
+}
+
 /// The Part I convolution's pipelines on one device. Build once, then [`Conv3x3::prepare`] a
 /// dispatch per (input, output, kernel) and record it as often as needed.
 #[derive(Clone, Debug)]
@@ -112,18 +135,12 @@ impl Conv3x3 {
     ) -> Result<Conv3x3Dispatch> {
         Self::check_fits(device, width, height)?;
         let needed = Self::buffer_size(width, height);
-        let integer = kernel.integer_weights();
-        let mut params =
-            Conv3x3Params { width, height, _pad: [0; 2], weights: [[0.0; 4]; 3], weights_int: [[0; 4]; 3] };
-        for ky in 0..3 {
-            for kx in 0..3 {
-                params.weights[ky][kx] = kernel.weights[ky][kx];
-                params.weights_int[ky][kx] = integer.map_or(0, |k| k[ky][kx]);
-            }
-        }
+        let rows = UniformRows::of(kernel);
+        let params =
+            Conv3x3Params { width, height, _pad: [0; 2], weights: rows.weights, weights_int: rows.weights_int };
         let params_buffer = gpu::uniform_buffer(device, "conv3x3 params", &params);
 
-        let kernel = if integer.is_some() { &self.exact } else { &self.float };
+        let kernel = if rows.exact { &self.exact } else { &self.float };
         // One invocation per u32 word (four pixels) of the plane. Binding checks the buffers'
         // usages and that each holds the plane.
         let args = [
@@ -133,7 +150,7 @@ impl Conv3x3 {
         ];
         let dispatch = Dispatch::new(device, kernel, &args, Grid::Invocations(needed / 4))
             .map_err(|e| Error::invalid(format!("a {width}×{height} plane: {e}")))?;
-        Ok(Conv3x3Dispatch { dispatch, _params: params_buffer, exact: integer.is_some() })
+        Ok(Conv3x3Dispatch { dispatch, _params: params_buffer, exact: rows.exact })
     }
 
     /// Convenience for whole planes: upload, convolve, read back. Blocks until done.

@@ -22,6 +22,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::gpu::UniformRows;
 use super::{cpu, Conv3x3Dispatch, Kernel3x3, Plane};
 use crate::error::{Error, Result};
 use crate::gpu;
@@ -125,13 +126,7 @@ impl Conv3x3Texture {
     ) -> Result<Conv3x3Dispatch> {
         let (from, to) = (input.texture(), output.texture());
         let bad = |why: String| Error::invalid(format!("cannot convolve the texture: {why}"));
-        let readable = [wgpu::TextureFormat::Rgba8Unorm, wgpu::TextureFormat::Bgra8Unorm];
-        if !readable.contains(&from.format().remove_srgb_suffix()) {
-            return Err(bad(format!(
-                "the input is {:?}; it must be Rgba8Unorm or Bgra8Unorm (or their sRGB forms through a non-sRGB view)",
-                from.format()
-            )));
-        }
+        gpu::check_byte_texture(from).map_err(|why| bad(format!("the input {why}")))?;
         if from == to {
             return Err(bad("input and output are the same texture".into()));
         }
@@ -146,20 +141,14 @@ impl Conv3x3Texture {
             })?,
             other => return Err(bad(format!("the output is {other:?}; it must be Rgba8Unorm (or Bgra8Unorm with BGRA8UNORM_STORAGE)"))),
         };
-        let integer = kernel.integer_weights();
-        let mut params = TextureConvParams {
-            weights: [[0.0; 4]; 3],
-            weights_int: [[0; 4]; 3],
+        let rows = UniformRows::of(kernel);
+        let params = TextureConvParams {
+            weights: rows.weights,
+            weights_int: rows.weights_int,
             channel: channels.code()?,
-            exact: u32::from(integer.is_some()),
+            exact: u32::from(rows.exact),
             _pad: [0; 2],
         };
-        for ky in 0..3 {
-            for kx in 0..3 {
-                params.weights[ky][kx] = kernel.weights[ky][kx];
-                params.weights_int[ky][kx] = integer.map_or(0, |k| k[ky][kx]);
-            }
-        }
         let params_buffer = gpu::uniform_buffer(device, "conv3x3 texture params", &params);
         let args = [
             arg("params", &params_buffer, std::mem::size_of::<TextureConvParams>() as u64),
@@ -168,7 +157,7 @@ impl Conv3x3Texture {
         ];
         let pixels = u64::from(from.width()) * u64::from(from.height());
         let dispatch = Dispatch::new(device, kernel_for_output, &args, Grid::Invocations(pixels))?;
-        Ok(Conv3x3Dispatch { dispatch, _params: params_buffer, exact: integer.is_some() })
+        Ok(Conv3x3Dispatch { dispatch, _params: params_buffer, exact: rows.exact })
     }
 }
 

@@ -65,8 +65,8 @@ pub(crate) struct GpuNet {
     penalties: wgpu::Buffer,
     /// `[batch, classes]` the head's softmax outputs.
     pub(crate) probs: wgpu::Buffer,
-    pub(crate) hidden: Vec<LayerPass>,
-    pub(crate) head: LayerPass,
+    hidden: Vec<LayerPass>,
+    head: LayerPass,
     /// Keras names of the hidden layers, for the per-stage profile.
     hidden_names: Vec<String>,
     datasets: Vec<GpuData>,
@@ -231,6 +231,11 @@ impl GpuNet {
             layer.record_forward(pass);
         }
         self.head.record_forward(pass);
+    }
+
+    /// Dispatches [`GpuNet::record_forward`] records.
+    pub(crate) fn forward_dispatches(&self) -> usize {
+        self.hidden.iter().map(|l| l.forward.len()).sum::<usize>() + self.head.forward.len()
     }
 
     async fn read_f32(&self, buffer: &wgpu::Buffer) -> Result<Vec<f32>> {
@@ -400,10 +405,7 @@ impl GpuEngine {
     fn record_step(&self, pass: &mut wgpu::ComputePass<'_>) {
         let net = &self.net;
         net.datasets[0].gather.record(pass);
-        for layer in &net.hidden {
-            layer.record_forward(pass);
-        }
-        net.head.record_forward(pass);
+        net.record_forward(pass);
         net.head.record_penalty(pass);
         net.head.record_backward(pass);
         for layer in net.hidden.iter().rev() {
@@ -604,9 +606,9 @@ impl GpuInference {
         Ok(GpuInference { net: GpuNet::forward_only(ctx, model, weights, config, capacity)? })
     }
 
-    /// Dispatches per batch of inference.
+    /// Dispatches per batch of inference: the gather, then the forward pass.
     pub fn dispatches_per_batch(&self) -> usize {
-        1 + self.net.hidden.iter().map(|l| l.forward.len()).sum::<usize>() + self.net.head.forward.len()
+        1 + self.net.forward_dispatches()
     }
 }
 

@@ -139,21 +139,41 @@ multiversion!(fn logits_isa = logits_impl(logits: &mut [f32], x: &[f32], batch: 
 fn logits_impl<S: Tiles>(logits: &mut [f32], x: &[f32], batch: usize, plan: &DensePlan) {
     let (features, classes) = (plan.shape.features as usize, plan.shape.classes as usize);
     let kp = plan.bias.len();
-    let taps = [Tap { src: 0, w: 0, len: features }];
-    for (first, vectors, lanes) in groups::<S>(classes) {
+    rows_times_packed::<S>(logits, x, &plan.weights, kp, Some(&plan.bias), batch, features, classes);
+}
+
+/// `dst[n] = src[n] · W (+ init)` for the first `batch` rows: rows of `inputs` floats in `src`,
+/// of `outputs` in `dst`, `W` packed as `inputs` rows of `w_stride` floats (`outputs` rounded up
+/// to whole vectors, zero-padded), `init` as long. Both dense products are this one: the
+/// logits (x times the kernel, plus the bias) and the input gradient (dlogits times the
+/// transposed kernel).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn rows_times_packed<S: Tiles>(
+    dst: &mut [f32],
+    src: &[f32],
+    w: &[f32],
+    w_stride: usize,
+    init: Option<&[f32]>,
+    batch: usize,
+    inputs: usize,
+    outputs: usize,
+) {
+    let taps = [Tap { src: 0, w: 0, len: inputs }];
+    for (first, vectors, lanes) in groups::<S>(outputs) {
         for (n, samples) in split(batch, dot_tile::<S>(vectors)) {
-            // SAFETY: samples n.. of x (F floats each) and of logits (K each) are in bounds,
-            // packed rows are K' ≥ first + vectors·LANES floats.
+            // SAFETY: the callers check that src and dst hold `batch` rows; packed rows (and
+            // init) are w_stride ≥ first + vectors·LANES floats.
             unsafe {
                 let dot = Dot {
-                    src: x.as_ptr().add(n * features),
-                    src_step: features,
+                    src: src.as_ptr().add(n * inputs),
+                    src_step: inputs,
                     taps: &taps,
-                    w: plan.weights.as_ptr().add(first),
-                    w_stride: kp,
-                    init: Some(plan.bias.as_ptr().add(first)),
-                    dst: logits.as_mut_ptr().add(n * classes + first),
-                    dst_step: classes,
+                    w: w.as_ptr().add(first),
+                    w_stride,
+                    init: init.map(|init| init.as_ptr().add(first)),
+                    dst: dst.as_mut_ptr().add(n * outputs + first),
+                    dst_step: outputs,
                     lanes,
                     relu: false,
                     mask: None,
@@ -264,29 +284,7 @@ multiversion!(fn backward_input_isa = backward_input_impl(dx: &mut [f32], dlogit
 fn backward_input_impl<S: Tiles>(dx: &mut [f32], dlogits: &[f32], batch: usize, plan: &DensePlan) {
     let (features, classes) = (plan.shape.features as usize, plan.shape.classes as usize);
     let fp = plan.transposed.len() / classes.max(1);
-    let taps = [Tap { src: 0, w: 0, len: classes }];
-    for (first, vectors, lanes) in groups::<S>(features) {
-        for (n, samples) in split(batch, dot_tile::<S>(vectors)) {
-            // SAFETY: samples n.. of dlogits and dx, and transposed rows of F' ≥ first +
-            // vectors·LANES floats, are in bounds.
-            unsafe {
-                let dot = Dot {
-                    src: dlogits.as_ptr().add(n * classes),
-                    src_step: classes,
-                    taps: &taps,
-                    w: plan.transposed.as_ptr().add(first),
-                    w_stride: fp,
-                    init: None,
-                    dst: dx.as_mut_ptr().add(n * features + first),
-                    dst_step: features,
-                    lanes,
-                    relu: false,
-                    mask: None,
-                };
-                S::dot(&dot, samples, vectors);
-            }
-        }
-    }
+    rows_times_packed::<S>(dx, dlogits, &plan.transposed, fp, None, batch, classes, features);
 }
 
 // ---------------------------------------------------------------------------------------------
