@@ -190,15 +190,18 @@ fn is_base_run(sweeps: &[Sweep], sweep: Sweep, arch: &str, index: usize, runs: u
     }
 }
 
-/// `engine`'s model on `set`.
-fn set_report(engine: &mut dyn Inference, set: &Dataset, train_labels: &[u8], names: &[String]) -> Result<SetReport> {
-    let id = engine.prepare(set)?;
-    let raw = wait(engine.evaluate(id))?;
-    let (loss, accuracy) = raw.summarise(set.labels.iter().copied(), usize::MAX);
-    let confusion_matrix = ConfusionMatrix::new(names.len(), &set.labels, &raw.predictions)?;
-    let report = ClassificationReport::from_confusion(&confusion_matrix, names);
-    let (baseline_label, baseline) = baseline_accuracy(train_labels, &set.labels);
-    Ok(SetReport { images: set.len(), loss, accuracy, confusion_matrix, report, baseline_label, baseline })
+impl SetReport {
+    /// `engine`'s model on `set`, the baseline from `train_labels` (`evaluate`'s and the
+    /// report's numbers).
+    pub fn of(engine: &mut dyn Inference, set: &Dataset, train_labels: &[u8], names: &[String]) -> Result<Self> {
+        let id = engine.prepare(set)?;
+        let raw = wait(engine.evaluate(id))?;
+        let (loss, accuracy) = raw.summarise(set.labels.iter().copied(), usize::MAX);
+        let confusion_matrix = ConfusionMatrix::new(names.len(), &set.labels, &raw.predictions)?;
+        let report = ClassificationReport::from_confusion(&confusion_matrix, names);
+        let (baseline_label, baseline) = baseline_accuracy(train_labels, &set.labels);
+        Ok(SetReport { images: set.len(), loss, accuracy, confusion_matrix, report, baseline_label, baseline })
+    }
 }
 
 /// Runs `sweeps` on `data` on `target`; `compare` (when given) re-runs each training there for
@@ -239,9 +242,9 @@ pub fn run(
                 None => None,
             };
             let names = &data.class_names;
-            let tested = set_report(trained.as_mut(), &test, &given.labels, names)?;
+            let tested = SetReport::of(trained.as_mut(), &test, &given.labels, names)?;
             let evaluation = match is_base_run(sweeps, sweep, &arch, index, runs) {
-                true => Some([set_report(trained.as_mut(), &given, &given.labels, names)?, tested.clone()]),
+                true => Some([SetReport::of(trained.as_mut(), &given, &given.labels, names)?, tested.clone()]),
                 false => None,
             };
             let last = history.epochs.last().ok_or_else(|| Error::invalid("a run trained no epoch"))?;

@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::args::{choose, seconds, BenchOutputs, Device, GpuArgs};
+use crate::experiment::SetReport;
 use crate::plot::{self, BarGroup};
 use crate::{assets, picture};
 use wgpu_cnn::bench;
@@ -14,7 +15,7 @@ use wgpu_cnn::checkpoint::Checkpoint;
 use wgpu_cnn::data::{self, Cifar10, Dataset};
 use wgpu_cnn::gpu::GpuContext;
 use wgpu_cnn::io::write_atomic;
-use wgpu_cnn::metrics::{baseline_accuracy, ClassificationReport, ConfusionMatrix};
+use wgpu_cnn::metrics::baseline_accuracy;
 use wgpu_cnn::model::{group_thousands, Architecture, Model, CIFAR_INPUT};
 use wgpu_cnn::train::fast::FastCpuEngine;
 use wgpu_cnn::train::gpu::GpuEngine;
@@ -281,24 +282,22 @@ pub fn evaluate(gpu_args: &GpuArgs, args: &EvaluateArgs) -> Result<()> {
     let mut sets = Vec::new();
     for (name, set) in [("train", &data.train), ("test", &data.test)] {
         let start = Instant::now();
-        let id = engine.prepare(set)?;
-        let raw = wait(engine.evaluate(id))?;
-        let seconds_taken = start.elapsed().as_secs_f64();
-        let (loss, accuracy) = raw.summarise(set.labels.iter().copied(), usize::MAX);
-        let matrix = ConfusionMatrix::new(names.len(), &set.labels, &raw.predictions)?;
-        let report = ClassificationReport::from_confusion(&matrix, names);
-        let (label, baseline) = baseline_accuracy(&data.train.labels, &set.labels);
-        sets.push((name, set.len(), loss, accuracy, matrix, report, label, baseline, seconds_taken));
+        let report = SetReport::of(engine.as_mut(), set, &data.train.labels, names)?;
+        sets.push((name, report, start.elapsed().as_secs_f64()));
     }
     if args.json {
         let json: serde_json::Value = sets
             .iter()
-            .map(|(name, n, loss, accuracy, matrix, report, label, baseline, secs)| {
+            .map(|(name, r, secs)| {
                 (
                     name.to_string(),
                     serde_json::json!({
-                        "images": n, "loss": loss, "accuracy": accuracy, "confusion_matrix": matrix, "report": report,
-                        "baseline": { "label": label, "class": names.get(*label as usize), "accuracy": baseline },
+                        "images": r.images, "loss": r.loss, "accuracy": r.accuracy,
+                        "confusion_matrix": r.confusion_matrix, "report": r.report,
+                        "baseline": {
+                            "label": r.baseline_label, "class": names.get(usize::from(r.baseline_label)),
+                            "accuracy": r.baseline,
+                        },
                         "seconds": secs,
                     }),
                 )
@@ -317,24 +316,25 @@ pub fn evaluate(gpu_args: &GpuArgs, args: &EvaluateArgs) -> Result<()> {
             checkpoint.epochs_done
         );
         println!("Data: {}\nDevice: {why}", data.source);
-        for (name, n, loss, accuracy, matrix, report, label, baseline, secs) in &sets {
-            println!("\n== {name} set: {} images, {} ==", group_thousands(*n), seconds(*secs));
-            println!("loss {loss:.4}, accuracy {accuracy:.4}");
+        for (name, r, secs) in &sets {
+            println!("\n== {name} set: {} images, {} ==", group_thousands(r.images), seconds(*secs));
+            println!("loss {:.4}, accuracy {:.4}", r.loss, r.accuracy);
             println!(
-                "most-common-label baseline (always '{}', the most common training label): {baseline:.4}\n",
-                names.get(*label as usize).map_or("?", String::as_str)
+                "most-common-label baseline (always '{}', the most common training label): {:.4}\n",
+                names.get(usize::from(r.baseline_label)).map_or("?", String::as_str),
+                r.baseline
             );
-            println!("{}", report.render(2));
-            println!("Confusion matrix (rows: true class, columns: predicted):\n{}", matrix.render(names));
+            println!("{}", r.report.render(2));
+            println!("Confusion matrix (rows: true class, columns: predicted):\n{}", r.confusion_matrix.render(names));
         }
     }
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
-    for (name, _, _, accuracy, matrix, ..) in &sets {
+    for (name, r, _) in &sets {
         let path = args.out.join(format!("confusion_{name}.png"));
         plot::confusion_heatmap(
             &path,
-            &format!("{} — {name} set, accuracy {accuracy:.3}", checkpoint.architecture.name),
-            matrix,
+            &format!("{} — {name} set, accuracy {:.3}", checkpoint.architecture.name, r.accuracy),
+            &r.confusion_matrix,
             names,
         )?;
         if !args.json {
