@@ -92,25 +92,21 @@ pub struct TextureConvParams {
 /// dispatch per (input, output, kernel, channels), record it as often as needed (every frame).
 #[derive(Clone, Debug)]
 pub struct Conv3x3Texture {
+    /// The device's cache: the Bgra8Unorm variant is compiled there the first time a Bgra8Unorm
+    /// output is bound, not before.
+    kernels: Kernels,
     rgba8: Kernel,
-    /// On devices with `BGRA8UNORM_STORAGE`.
-    bgra8: Option<Kernel>,
 }
 
 impl Conv3x3Texture {
-    /// Compiles the shader on `device` (its Bgra8Unorm variant too when the device can store to
-    /// Bgra8Unorm).
+    /// Compiles the shader (for Rgba8Unorm outputs) on `device`.
     pub fn new(device: &wgpu::Device) -> Result<Self> {
         Self::with_kernels(&Kernels::new(device))
     }
 
     /// Takes the pipelines from (or builds them into) `kernels`, the device's cache.
     pub fn with_kernels(kernels: &Kernels) -> Result<Self> {
-        let bgra = kernels.device().features().contains(wgpu::Features::BGRA8UNORM_STORAGE);
-        Ok(Conv3x3Texture {
-            rgba8: kernels.get(&SHADER_RGBA8, "conv3x3_texture", &[])?,
-            bgra8: if bgra { Some(kernels.get(&SHADER_BGRA8, "conv3x3_texture", &[])?) } else { None },
-        })
+        Ok(Conv3x3Texture { kernels: kernels.clone(), rgba8: kernels.get(&SHADER_RGBA8, "conv3x3_texture", &[])? })
     }
 
     /// Binds `input` and `output` (views of level 0; see the module docs for what they must be),
@@ -135,11 +131,18 @@ impl Conv3x3Texture {
             return Err(bad(format!("the input is {:?} pixels, the output {:?}", size(from), size(to))));
         }
         let kernel_for_output = match to.format() {
-            wgpu::TextureFormat::Rgba8Unorm => &self.rgba8,
-            wgpu::TextureFormat::Bgra8Unorm => self.bgra8.as_ref().ok_or_else(|| {
-                bad("a Bgra8Unorm output needs the device feature BGRA8UNORM_STORAGE (wgpu::Features::BGRA8UNORM_STORAGE), which this device was not created with; write to an Rgba8Unorm texture instead".into())
-            })?,
-            other => return Err(bad(format!("the output is {other:?}; it must be Rgba8Unorm (or Bgra8Unorm with BGRA8UNORM_STORAGE)"))),
+            wgpu::TextureFormat::Rgba8Unorm => self.rgba8.clone(),
+            wgpu::TextureFormat::Bgra8Unorm => {
+                if !self.kernels.device().features().contains(wgpu::Features::BGRA8UNORM_STORAGE) {
+                    return Err(bad("a Bgra8Unorm output needs the device feature BGRA8UNORM_STORAGE (wgpu::Features::BGRA8UNORM_STORAGE), which this device was not created with; write to an Rgba8Unorm texture instead".into()));
+                }
+                self.kernels.get(&SHADER_BGRA8, "conv3x3_texture", &[])?
+            }
+            other => {
+                return Err(bad(format!(
+                    "the output is {other:?}; it must be Rgba8Unorm (or Bgra8Unorm with BGRA8UNORM_STORAGE)"
+                )))
+            }
         };
         let rows = UniformRows::of(kernel);
         let params = TextureConvParams {
@@ -156,7 +159,7 @@ impl Conv3x3Texture {
             texture_arg("output", output),
         ];
         let pixels = u64::from(from.width()) * u64::from(from.height());
-        let dispatch = Dispatch::new(device, kernel_for_output, &args, Grid::Invocations(pixels))?;
+        let dispatch = Dispatch::new(device, &kernel_for_output, &args, Grid::Invocations(pixels))?;
         Ok(Conv3x3Dispatch { dispatch, _params: params_buffer, exact: rows.exact })
     }
 }
