@@ -24,12 +24,16 @@
 @group(0) @binding(6) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(7) var<storage, read_write> grads: array<f32>;
 
-// dL/d(pre-activation) at output element o: ReLU passes the gradient where the output is positive.
+// dL/d(pre-activation) at output element o: ReLU passes the gradient where the output is positive
+// (without the activation, all of it).
 fn relu_grad(o: u32) -> f32 {
-    return select(0.0, dy[o], y[o] > 0.0);
+    if (RELU) {
+        return select(0.0, dy[o], y[o] > 0.0);
+    }
+    return dy[o];
 }
 
-// y[n, oy, ox, k] = relu(bias[k] + Σ_{ky, kx, c} x[n, iy, ix, c] · kernel[ky, kx, c, k])
+// y[n, oy, ox, k] = relu(bias[k]  (no relu when !RELU) + Σ_{ky, kx, c} x[n, iy, ix, c] · kernel[ky, kx, c, k])
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn naive_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = linear_index(gid, groups);
@@ -60,7 +64,7 @@ fn naive_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
             }
         }
     }
-    y[i] = max(sum, 0.0);
+    y[i] = select(sum, max(sum, 0.0), RELU);
 }
 
 // dx[n, iy, ix, c] = Σ over the (oy, ky), (ox, kx) with oy·stride + ky − pad_top = iy (and

@@ -33,6 +33,7 @@ override BIAS_OFFSET: u32;
 override CHUNK_LEN: u32;   // output positions (n, oy, ox) per partial-sum chunk
 override CHUNKS: u32;      // ceil(BATCH · OUT_H · OUT_W / CHUNK_LEN)
 override CHUNK_LANES: u32; // invocations that share one chunk (a power of two dividing WORKGROUP_SIZE)
+override RELU: bool;       // y = relu(pre), else y = pre (a convolution without activation)
 override X_VEC4: bool;     // IN_C % 4 == 0: a pixel's channels of x start on a vec4
 override K_VEC4: bool;     // OUT_C, KERNEL_OFFSET and BIAS_OFFSET multiples of 4: so do kernel rows, the
                            // bias and dpre's pixels

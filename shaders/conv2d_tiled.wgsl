@@ -10,12 +10,14 @@
 //                                     K] at KERNEL_OFFSET, bias [K] at
 //                                     BIAS_OFFSET
 //   4  y         storage, read_write  output after ReLU [N, OH, OW, K]    forward writes, relu_backward reads
-//                                     (y > 0 ⇔ pre-activation > 0)
+//                                     (y > 0 ⇔ pre-activation > 0), or
+//                                     the pre-activation when !RELU
 //   5  dy        storage, read        dL/dy, shaped like y                relu_backward
 //   6  dx        storage, read_write  dL/dx, shaped like x                backward_input
 //   7  grads     storage, read_write  flat gradients, laid out like       backward_weight_reduce
 //                                     params
-//   8  dpre_out  storage, read_write  dL/d(pre-activation) = dy·(y > 0),  relu_backward writes
+//   8  dpre_out  storage, read_write  dL/d(pre-activation) = dy·(y > 0)   relu_backward writes
+//                                     (dy when !RELU),
 //                                     shaped like y
 //   9  partials  storage, read_write  [CHUNKS, 9·C·K + K] partial sums    backward_weight_partial writes,
 //                                     of dkernel and dbias per chunk of   backward_weight_reduce reads
@@ -46,9 +48,13 @@
 @group(0) @binding(12) var<storage, read> dpre: array<f32>;
 @group(0) @binding(13) var<storage, read> dpre4: array<vec4<f32>>;
 
-// dL/d(pre-activation) at output element o: ReLU passes the gradient where the output is positive.
+// dL/d(pre-activation) at output element o: ReLU passes the gradient where the output is positive
+// (without the activation, all of it).
 fn relu_grad(o: u32) -> f32 {
-    return select(0.0, dy[o], y[o] > 0.0);
+    if (RELU) {
+        return select(0.0, dy[o], y[o] > 0.0);
+    }
+    return dy[o];
 }
 
 // dpre = dy · (y > 0), once per layer, so the backward kernels read one value instead of two.
@@ -161,7 +167,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
         let out = ((n * OUT_H + oy) * OUT_W + ox0 + p) * OUT_C;
         for (var j = 0u; j < 4u; j++) {
             if (k0 + j < OUT_C) {
-                y[out + k0 + j] = max(acc[p][j], 0.0);
+                y[out + k0 + j] = select(acc[p][j], max(acc[p][j], 0.0), RELU);
             }
         }
     }

@@ -160,14 +160,23 @@ pub const MAX_TENSOR_LEN: usize = 1 << 28;
 impl Model {
     pub fn new(architecture: &Architecture, input: [usize; 3]) -> Result<Self> {
         let mut counts = std::collections::HashMap::new();
-        let (mut shape, mut params, mut state) = (input, 0, 0);
+        let (mut shape, mut params, mut state, mut flat) = (input, 0, 0, false);
         let mut place = |index: usize, layer: &dyn LayerInfo| -> Result<LayerAt> {
             let kind = layer.keras().0;
             let count = counts.entry(kind).or_insert(0usize);
             let name = if *count == 0 { kind.to_string() } else { format!("{kind}_{count}") };
             *count += 1;
             let at = LayerAt::place(layer, index, name, shape, params, state)
-                .map_err(|why| Error::invalid(format!("architecture '{}': {why}", architecture.name)))?;
+                .and_then(|at| at.after(layer, flat))
+                .map_err(|why| {
+                    Error::invalid(format!(
+                        "architecture '{}': layer {} ({}): {why}",
+                        architecture.name,
+                        index + 1,
+                        layer.token()
+                    ))
+                })?;
+            flat = at.flat_output;
             let too_large = std::iter::once(at.output_len()).chain(at.tensors.iter().map(|t| t.len()));
             if too_large.into_iter().any(|len| len > MAX_TENSOR_LEN) {
                 return Err(Error::invalid(format!(

@@ -265,6 +265,17 @@ pub fn hidden_layer(ctx: &GpuContext, c: &HiddenCheck<'_>) -> Result<Vec<Check>>
     if first_tensor > 0 {
         checks.push(Check::untouched(format!("{what}: grads before the layer's"), &gpu_grads[..first_tensor]));
     }
+    if state_len > 0 {
+        // The training forward pass moved the non-trainable tensors (moving statistics).
+        let gpu_state = read(ctx, &state_b, state_len)?;
+        checks.push(Check::compare(
+            format!("{what}: state after a training step"),
+            &gpu_state,
+            &reference_state,
+            ya,
+            yr,
+        ));
+    }
     if c.first {
         checks.push(Check::untouched(format!("{what}: no dx for a first layer"), &gpu_dx));
     } else {

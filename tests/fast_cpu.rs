@@ -505,26 +505,34 @@ fn fast_matches_reference(arch: &str, rows: usize, batch: usize, options: FastOp
     let all = max_difference(&actual.losses, &expected.losses);
     let penalties = max_difference(&actual.penalties, &expected.penalties);
     let (p_fast, p_reference) = (wait(fast.weights()).unwrap().params, wait(reference.weights()).unwrap().params);
-    let params = max_difference(&p_fast, &p_reference);
+    let (params, pre_norm_biases) = common::param_difference(&model, &p_fast, &p_reference);
     let moved = max_difference(&p_reference, &initial.params);
     let how = if options.reference_only { ", reference fallback" } else { "" };
-    eprintln!("{arch} ({isa:?}, {threads} threads{how}): first-step losses Δ {first:e}, all losses Δ {all:e}, params Δ {params:e} (moved {moved:e})");
+    eprintln!("{arch} ({isa:?}, {threads} threads{how}): first-step losses Δ {first:e}, all losses Δ {all:e}, params Δ {params:e} (moved {moved:e}; biases before a batch norm Δ {pre_norm_biases:e})");
     assert!(first < 1e-5, "{arch}: first-step losses differ by {first}");
     assert!(all < 1e-4, "{arch}: losses differ by {all}");
     assert!(penalties < 1e-5, "{arch}: penalties differ by {penalties}");
     assert!(moved > 1e-3, "{arch}: training did not move the weights");
     assert!(params < 1e-5, "{arch}: parameters differ by {params} after {} steps", actual.penalties.len());
+    let (s_fast, s_reference) = (wait(fast.weights()).unwrap().state, wait(reference.weights()).unwrap().state);
+    let state = max_difference(&s_fast, &s_reference);
+    // The moving means take in 1 % a step of the batch means, pre-norm biases included.
+    assert!(state < 1e-4, "{arch}: moving statistics differ by {state}");
     assert_eq!(actual.predictions.len(), expected.predictions.len());
 
     let val = cifar_sample().test.take_first(13);
     let (val_fast, val_reference) = (fast.prepare(&val).unwrap(), reference.prepare(&val).unwrap());
     let (e, a) = (wait(reference.evaluate(val_reference)).unwrap(), wait(fast.evaluate(val_fast)).unwrap());
     assert_eq!(a.losses.len(), 13);
+    // Inference normalises with the moving means, which hold only a few per cent of the pre-norm
+    // biases' drift (see common::param_difference): that much of it shifts the outputs.
+    let loose = pre_norm_biases > 1e-6;
     let eval = max_difference(&a.losses, &e.losses);
-    assert!(eval < 1e-4, "{arch}: evaluation losses differ by {eval}");
+    assert!(eval < if loose { 2e-3 } else { 1e-4 }, "{arch}: evaluation losses differ by {eval}");
     let pa = wait(fast.probabilities(val_fast)).unwrap();
     let pe = wait(reference.probabilities(val_reference)).unwrap();
-    assert!(max_difference(&pa, &pe) < 1e-5, "{arch}: probabilities differ");
+    let probabilities = max_difference(&pa, &pe);
+    assert!(probabilities < if loose { 2e-3 } else { 1e-5 }, "{arch}: probabilities differ by {probabilities}");
 }
 
 #[test]
@@ -588,6 +596,21 @@ fn fast_training_matches_the_reference_on_the_deep_net_and_odd_architectures() {
     fast_matches_reference("d0.2,c8s2,p,c5,d0.3,c4s2,f10", 12, 8, options(isa, 1));
 }
 
+/// The layers of the assignment's script's imports: convolutions without activation, batch
+/// normalisation, ReLU and LeakyReLU layers, a hidden dense layer with dropout after it.
+const BN_NET: &str = "c8n,bn,lrelu,c8s2n,bn,relu,p,h24,d0.3,f10";
+
+#[test]
+fn fast_training_matches_the_reference_with_batch_norm_activations_and_hidden_dense_layers() {
+    for isa in isas() {
+        // Batch 8 with a partial last batch; threads are ignored (the whole batch is one pass).
+        fast_matches_reference(BN_NET, 20, 8, options(isa, 2));
+    }
+    fast_matches_reference("bn,c4s2,lrelu0.1,bn,h7n,relu,f10", 12, 8, options(Isa::best(), 1));
+    let fallback = FastOptions { isa: Isa::best(), threads: 2, reference_only: true };
+    fast_matches_reference(BN_NET, 20, 8, fallback);
+}
+
 // ---------------------------------------------------------------------------------------------
 // No allocation inside the step.
 
@@ -597,11 +620,14 @@ fn fast_training_matches_the_reference_on_the_deep_net_and_odd_architectures() {
 /// on the stack); the buffers they use are the ones `buffer_capacity` sums, checked unchanged.
 #[test]
 fn a_training_step_allocates_nothing() {
-    let model = Model::new(&Architecture::parse("maxpool").unwrap(), CIFAR_INPUT).unwrap();
     let train: Dataset = cifar_sample().train.take_first(24);
     let config = TrainConfig { batch_size: 16, ..Default::default() };
-    let cases = isas().into_iter().map(|isa| (isa, 1)).chain([(Isa::best(), 2)]);
-    for (isa, threads) in cases {
+    let cases = isas()
+        .into_iter()
+        .map(|isa| ("maxpool", isa, 1))
+        .chain([("maxpool", Isa::best(), 2), (BN_NET, Isa::best(), 1)]);
+    for (arch, isa, threads) in cases {
+        let model = Model::new(&Architecture::parse(arch).unwrap(), CIFAR_INPUT).unwrap();
         let mut fast =
             FastCpuEngine::with_options(&model, &train, model.init(1), &config, &options(isa, threads)).unwrap();
         let capacity = fast.buffer_capacity();
@@ -615,8 +641,8 @@ fn a_training_step_allocates_nothing() {
             fast.train_step(&Step { batch, start, len, t, alpha: config.adam().alpha(t) }).unwrap();
         }
         let made = allocations() - before;
-        eprintln!("{isa:?}, {threads} threads: {made} allocations in three steps");
-        assert_eq!(made, 0, "{isa:?}, {threads} threads: three training steps made {made} heap allocations");
+        eprintln!("{arch}, {isa:?}, {threads} threads: {made} allocations in three steps");
+        assert_eq!(made, 0, "{arch}, {isa:?}, {threads} threads: three training steps made {made} heap allocations");
         assert_eq!(fast.buffer_capacity(), capacity, "{isa:?}: buffers grew");
         assert!(wait(fast.epoch_metrics()).unwrap().losses[..8].iter().all(|l| l.is_finite()));
     }

@@ -58,11 +58,15 @@ fn gpu_matches_cpu(arch: &str, rows: usize) {
     assert!(all_losses < 1e-4, "{arch}: losses differ by {all_losses}");
     assert!(max_difference(&cpu_raw.penalties, &gpu_raw.penalties) < 1e-5);
     let (cpu_params, gpu_params) = (wait(cpu.weights()).unwrap().params, wait(gpu.weights()).unwrap().params);
-    let param_difference = max_difference(&cpu_params, &gpu_params);
+    let (param_difference, pre_norm_biases) = common::param_difference(&model, &cpu_params, &gpu_params);
     let moved = max_difference(&cpu_params, &initial.params);
     assert!(moved > 1e-3, "{arch}: training did not move the weights");
     assert!(param_difference < 1e-5, "{arch}: parameters differ by {param_difference} after one epoch");
-    eprintln!("{arch}: first-step loss Δ {loss_difference:e}, all losses Δ {all_losses:e}, params Δ {param_difference:e} (moved {moved:e})");
+    let (cpu_state, gpu_state) = (wait(cpu.weights()).unwrap().state, wait(gpu.weights()).unwrap().state);
+    let state_difference = max_difference(&cpu_state, &gpu_state);
+    // The moving means take in 1 % a step of the batch means, pre-norm biases included.
+    assert!(state_difference < 1e-4, "{arch}: moving statistics differ by {state_difference} after one epoch");
+    eprintln!("{arch}: first-step loss Δ {loss_difference:e}, all losses Δ {all_losses:e}, params Δ {param_difference:e} (moved {moved:e}; biases before a batch norm Δ {pre_norm_biases:e}), moving statistics Δ {state_difference:e}");
 
     let val = cifar_sample().test.take_first(13);
     let (c, g) = (evaluate(&mut cpu, &val), evaluate(&mut gpu, &val));
@@ -90,6 +94,16 @@ fn a_gpu_training_epoch_matches_the_cpu_reference_when_the_first_layer_has_no_we
     gpu_matches_cpu("p,c4,d0.2,f10", 12);
 }
 
+/// The layers of the assignment's script's imports: convolutions without activation, batch
+/// normalisation, ReLU and LeakyReLU layers, a hidden dense layer with dropout after it.
+const BN_NET: &str = "c8n,bn,lrelu,c8s2n,bn,relu,p,h24,d0.3,f10";
+
+#[test]
+fn a_gpu_training_epoch_matches_the_cpu_reference_with_batch_norm_and_a_hidden_dense_layer() {
+    gpu_matches_cpu(BN_NET, 20);
+    gpu_matches_cpu("bn,c4s2,lrelu0.1,bn,h7n,relu,f10", 12);
+}
+
 #[test]
 fn the_same_seed_gives_the_same_run_on_the_gpu() {
     let Some(ctx) = gpu() else { return };
@@ -111,15 +125,15 @@ fn the_same_seed_gives_the_same_run_on_the_gpu() {
 type EngineFor<'a> = &'a dyn Fn(&Model, &Dataset, Weights, &TrainConfig) -> Result<Box<dyn Engine>>;
 
 /// Trains `epochs` epochs in one go, or `split` epochs, a checkpoint save and load, then the rest.
-fn train_with_resume(engine_for: EngineFor<'_>, split: Option<usize>) -> Vec<f32> {
+fn train_with_resume(arch: &str, engine_for: EngineFor<'_>, split: Option<usize>) -> Weights {
     use wgpu_cnn::checkpoint::Checkpoint;
-    let model = model("c4,c8s2,d0.5,f10");
+    let model = model(arch);
     let (train, validation) = subset(60).split_validation(0.2).unwrap();
     let config = TrainConfig { epochs: 3, batch_size: 16, ..Default::default() };
     let mut engine = engine_for(&model, &train, model.init(config.seed), &config).unwrap();
     let Some(split) = split else {
         Trainer::new(engine.as_mut(), &train, &validation, &config).unwrap().fit(&mut |_| {}, &mut |_| Ok(())).unwrap();
-        return wait(engine.weights()).unwrap().params;
+        return wait(engine.weights()).unwrap();
     };
     let first = TrainConfig { epochs: split, ..config.clone() };
     let mut trainer = Trainer::new(engine.as_mut(), &train, &validation, &first).unwrap();
@@ -137,16 +151,25 @@ fn train_with_resume(engine_for: EngineFor<'_>, split: Option<usize>) -> Vec<f32
     let history = trainer.fit(&mut |_| {}, &mut |_| Ok(())).unwrap();
     assert_eq!(history.epochs.len(), 3);
     drop(trainer);
-    wait(resumed.weights()).unwrap().params
+    wait(resumed.weights()).unwrap()
 }
 
 fn reference(m: &Model, t: &Dataset, w: Weights, c: &TrainConfig) -> Result<Box<dyn Engine>> {
     Ok(Box::new(ReferenceEngine::new(m, t, w, c)?))
 }
 
+/// The weights and the moving statistics, bit for bit.
+const RESUMED: [&str; 2] = ["c4,c8s2,d0.5,f10", "c4n,bn,lrelu,c8s2,h12,d0.2,f10"];
+
 #[test]
 fn a_resumed_run_equals_an_uninterrupted_one_on_the_cpu() {
-    assert_eq!(train_with_resume(&reference, None), train_with_resume(&reference, Some(1)));
+    for arch in RESUMED {
+        assert_eq!(train_with_resume(arch, &reference, None), train_with_resume(arch, &reference, Some(1)), "{arch}");
+    }
+    let fast = |m: &Model, t: &Dataset, w: Weights, c: &TrainConfig| -> Result<Box<dyn Engine>> {
+        Ok(Box::new(wgpu_cnn::train::fast::FastCpuEngine::new(m, t, w, c)?))
+    };
+    assert_eq!(train_with_resume(RESUMED[1], &fast, None), train_with_resume(RESUMED[1], &fast, Some(2)), "fast CPU");
 }
 
 #[test]
@@ -155,7 +178,9 @@ fn a_resumed_run_equals_an_uninterrupted_one_on_the_gpu() {
     let on_gpu = |m: &Model, t: &Dataset, w: Weights, c: &TrainConfig| -> Result<Box<dyn Engine>> {
         Ok(Box::new(GpuEngine::new(ctx, m, t, &w, c)?))
     };
-    assert_eq!(train_with_resume(&on_gpu, None), train_with_resume(&on_gpu, Some(2)));
+    for arch in RESUMED {
+        assert_eq!(train_with_resume(arch, &on_gpu, None), train_with_resume(arch, &on_gpu, Some(2)), "{arch}");
+    }
 }
 
 #[test]

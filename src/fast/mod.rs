@@ -60,9 +60,12 @@ pub struct Fusion {
     /// Pixels of zero border the layer reads its input with (1 for a 3×3 convolution, so that
     /// every tap is in bounds); the layer before writes its output in that layout.
     pub input_pad: usize,
-    /// The output is `relu(pre-activation)`, and the backward pass starts from dL/d(pre-
-    /// activation) in a padded buffer of its own ([`FastBackward::dpre`]), which the next layer
-    /// may write through the ReLU.
+    /// `Some(pad)`: the backward pass starts from dL/d(pre-activation) in a buffer of its own
+    /// ([`FastBackward::dpre`]), shaped like the output with `pad` pixels of border (1 for a
+    /// convolution, whose input gradient reads it through the taps; 0 for a dense layer).
+    pub dpre_pad: Option<usize>,
+    /// The output is `relu(pre-activation)` (with [`Fusion::dpre_pad`]): the next layer may write
+    /// the dpre buffer through the ReLU.
     pub relu_output: bool,
     /// The backward pass can write `dx · (x > 0)` straight into the previous layer's dpre
     /// ([`FastDx::ThroughRelu`]): the ReLU's backward pass, fused.
@@ -85,7 +88,7 @@ pub struct FastBackward<'a> {
     pub x: &'a [f32],
     pub y: &'a [f32],
     pub dy: &'a [f32],
-    /// The layer's dL/d(pre-activation), padded, for a layer with [`Fusion::relu_output`].
+    /// The layer's dL/d(pre-activation), for a layer with [`Fusion::dpre_pad`], in that layout.
     pub dpre: Option<&'a mut [f32]>,
     /// The next layer has already written `dpre` (through this layer's ReLU): `dy` is unused.
     pub dpre_ready: bool,
@@ -104,6 +107,9 @@ pub trait FastLayer: Send + Sync {
     fn forward(&self, batch: usize, pass: Pass, x: &[f32], y: &mut [f32], state: &[f32]);
     /// The backward pass of the last forward pass on these samples.
     fn backward(&self, batch: usize, pass: Pass, b: FastBackward<'_>);
+    /// Once per training step, after its passes: moves the layer's non-trainable tensors in
+    /// `state` (the model's layout), as the reference's training forward pass does.
+    fn update_state(&self, _state: &mut [f32]) {}
     /// Floats of scratch the layer holds (for the allocation tests).
     fn scratch_capacity(&self) -> usize {
         0

@@ -49,7 +49,7 @@ macro_rules! registry {
     };
 }
 
-registry!(conv2d, maxpool2d, dropout, dense_softmax);
+registry!(conv2d, maxpool2d, dropout, batch_norm, activation, dense, dense_softmax);
 
 /// A layer as the architecture string names it.
 pub enum Parsed {
@@ -145,6 +145,10 @@ pub struct LayerAt {
     /// `[H, W, C]` of one input sample and one output sample.
     pub input: [usize; 3],
     pub output: [usize; 3],
+    /// Whether the input and the output are flat vectors `(None, U)` — a dense layer's output
+    /// and what follows it — rather than images `(None, H, W, C)` (`[1, 1, U]` either way here).
+    pub flat_input: bool,
+    pub flat_output: bool,
     pub tensors: Vec<Tensor>,
 }
 
@@ -171,7 +175,24 @@ impl LayerAt {
                 Tensor { spec, offset }
             })
             .collect();
-        Ok(LayerAt { index, name, input, output, tensors })
+        let flat_output = layer.flat_output(false)?;
+        Ok(LayerAt { index, name, input, output, flat_input: false, flat_output, tensors })
+    }
+
+    /// The same layer after a layer whose output is flat (`flat_input`), or why it cannot be.
+    pub fn after(mut self, layer: &dyn LayerInfo, flat_input: bool) -> std::result::Result<Self, String> {
+        self.flat_output = layer.flat_output(flat_input)?;
+        self.flat_input = flat_input;
+        Ok(self)
+    }
+
+    /// Keras' output shape: `(None, H, W, C)`, or `(None, U)` when flat.
+    pub fn keras_output_shape(&self) -> String {
+        if self.flat_output {
+            format!("(None, {})", self.output_len())
+        } else {
+            keras_shape(self.output)
+        }
     }
 
     /// The tensor called `name`; the layer declared it in [`LayerInfo::tensors`].
@@ -246,8 +267,30 @@ pub struct SummaryRow {
 }
 
 /// Keras' `(None, H, W, C)`.
+///
+/// The Flatten Keras needs before a dense layer that reads an image (the rows a dense layer
+/// adds to the summary, see [`flatten_rows`]).
 pub fn keras_shape([h, w, c]: [usize; 3]) -> String {
     format!("(None, {h}, {w}, {c})")
+}
+
+/// `flatten (Flatten)` before a dense layer at `at` that reads an image; nothing when its input
+/// is already flat. There is only ever one: everything after a dense layer is flat.
+pub fn flatten_rows(at: &LayerAt) -> Vec<SummaryRow> {
+    if at.flat_input {
+        Vec::new()
+    } else {
+        vec![SummaryRow { layer: "flatten (Flatten)".into(), shape: format!("(None, {})", at.input_len()), params: 0 }]
+    }
+}
+
+/// The error of an image layer after a flat one.
+pub(crate) fn needs_image(flat_input: bool, what: &str) -> std::result::Result<bool, String> {
+    if flat_input {
+        Err(format!("{what} needs an image (H, W, C) input, but it follows a dense layer, whose output is flat"))
+    } else {
+        Ok(false)
+    }
 }
 
 /// What every layer says about itself, whatever its role.
@@ -264,12 +307,18 @@ pub trait LayerInfo: fmt::Debug + Send + Sync {
     fn tensors(&self, _input: [usize; 3], _output: [usize; 3]) -> Vec<TensorSpec> {
         Vec::new()
     }
+    /// Whether the output is a flat vector, given whether the input is (by default, as the
+    /// input: dropout or an activation after a dense layer stays flat); or why the layer cannot
+    /// take a flat input (a convolution needs an image).
+    fn flat_output(&self, flat_input: bool) -> std::result::Result<bool, String> {
+        Ok(flat_input)
+    }
     /// Its rows of the Keras summary: one, unless the layer stands for several of Keras'.
     fn summary_rows(&self, at: &LayerAt) -> Vec<SummaryRow> {
         let (trainable, non_trainable) = at.param_counts();
         vec![SummaryRow {
             layer: format!("{} ({})", at.name, self.keras().1),
-            shape: keras_shape(at.output),
+            shape: at.keras_output_shape(),
             params: trainable + non_trainable,
         }]
     }
@@ -442,6 +491,12 @@ pub(crate) fn bind_forward_and_input_gradient(
 
 /// A layer between the input and the head.
 pub trait HiddenLayer: LayerInfo + Reference<f32> + Reference<f64> {
+    /// Whether a training forward pass needs the whole batch at once (batch normalisation's
+    /// statistics): the fast CPU engine then runs each step as one micro-batch.
+    fn batch_statistics(&self) -> bool {
+        false
+    }
+
     /// Builds (through `gpu.kernels`, once per shape) and binds this layer's GPU kernels for
     /// batches of up to `c.batch` samples.
     fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuLayer<'_>) -> Result<LayerPass>;

@@ -124,7 +124,9 @@ impl FastCpuEngine {
     ) -> Result<Self> {
         let host = HostState::new(model, train, weights, config)?;
         let (isa, batch) = (options.isa, config.batch_size);
-        let micro = MICRO_BATCH.min(batch);
+        // A layer that normalises with the batch's statistics needs the whole batch in one pass.
+        let whole_batch = model.hidden.iter().any(|p| p.layer.batch_statistics());
+        let micro = if whole_batch { batch } else { MICRO_BATCH.min(batch) };
         let threads = options.threads.clamp(1, batch.div_ceil(micro));
         let pool = if threads > 1 {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
@@ -184,7 +186,10 @@ impl FastCpuEngine {
                 .hidden
                 .iter()
                 .zip(&fusion)
-                .map(|(p, f)| if f.relu_output { Layout::padded(p.at.output).zeros(micro) } else { Vec::new() })
+                .map(|(p, f)| match f.dpre_pad {
+                    Some(pad) => Layout { pad, ..Layout::plain(p.at.output) }.zeros(micro),
+                    None => Vec::new(),
+                })
                 .collect(),
             dlogits: vec![0.0; micro * classes],
             grads: vec![0.0; count],
@@ -384,7 +389,7 @@ impl Net {
                 _ if self.fused[i - 1] => FastDx::ThroughRelu(&mut dpres_before[i - 1]),
                 _ => FastDx::Plain(&mut dacts_before[i - 1]),
             };
-            let dpre = self.fusion[i].relu_output.then(|| &mut dpres_after[0][..]);
+            let dpre = self.fusion[i].dpre_pad.map(|_| &mut dpres_after[0][..]);
             let backward = FastBackward {
                 x: if i == 0 { x0 } else { &acts[i - 1] },
                 y: &acts[i],
@@ -443,6 +448,9 @@ impl Engine for FastCpuEngine {
         let train = std::mem::take(&mut self.host.datasets[0]);
         self.run(&train, rows, pass);
         self.host.datasets[0] = train;
+        for layer in &self.net.hidden {
+            layer.update_state(&mut self.host.weights.state);
+        }
         // The workers' sums, in worker order.
         let host = &mut self.host;
         let (first, rest) = self.workspaces.split_first().expect("at least one worker");
@@ -481,11 +489,21 @@ struct ReferenceLayer {
     x: Layout,
     y: Layout,
     params: Vec<f32>,
+    /// The state as the last training forward pass left it, for [`FastLayer::update_state`].
+    trained_state: std::sync::Mutex<Option<Vec<f32>>>,
 }
 
 impl ReferenceLayer {
     fn new(layer: &Arc<dyn HiddenLayer>, at: &LayerAt, run: RunSettings, x: Layout, y: Layout) -> Self {
-        ReferenceLayer { layer: layer.clone(), at: at.clone(), run, x, y, params: Vec::new() }
+        ReferenceLayer {
+            layer: layer.clone(),
+            at: at.clone(),
+            run,
+            x,
+            y,
+            params: Vec::new(),
+            trained_state: std::sync::Mutex::new(None),
+        }
     }
 
     fn plain(layout: &Layout, stored: &[f32], batch: usize) -> Vec<f32> {
@@ -505,10 +523,21 @@ impl FastLayer for ReferenceLayer {
         let c = Ctx { at: &self.at, batch, run: self.run };
         let x = Self::plain(&self.x, x, batch);
         let mut plain_y = vec![0.0; batch * self.y.sample_len()];
-        // A layer that updates its state in training needs the whole batch, not micro-batches.
+        // A layer that updates its state in training sees the whole batch (batch_statistics).
         let mut state = state.to_vec();
         self.layer.forward(&c, pass, &x, &mut plain_y, &self.params, &mut state);
         self.y.pack(y, &plain_y, batch);
+        if pass.is_training() {
+            *self.trained_state.lock().expect("no reference pass panicked") = Some(state);
+        }
+    }
+
+    fn update_state(&self, state: &mut [f32]) {
+        if let Some(trained) = self.trained_state.lock().expect("no reference pass panicked").take() {
+            for tensor in self.at.tensors.iter().filter(|t| !t.spec.trainable) {
+                state[tensor.range()].copy_from_slice(&trained[tensor.range()]);
+            }
+        }
     }
 
     fn backward(&self, batch: usize, pass: Pass, b: FastBackward<'_>) {

@@ -51,3 +51,27 @@ pub fn cifar_sample() -> &'static Cifar10 {
         data::load_dir(&folder).unwrap_or_else(|e| panic!("the tests read the CIFAR-10 subset in assets/: {e}"))
     })
 }
+
+/// The largest difference between two parameter vectors of `model`, over every tensor but the
+/// biases of layers right before a batch normalisation: their gradient is zero in exact
+/// arithmetic (the normalisation subtracts the channel's mean, bias included), so in f32 it is
+/// rounding noise, which Adam's `m / √v` scales up to steps of the learning rate's size. Those
+/// biases change nothing the next layer sees (a shift the batch mean removes). Returns (the
+/// rest's difference, the excluded biases' difference).
+#[allow(dead_code)]
+pub fn param_difference(model: &wgpu_cnn::model::Model, a: &[f32], b: &[f32]) -> (f32, f32) {
+    let (mut kept, mut noise) = (0f32, 0f32);
+    let layers: Vec<_> = model.layers().collect();
+    for (i, (_, at)) in layers.iter().enumerate() {
+        let before_bn = layers.get(i + 1).is_some_and(|(next, _)| next.token() == "bn");
+        for tensor in at.tensors.iter().filter(|t| t.spec.trainable) {
+            let d = a[tensor.range()].iter().zip(&b[tensor.range()]).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+            if before_bn && tensor.spec.name == "bias" {
+                noise = noise.max(d);
+            } else {
+                kept = kept.max(d);
+            }
+        }
+    }
+    (kept, noise)
+}

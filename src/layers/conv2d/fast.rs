@@ -1,4 +1,4 @@
-//! Conv2D 3×3, stride 1 or 2, Keras 'same' padding, bias, fused ReLU — fast. The math of
+//! Conv2D 3×3, stride 1 or 2, Keras 'same' padding, bias, fused ReLU (or none) — fast. The math of
 //! [`super`], as implicit GEMMs on padded NHWC tensors.
 //!
 //! # Shapes and layouts
@@ -224,7 +224,7 @@ fn forward_impl<S: Tiles>(y: &mut [f32], x: &[f32], batch: usize, plan: &ConvPla
                             dst: dst.add(ox * k + first),
                             dst_step: k,
                             lanes,
-                            relu: true,
+                            relu: plan.shape.relu,
                             mask: None,
                         };
                         S::dot(&dot, pixels, vectors);
@@ -238,8 +238,8 @@ fn forward_impl<S: Tiles>(y: &mut [f32], x: &[f32], batch: usize, plan: &ConvPla
 // ---------------------------------------------------------------------------------------------
 // Backward.
 
-/// `dpre = dy · (y > 0)` for the first `s.batch` images: dy in `plan.dy`, y in `plan.y`, dpre
-/// written in `plan.dpre` (padded; its border is not written).
+/// `dpre = dy · (y > 0)` (`dy` without the activation) for the first `s.batch` images: dy in
+/// `plan.dy`, y in `plan.y`, dpre written in `plan.dpre` (padded; its border is not written).
 pub fn relu_backward(dpre: &mut [f32], dy: &[f32], y: &[f32], s: &Conv2dShape, plan: &ConvPlan) {
     let d = plan.check(s);
     check_len("dpre", dpre.len(), plan.dpre.len(d.batch));
@@ -259,6 +259,10 @@ fn relu_backward_impl<S: Tiles>(dpre: &mut [f32], dy: &[f32], y: &[f32], batch: 
         for oy in 0..d.out_h {
             let (g, m) = (&dy[plan.dy.at(n, oy, 0)..][..row], &y[plan.y.at(n, oy, 0)..][..row]);
             let out = &mut dpre[plan.dpre.at(n, oy, 0)..][..row];
+            if !plan.shape.relu {
+                out.copy_from_slice(g);
+                continue;
+            }
             // SAFETY: every vector lies inside the three rows just sliced.
             unsafe {
                 let mut i = 0;
@@ -539,7 +543,7 @@ impl FastLayer for ConvPlan {
 
     fn backward(&self, batch: usize, _pass: Pass, b: FastBackward<'_>) {
         let s = self.shape.with_batch(batch);
-        let dpre = b.dpre.expect("the engine gives a convolution its dpre (Fusion::relu_output)");
+        let dpre = b.dpre.expect("the engine gives a convolution its dpre (Fusion::dpre_pad)");
         if !b.dpre_ready {
             relu_backward(dpre, b.dy, b.y, &s, self);
         }

@@ -1,6 +1,7 @@
-//! Conv2D: 3×3 kernel, stride 1 or 2, Keras 'same' padding, bias, fused ReLU.
-//! Keras: `Conv2D(K, (3, 3), strides=s, padding='same', activation='relu')`.
-//! Tokens: `cK` (stride 1) and `cKs2`.
+//! Conv2D: 3×3 kernel, stride 1 or 2, Keras 'same' padding, bias, fused ReLU or no activation.
+//! Keras: `Conv2D(K, (3, 3), strides=s, padding='same', activation='relu')`, or with no
+//! `activation` (linear, as before a `BatchNormalization`).
+//! Tokens: `cK` (stride 1) and `cKs2`, with ReLU; `cKn` and `cKs2n` without an activation.
 //!
 //! # Shapes
 //! x `[N, H, W, C]`, kernel `[3, 3, C, K]`, bias `[K]`, y `[N, OH, OW, K]` with
@@ -29,23 +30,26 @@ use crate::model::same_padding;
 use crate::selftest::{self, Check, HiddenCheck, Tolerance};
 use crate::{shader_own, shader_source};
 
-/// `cK`: K filters, stride 1; `cKs2`: stride 2.
+/// `cK`: K filters, stride 1; `cKs2`: stride 2; a trailing `n`: no activation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2d {
     pub filters: usize,
     pub stride: usize,
+    /// `y = relu(conv + bias)` (fused), or `conv + bias` when false.
+    pub relu: bool,
 }
 
 pub static KIND: Kind = Kind {
-    syntax: ("cK, cKs2", "3×3 convolution with K filters, ReLU; s2: stride 2"),
+    syntax: ("cK, cKs2, cKn, cKs2n", "3×3 convolution with K filters, ReLU; s2: stride 2; n: no activation"),
     parse,
     shaders: &[&TILED, &NAIVE],
     checks,
-    examples: &[("c5", [5, 6, 3]), ("c4s2", [7, 5, 4]), ("c8", [6, 6, 8])],
+    examples: &[("c5", [5, 6, 3]), ("c4s2", [7, 5, 4]), ("c8", [6, 6, 8]), ("c4n", [5, 4, 3]), ("c3s2n", [5, 6, 2])],
 };
 
 fn parse(token: &str) -> Option<std::result::Result<Parsed, String>> {
     let rest = token.strip_prefix('c')?;
+    let (rest, relu) = rest.strip_suffix('n').map_or((rest, true), |rest| (rest, false));
     let (filters, stride) = rest.split_once('s').unwrap_or((rest, "1"));
     Some((|| {
         let filters = positive(filters).ok_or("the filter count must be a positive whole number")?;
@@ -57,7 +61,7 @@ fn parse(token: &str) -> Option<std::result::Result<Parsed, String>> {
         if filters > 1024 {
             return Err("at most 1024 filters".to_string());
         }
-        Ok(Parsed::Hidden(std::sync::Arc::new(Conv2d { filters, stride })))
+        Ok(Parsed::Hidden(std::sync::Arc::new(Conv2d { filters, stride, relu })))
     })())
 }
 
@@ -67,10 +71,12 @@ impl LayerInfo for Conv2d {
     }
 
     fn token(&self) -> String {
-        match self.stride {
-            1 => format!("c{}", self.filters),
-            s => format!("c{}s{s}", self.filters),
-        }
+        let stride = if self.stride == 1 { String::new() } else { format!("s{}", self.stride) };
+        format!("c{}{stride}{}", self.filters, if self.relu { "" } else { "n" })
+    }
+
+    fn flat_output(&self, flat_input: bool) -> std::result::Result<bool, String> {
+        super::needs_image(flat_input, "a convolution")
     }
 
     fn output(&self, [h, w, _]: [usize; 3]) -> std::result::Result<[usize; 3], String> {
@@ -113,6 +119,8 @@ pub struct Conv2dShape {
     pub chunk_len: u32,
     pub chunks: u32,
     pub chunk_lanes: u32,
+    /// The fused ReLU: `y = relu(pre)`; without it `y = pre`.
+    pub relu: bool,
 }
 
 /// Output positions summed by one invocation of `backward_weight_partial` on a software adapter:
@@ -146,6 +154,7 @@ impl Conv2dShape {
             chunk_len: 0,
             chunks: 0,
             chunk_lanes: 1,
+            relu: true,
         }
         .with_chunk_len(CHUNK_LEN)
     }
@@ -157,6 +166,7 @@ impl Conv2dShape {
         Conv2dShape {
             kernel_offset: kernel.offset as u32,
             bias_offset: bias.offset as u32,
+            relu: layer.relu,
             ..Self::new(c.batch, c.at.input, layer.filters, layer.stride)
         }
     }
@@ -245,6 +255,7 @@ impl Conv2dShape {
             ("CHUNK_LANES", self.chunk_lanes),
         ];
         let flags = [
+            ("RELU", self.relu),
             ("X_VEC4", self.in_c.is_multiple_of(4)),
             (
                 "K_VEC4",
@@ -282,7 +293,7 @@ fn input_coord(o: usize, k: usize, stride: usize, pad: usize, size: usize) -> Op
 // ---------------------------------------------------------------------------------------------
 // CPU reference: the loops of the math, in the order the shader sums.
 
-/// `y = relu(conv(x, kernel) + bias)`.
+/// `y = relu(conv(x, kernel) + bias)`, or without the ReLU when `!s.relu`.
 pub fn forward<T: Float>(y: &mut [T], x: &[T], kernel: &[T], bias: &[T], s: &Conv2dShape) {
     let [batch, in_h, in_w, in_c, out_h, out_w, out_c, stride, pad_top, pad_left] = s.dims();
     for n in 0..batch {
@@ -301,16 +312,16 @@ pub fn forward<T: Float>(y: &mut [T], x: &[T], kernel: &[T], bias: &[T], s: &Con
                             }
                         }
                     }
-                    y[((n * out_h + oy) * out_w + ox) * out_c + k] = sum.max(T::zero());
+                    y[((n * out_h + oy) * out_w + ox) * out_c + k] = if s.relu { sum.max(T::zero()) } else { sum };
                 }
             }
         }
     }
 }
 
-/// dL/d(pre-activation): ReLU passes `dy` where the output is positive.
-fn dpre<T: Float>(dy: &[T], y: &[T], o: usize) -> T {
-    if y[o] > T::zero() {
+/// dL/d(pre-activation): ReLU passes `dy` where the output is positive; without one, all of it.
+fn dpre<T: Float>(dy: &[T], y: &[T], o: usize, relu: bool) -> T {
+    if !relu || y[o] > T::zero() {
         dy[o]
     } else {
         T::zero()
@@ -333,7 +344,7 @@ pub fn backward_input<T: Float>(dx: &mut [T], dy: &[T], y: &[T], kernel: &[T], s
                             let mut sum = T::zero();
                             for k in 0..out_c {
                                 let o = ((n * out_h + oy) * out_w + ox) * out_c + k;
-                                sum = sum + dpre(dy, y, o) * kernel[((ky * 3 + kx) * in_c + c) * out_c + k];
+                                sum = sum + dpre(dy, y, o, s.relu) * kernel[((ky * 3 + kx) * in_c + c) * out_c + k];
                             }
                             let i = ((n * in_h + iy) * in_w + ix) * in_c + c;
                             dx[i] = dx[i] + sum;
@@ -354,7 +365,7 @@ pub fn backward_weight<T: Float>(dkernel: &mut [T], dbias: &mut [T], dy: &[T], y
         for oy in 0..out_h {
             for ox in 0..out_w {
                 for k in 0..out_c {
-                    let g = dpre(dy, y, ((n * out_h + oy) * out_w + ox) * out_c + k);
+                    let g = dpre(dy, y, ((n * out_h + oy) * out_w + ox) * out_c + k, s.relu);
                     if g == T::zero() {
                         continue;
                     }
@@ -541,9 +552,10 @@ impl HiddenLayer for Conv2d {
 
     #[cfg(feature = "fast-cpu")]
     fn fast_fusion(&self) -> crate::fast::Fusion {
-        // A 3×3 tap reads one pixel of border; the output is relu(pre), and the layer's backward
-        // starts from dL/d(pre-activation), which a next layer may write through the ReLU.
-        crate::fast::Fusion { input_pad: 1, relu_output: true, masked_dx: true }
+        // A 3×3 tap reads one pixel of border; the layer's backward starts from dL/d(pre-
+        // activation) in a padded buffer, which a next layer may write through the ReLU when the
+        // output is relu(pre).
+        crate::fast::Fusion { input_pad: 1, dpre_pad: Some(1), relu_output: self.relu, masked_dx: true }
     }
 
     #[cfg(feature = "fast-cpu")]
@@ -575,6 +587,8 @@ pub struct ConvCase {
     pub first: bool,
     /// Where the kernel starts in the flat parameter buffer (the bias follows it).
     pub kernel_offset: usize,
+    /// The fused ReLU, or none.
+    pub relu: bool,
 }
 
 const fn case(
@@ -585,13 +599,18 @@ const fn case(
     first: bool,
     kernel_offset: usize,
 ) -> ConvCase {
-    ConvCase { batch: used_of[1], used: used_of[0], input, filters, stride, first, kernel_offset }
+    ConvCase { batch: used_of[1], used: used_of[0], input, filters, stride, first, kernel_offset, relu: true }
+}
+
+/// A case without the activation.
+const fn linear(case: ConvCase) -> ConvCase {
+    ConvCase { relu: false, ..case }
 }
 
 /// Odd shapes, partial batches, both strides on even and odd inputs, channel counts that are
 /// not multiples of 4 and ones that are (the tiled kernels' vec4 loads), with the kernel at an
-/// offset that allows vec4 loads and at one that does not.
-pub const CONV_CASES: [ConvCase; 9] = [
+/// offset that allows vec4 loads and at one that does not; and without the activation.
+pub const CONV_CASES: [ConvCase; 11] = [
     case([3, 3], [5, 6, 3], 4, 1, false, 0),
     case([3, 4], [8, 8, 5], 6, 2, false, 0),
     case([2, 2], [7, 5, 2], 3, 2, true, 0),
@@ -601,6 +620,8 @@ pub const CONV_CASES: [ConvCase; 9] = [
     case([3, 3], [6, 7, 8], 8, 1, false, 4),
     case([2, 3], [10, 9, 4], 12, 2, false, 8),
     case([2, 2], [6, 5, 8], 8, 1, false, 2),
+    linear(case([3, 3], [5, 6, 3], 4, 1, false, 0)),
+    linear(case([2, 3], [10, 9, 4], 12, 2, false, 8)),
 ];
 
 /// Every case, tiled and naive, chunked as the trainer chunks on this adapter.
@@ -617,13 +638,16 @@ pub fn checks(ctx: &GpuContext) -> Result<Vec<Check>> {
 /// One case: forward, and dx / dkernel / dbias from the GPU's own forward output, with the
 /// weight gradients chunked for `tuning` (a hardware GPU's chunking can be checked anywhere).
 pub fn case_checks(ctx: &GpuContext, case: &ConvCase, naive: bool, tuning: Tuning) -> Result<Vec<Check>> {
-    let ConvCase { batch, used, input, filters, stride, first, kernel_offset } = *case;
-    let layer = Conv2d { filters, stride };
+    let ConvCase { batch, used, input, filters, stride, first, kernel_offset, relu } = *case;
+    let layer = Conv2d { filters, stride, relu };
     let at = LayerAt::place(&layer, 0, "conv2d".into(), input, kernel_offset, 0).map_err(Error::invalid)?;
     let shape = Conv2dShape::for_layer(&layer, &Ctx { at: &at, batch, run: Default::default() }).tuned(tuning);
     let mut name = format!("conv2d {} {input:?}→{filters} stride {stride}, batch {used}/{batch}", if naive { "naive" } else { "tiled" });
     if kernel_offset > 0 {
         name += &format!(", kernel at {kernel_offset}");
+    }
+    if !relu {
+        name += ", no activation";
     }
     if !naive {
         name += &format!(", {} chunk{}", shape.chunks, if shape.chunks == 1 { "" } else { "s" });
@@ -676,7 +700,7 @@ mod tests {
     fn the_base_nets_convolutions_pad_as_tensorflow() {
         let model = crate::model::Model::new(&crate::model::Architecture::parse("base").unwrap(), [32, 32, 3]).unwrap();
         let padding = |i: usize| {
-            let conv = Conv2d { filters: model.hidden[i].at.output[2], stride: [1, 2][i % 2] };
+            let conv = Conv2d { filters: model.hidden[i].at.output[2], stride: [1, 2][i % 2], relu: true };
             let s = Conv2dShape::for_layer(&conv, &Ctx { at: &model.hidden[i].at, batch: 1, run: Default::default() });
             (s.pad_top, s.pad_left)
         };

@@ -95,13 +95,21 @@ pub fn forward_part(
     assert!(probs.len() >= batch * classes && dlogits.len() >= batch * classes, "dense outputs too short");
     assert!(losses.len() >= batch && predicted.len() >= batch && labels.len() >= batch, "dense per-sample buffers");
     assert!(x.len() >= batch * features, "dense input too short");
-    logits_isa(plan.isa, probs, x, batch, plan);
+    forward_linear(probs, x, s, plan);
     let inverse_batch = 1.0 / mean_over as f32;
     for n in 0..batch {
         let logits = &mut probs[n * classes..][..classes];
         let dlogits = &mut dlogits[n * classes..][..classes];
         (losses[n], predicted[n]) = softmax_cross_entropy(logits, dlogits, labels[n] as usize, inverse_batch);
     }
+}
+
+/// `y = x·kernel + bias` (the logits, or a hidden dense layer's pre-activation) for `s.batch`
+/// samples, with the weights packed by [`DensePlan::pack`]; x and y plain.
+pub fn forward_linear(y: &mut [f32], x: &[f32], s: &DenseShape, plan: &DensePlan) {
+    let (batch, features, classes) = plan.check(s);
+    assert!(y.len() >= batch * classes && x.len() >= batch * features, "dense buffers too short");
+    logits_isa(plan.isa, y, x, batch, plan);
 }
 
 impl DensePlan {

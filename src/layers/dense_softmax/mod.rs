@@ -75,16 +75,19 @@ impl LayerInfo for DenseSoftmax {
         ]
     }
 
-    /// Keras shows the Flatten it stands for as a layer of its own.
+    fn flat_output(&self, _flat_input: bool) -> std::result::Result<bool, String> {
+        Ok(true)
+    }
+
+    /// Keras shows the Flatten it stands for (when its input is an image) as a layer of its own.
     fn summary_rows(&self, at: &LayerAt) -> Vec<SummaryRow> {
-        vec![
-            SummaryRow { layer: "flatten (Flatten)".into(), shape: format!("(None, {})", at.input_len()), params: 0 },
-            SummaryRow {
-                layer: format!("{} (Dense)", at.name),
-                shape: format!("(None, {})", self.units),
-                params: at.param_counts().0,
-            },
-        ]
+        let mut rows = super::flatten_rows(at);
+        rows.push(SummaryRow {
+            layer: format!("{} (Dense)", at.name),
+            shape: format!("(None, {})", self.units),
+            params: at.param_counts().0,
+        });
+        rows
     }
 
     fn forward_macs(&self, at: &LayerAt) -> usize {

@@ -42,6 +42,10 @@ impl LayerInfo for MaxPool2d {
         "p".into()
     }
 
+    fn flat_output(&self, flat_input: bool) -> std::result::Result<bool, String> {
+        super::needs_image(flat_input, "max-pooling")
+    }
+
     fn output(&self, [h, w, c]: [usize; 3]) -> std::result::Result<[usize; 3], String> {
         if h < 2 || w < 2 {
             return Err(format!("a 2×2 max-pool needs at least 2×2 input, but gets {h}×{w}"));

@@ -1,0 +1,392 @@
+//! BatchNormalization over the channel axis, with Keras 3's semantics: `momentum=0.99`,
+//! `epsilon=1e-3`, γ = 1, β = 0, moving mean 0 and moving variance 1 at the start. Keras:
+//! `BatchNormalization()`. Token: `bn`.
+//!
+//! # Math
+//! Per channel c over its M = N·H·W values of the batch (training) —
+//! `mean = Σx / M`, `variance = Σ(x − mean)² / M` (biased, as Keras' `ops.moments`), then
+//! `inv = γ / √(variance + ε)` and `y = x·inv + (β − mean·inv)` (TensorFlow's order); the moving
+//! statistics move as `moving = moving·momentum + batch·(1 − momentum)`, once per training step.
+//! Inference uses the moving statistics in place of the batch's. Backward (training), with
+//! `x̂ = (x − mean) / √(variance + ε)`: `dβ = Σdy`, `dγ = Σdy·x̂`,
+//! `dx = inv·(dy − (dβ + x̂·dγ) / M)`.
+//!
+//! γ and β are trainable (Adam, in `params`); the moving statistics are not (in `state`, saved in
+//! checkpoints). The CPU sums in f64; the GPU in f32, one workgroup per channel with a fixed-
+//! order tree (no atomics: the same bits every run).
+//!
+//! A training forward pass needs the whole batch (its statistics), so a model with this layer
+//! runs each step of the fast CPU engine as one micro-batch ([`HiddenLayer::batch_statistics`]).
+//!
+//! # Where it runs
+//! CPU reference below; GPU `shaders/batch_norm.wgsl`; fast CPU [`fast`].
+
+#[cfg(feature = "fast-cpu")]
+pub mod fast;
+
+use bytemuck::{Pod, Zeroable};
+use num_traits::Float;
+
+use super::{
+    cast, Backward, Ctx, GpuLayer, HiddenLayer, Init, Kind, LayerAt, LayerInfo, LayerPass, Parsed, Pass, Reference,
+    TensorSpec, Tuning,
+};
+use crate::error::{Error, Result};
+use crate::gpu::{self, uniform_buffer, GpuContext};
+use crate::kernel::{arg, floats, read, read_write, uniform, Dispatch, EntryPoint, Grid, Shader};
+use crate::selftest::{self, Check, HiddenCheck, Tolerance};
+use crate::{shader_own, shader_source};
+
+/// Keras 3's defaults.
+pub const MOMENTUM: f32 = 0.99;
+pub const EPSILON: f32 = 1e-3;
+
+/// `1 − momentum` as Keras computes it (in f64, then as f32).
+pub fn one_minus_momentum() -> f32 {
+    (1.0 - f64::from(MOMENTUM)) as f32
+}
+
+/// `bn`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchNorm;
+
+pub static KIND: Kind = Kind {
+    syntax: ("bn", "batch normalisation over channels (momentum 0.99, epsilon 1e-3)"),
+    parse: |token| (token == "bn").then(|| Ok(Parsed::Hidden(std::sync::Arc::new(BatchNorm)))),
+    shaders: &[&SHADER],
+    checks,
+    examples: &[("bn", [3, 4, 5]), ("bn", [1, 1, 6]), ("bn", [2, 5, 3])],
+};
+
+impl LayerInfo for BatchNorm {
+    fn keras(&self) -> (&'static str, &'static str) {
+        ("batch_normalization", "BatchNormalization")
+    }
+
+    fn token(&self) -> String {
+        "bn".into()
+    }
+
+    fn output(&self, input: [usize; 3]) -> std::result::Result<[usize; 3], String> {
+        Ok(input)
+    }
+
+    /// Keras' order: gamma, beta, moving_mean, moving_variance.
+    fn tensors(&self, [_, _, c]: [usize; 3], _: [usize; 3]) -> Vec<TensorSpec> {
+        vec![
+            TensorSpec::trainable("gamma", vec![c], Init::Ones),
+            TensorSpec::trainable("beta", vec![c], Init::Zeros),
+            TensorSpec::non_trainable("moving_mean", vec![c], Init::Zeros),
+            TensorSpec::non_trainable("moving_variance", vec![c], Init::Ones),
+        ]
+    }
+
+    fn forward_macs(&self, at: &LayerAt) -> usize {
+        at.output_len()
+    }
+}
+
+/// Mirror of `NormShape` in `shaders/batch_norm.wgsl`: the sizes, and where the layer's tensors
+/// live (beta follows gamma in `params`, the moving variance follows the moving mean in `state`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct NormShape {
+    pub channels: u32,
+    pub pixels: u32,
+    pub gamma_offset: u32,
+    pub mean_offset: u32,
+    pub epsilon: f32,
+    pub momentum: f32,
+    pub one_minus_momentum: f32,
+    pub _pad: u32,
+}
+
+impl NormShape {
+    pub fn for_layer(at: &LayerAt) -> Self {
+        let (gamma, beta) = (at.tensor("gamma"), at.tensor("beta"));
+        let (mean, variance) = (at.tensor("moving_mean"), at.tensor("moving_variance"));
+        debug_assert_eq!(beta.offset, gamma.offset + gamma.len(), "beta follows gamma");
+        debug_assert_eq!(variance.offset, mean.offset + mean.len(), "the moving variance follows the moving mean");
+        let [h, w, c] = at.input;
+        NormShape {
+            channels: c as u32,
+            pixels: (h * w) as u32,
+            gamma_offset: gamma.offset as u32,
+            mean_offset: mean.offset as u32,
+            epsilon: EPSILON,
+            momentum: MOMENTUM,
+            one_minus_momentum: one_minus_momentum(),
+            _pad: 0,
+        }
+    }
+
+    pub fn channels(&self) -> usize {
+        self.channels as usize
+    }
+
+    /// γ, β in `params`; moving mean, moving variance in `state`.
+    pub fn gamma(&self) -> std::ops::Range<usize> {
+        self.gamma_offset as usize..self.gamma_offset as usize + self.channels()
+    }
+
+    pub fn beta(&self) -> std::ops::Range<usize> {
+        self.gamma().end..self.gamma().end + self.channels()
+    }
+
+    pub fn moving_mean(&self) -> std::ops::Range<usize> {
+        self.mean_offset as usize..self.mean_offset as usize + self.channels()
+    }
+
+    pub fn moving_variance(&self) -> std::ops::Range<usize> {
+        self.moving_mean().end..self.moving_mean().end + self.channels()
+    }
+}
+
+/// Per-channel `(mean, variance)` of the first `m` pixels of `x` (`[m, C]`), summed in f64.
+pub fn statistics<T: Float>(x: &[T], m: usize, channels: usize) -> (Vec<T>, Vec<T>) {
+    let mut sums = vec![0f64; channels];
+    for pixel in x[..m * channels].chunks_exact(channels) {
+        for (s, v) in sums.iter_mut().zip(pixel) {
+            *s += v.to_f64().expect("a float converts to f64");
+        }
+    }
+    let of = |v: f64| T::from(v).expect("f64 converts to T");
+    let mean: Vec<T> = sums.iter().map(|&s| of(s / m as f64)).collect();
+    let mut squares = vec![0f64; channels];
+    for pixel in x[..m * channels].chunks_exact(channels) {
+        for ((s, &v), &mu) in squares.iter_mut().zip(pixel).zip(&mean) {
+            let d = (v - mu).to_f64().expect("a float converts to f64");
+            *s += d * d;
+        }
+    }
+    (mean, squares.iter().map(|&s| of(s / m as f64)).collect())
+}
+
+/// `1 / √(variance + ε)` per channel.
+pub fn inv_std<T: Float>(variance: &[T]) -> Vec<T> {
+    variance.iter().map(|&v| T::one() / (v + cast(EPSILON)).sqrt()).collect()
+}
+
+/// `y = x·inv + (β − mean·inv)` with `inv = γ / √(variance + ε)`, for the first `m` pixels.
+pub fn normalize<T: Float>(y: &mut [T], x: &[T], m: usize, mean: &[T], variance: &[T], gamma: &[T], beta: &[T]) {
+    let channels = mean.len();
+    let inv: Vec<T> = inv_std(variance).iter().zip(gamma).map(|(&r, &g)| r * g).collect();
+    for (y, x) in y[..m * channels].chunks_exact_mut(channels).zip(x.chunks_exact(channels)) {
+        for c in 0..channels {
+            y[c] = x[c] * inv[c] + (beta[c] - mean[c] * inv[c]);
+        }
+    }
+}
+
+/// `moving = moving·momentum + batch·(1 − momentum)`.
+pub fn update_moving<T: Float>(moving: &mut [T], batch: &[T]) {
+    let (momentum, rest): (T, T) = (cast(MOMENTUM), cast(one_minus_momentum()));
+    for (m, &b) in moving.iter_mut().zip(batch) {
+        *m = *m * momentum + b * rest;
+    }
+}
+
+/// `(dγ, dβ) = (Σdy·x̂, Σdy)` per channel over the first `m` pixels, summed in f64.
+pub fn backward_weight<T: Float>(dy: &[T], x: &[T], m: usize, mean: &[T], inv_std: &[T]) -> (Vec<T>, Vec<T>) {
+    let channels = mean.len();
+    let (mut dgamma, mut dbeta) = (vec![0f64; channels], vec![0f64; channels]);
+    for (g, x) in dy[..m * channels].chunks_exact(channels).zip(x.chunks_exact(channels)) {
+        for c in 0..channels {
+            let xhat = (x[c] - mean[c]) * inv_std[c];
+            dbeta[c] += g[c].to_f64().expect("a float converts to f64");
+            dgamma[c] += (g[c] * xhat).to_f64().expect("a float converts to f64");
+        }
+    }
+    let of = |v: &Vec<f64>| v.iter().map(|&s| T::from(s).expect("f64 converts to T")).collect();
+    (of(&dgamma), of(&dbeta))
+}
+
+/// `dx = inv·(dy − (dβ + x̂·dγ) / M)` (training: the statistics are the batch's and depend on x).
+#[allow(clippy::too_many_arguments)]
+pub fn backward_input<T: Float>(
+    dx: &mut [T],
+    dy: &[T],
+    x: &[T],
+    m: usize,
+    mean: &[T],
+    inv_std: &[T],
+    gamma: &[T],
+    (dgamma, dbeta): (&[T], &[T]),
+) {
+    let channels = mean.len();
+    let count = T::from(m).expect("a count converts to T");
+    let rows = dx[..m * channels].chunks_exact_mut(channels).zip(dy.chunks_exact(channels)).zip(x.chunks_exact(channels));
+    for ((dx, g), x) in rows {
+        for c in 0..channels {
+            let xhat = (x[c] - mean[c]) * inv_std[c];
+            dx[c] = inv_std[c] * gamma[c] * (g[c] - (dbeta[c] + xhat * dgamma[c]) / count);
+        }
+    }
+}
+
+impl<T: Float> Reference<T> for BatchNorm {
+    fn forward(&self, c: &Ctx<'_>, pass: Pass, x: &[T], y: &mut [T], params: &[T], state: &mut [T]) {
+        let s = NormShape::for_layer(c.at);
+        let m = c.batch * s.pixels as usize;
+        let (gamma, beta) = (&params[s.gamma()], &params[s.beta()]);
+        if pass.is_training() {
+            let (mean, variance) = statistics(x, m, s.channels());
+            normalize(y, x, m, &mean, &variance, gamma, beta);
+            update_moving(&mut state[s.moving_mean()], &mean);
+            update_moving(&mut state[s.moving_variance()], &variance);
+        } else {
+            normalize(y, x, m, &state[s.moving_mean()], &state[s.moving_variance()], gamma, beta);
+        }
+    }
+
+    /// In training, through the batch statistics; the reference is never asked for an inference
+    /// backward pass, where the statistics would be constants.
+    fn backward(&self, c: &Ctx<'_>, _pass: Pass, b: Backward<'_, T>) {
+        let s = NormShape::for_layer(c.at);
+        let m = c.batch * s.pixels as usize;
+        let (mean, variance) = statistics(b.x, m, s.channels());
+        let inv = inv_std(&variance);
+        let (dgamma, dbeta) = backward_weight(b.dy, b.x, m, &mean, &inv);
+        if let Some(dx) = b.dx {
+            backward_input(dx, b.dy, b.x, m, &mean, &inv, &b.params[s.gamma()], (&dgamma, &dbeta));
+        }
+        b.grads[s.gamma()].copy_from_slice(&dgamma);
+        b.grads[s.beta()].copy_from_slice(&dbeta);
+    }
+}
+
+/// The binding tables of `shaders/batch_norm.wgsl`.
+pub static SHADER: Shader = Shader {
+    name: "batch_norm",
+    file: "batch_norm.wgsl",
+    source: shader_source!("common.wgsl", "batch_norm.wgsl"),
+    own: shader_own!("batch_norm.wgsl"),
+    entry_points: &[
+        EntryPoint {
+            name: "statistics",
+            bindings: &[uniform(0, "step"), uniform(1, "shape"), read(2, "x"), read_write(4, "state"), read_write(5, "stats")],
+        },
+        EntryPoint {
+            name: "forward",
+            bindings: &[
+                uniform(0, "step"),
+                uniform(1, "shape"),
+                read(2, "x"),
+                read(3, "params"),
+                read_write(5, "stats"),
+                read_write(6, "y"),
+            ],
+        },
+        EntryPoint {
+            name: "backward_reduce",
+            bindings: &[
+                uniform(0, "step"),
+                uniform(1, "shape"),
+                read(2, "x"),
+                read_write(5, "stats"),
+                read(7, "dy"),
+                read_write(8, "grads"),
+            ],
+        },
+        EntryPoint {
+            name: "backward_input",
+            bindings: &[
+                uniform(0, "step"),
+                uniform(1, "shape"),
+                read(2, "x"),
+                read(3, "params"),
+                read_write(5, "stats"),
+                read(7, "dy"),
+                read_write(8, "grads"),
+                read_write(9, "dx"),
+            ],
+        },
+    ],
+};
+
+impl HiddenLayer for BatchNorm {
+    fn batch_statistics(&self) -> bool {
+        true
+    }
+
+    fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuLayer<'_>) -> Result<LayerPass> {
+        let s = NormShape::for_layer(c.at);
+        let device = gpu.kernels.device();
+        let kernel = |entry: &str| gpu.kernels.get(&SHADER, entry, &[]);
+        let shape = uniform_buffer(device, "batch norm shape", &s);
+        let channels = s.channels();
+        let stats_buffer = gpu::storage_buffer(device, "batch norm statistics", floats(2 * channels))?;
+        let len = c.batch * c.at.input_len();
+        let (step, shape_arg, bytes) = (arg("step", gpu.step, 32), arg("shape", &shape, 32), floats(len));
+        let x = arg("x", gpu.x, bytes);
+        let params = arg("params", gpu.params, floats(s.beta().end));
+        let state = arg("state", gpu.state, floats(s.moving_variance().end));
+        let stats = arg("stats", &stats_buffer, floats(2 * channels));
+        let (per_channel, per_element) = (Grid::Workgroups(channels as u64), Grid::Invocations(len as u64));
+        let mut pass = LayerPass::default();
+        pass.forward.push(Dispatch::new(device, &kernel("statistics")?, &[step, shape_arg, x, state, stats], per_channel)?);
+        pass.forward.push(Dispatch::new(
+            device,
+            &kernel("forward")?,
+            &[step, shape_arg, x, params, stats, arg("y", gpu.y, bytes)],
+            per_element,
+        )?);
+        if let Some(g) = gpu.backward {
+            let (dy, grads) = (arg("dy", g.dy, bytes), arg("grads", g.grads, floats(s.beta().end)));
+            pass.backward.push(Dispatch::new(
+                device,
+                &kernel("backward_reduce")?,
+                &[step, shape_arg, x, stats, dy, grads],
+                per_channel,
+            )?);
+            if let Some(dx) = g.dx {
+                pass.backward.push(Dispatch::new(
+                    device,
+                    &kernel("backward_input")?,
+                    &[step, shape_arg, x, params, stats, dy, grads, arg("dx", dx, bytes)],
+                    per_element,
+                )?);
+            }
+        }
+        pass.buffers.extend([shape, stats_buffer]);
+        Ok(pass)
+    }
+
+    #[cfg(feature = "fast-cpu")]
+    fn fast(
+        &self,
+        c: &Ctx<'_>,
+        isa: crate::fast::Isa,
+        x: crate::fast::Layout,
+        y: crate::fast::Layout,
+    ) -> Option<Box<dyn crate::fast::FastLayer>> {
+        Some(Box::new(fast::NormPlan::new(NormShape::for_layer(c.at), isa, x, y, c.batch)))
+    }
+}
+
+/// The GPU's statistics, normalisation, moving statistics and gradients against the reference,
+/// on a partial batch, with the layer's tensors at offsets past others'.
+pub fn checks(ctx: &GpuContext) -> Result<Vec<Check>> {
+    let mut checks = Vec::new();
+    for (input, batch, used) in [([5, 6, 7], 4, 3), ([1, 1, 10], 5, 5), ([16, 16, 16], 8, 8)] {
+        let at = LayerAt::place(&BatchNorm, 3, "batch_normalization".into(), input, 12, 6).map_err(Error::invalid)?;
+        checks.extend(selftest::hidden_layer(
+            ctx,
+            &HiddenCheck {
+                name: format!("batch norm {input:?}, batch {used}/{batch}"),
+                layer: &BatchNorm,
+                at: &at,
+                batch,
+                used,
+                first: false,
+                tuning: Tuning::for_adapter(&ctx.info),
+                naive: false,
+                run: Default::default(),
+                seed: 77 + input[2] as u64,
+                x: None,
+                tolerance: Tolerance { y: (1e-5, 1e-4), dx: (1e-5, 1e-4), grads: (1e-5, 1e-4) },
+            },
+        )?);
+    }
+    Ok(checks)
+}
