@@ -39,6 +39,11 @@ pub const NAMED_ARCHITECTURES: &[(&str, &str, &str)] = &[
     ("base", "c16,c16s2,c32,c32s2,d0.5,f10", "the assignment's CNN: 37,146 parameters"),
     ("maxpool", "c16,c16,p,c32,c32,p,d0.5,f10", "strided convolutions replaced by 2×2 max-pooling"),
     ("deep", "c8,c8s2,c16,c16s2,c32,c32s2,d0.5,f10", "the deeper 8-8-16-16-32-32 net"),
+    (
+        "cifar_bn",
+        "c16n,bn,lrelu,c16s2n,bn,lrelu,c32n,bn,lrelu,c32s2n,bn,lrelu,d0.5,f10",
+        "the base net with BatchNormalization and LeakyReLU after each convolution",
+    ),
 ];
 
 impl Architecture {
@@ -284,15 +289,25 @@ impl Model {
         );
         out += &line('┡', '╇', '┩', '━');
         for (i, row) in rows.iter().enumerate() {
+            // Keras wraps a long "name (Class)" before the class, onto a second line.
+            let (first, second) = match row.layer.split_once(" (") {
+                Some((name, class)) if row.layer.chars().count() > a - 2 => {
+                    (name.to_string(), Some(format!("({class}")))
+                }
+                _ => (row.layer.clone(), None),
+            };
             out += &format!(
                 "│ {:<w1$}│ {:<w2$}│ {:>w3$} │\n",
-                row.layer,
+                first,
                 row.shape,
                 group_thousands(row.params),
                 w1 = a - 1,
                 w2 = b - 1,
                 w3 = c - 2
             );
+            if let Some(second) = second {
+                out += &format!("│ {:<w1$}│ {:<w2$}│ {:>w3$} │\n", second, "", "", w1 = a - 1, w2 = b - 1, w3 = c - 2);
+            }
             if i + 1 < rows.len() {
                 out += &line('├', '┼', '┤', '─');
             }
@@ -418,6 +433,40 @@ mod tests {
             assert!((std - limit / 3f32.sqrt()).abs() < 0.1 * limit, "{}: std {std}, limit {limit}", layer.name);
             assert!(a[layer.tensor("bias").range()].iter().all(|&b| b == 0.0));
         }
+    }
+
+    #[test]
+    fn the_bn_net_has_keras_parameter_counts_and_summary() {
+        // Keras 3's model.summary() of the same net: 37,530 total, 37,338 trainable, 192 non-
+        // trainable (γ, β trained; the moving mean and variance not), and the long names
+        // wrapped before the class.
+        let m = model("cifar_bn");
+        assert_eq!((m.param_count, m.state_count), (37_338, 192));
+        let s = m.summary();
+        assert!(s.contains("│ batch_normalization_1           │ (None, 16, 16, 16)     │            64 │\n│ (BatchNormalization)            │"), "{s}");
+        assert!(s.contains("leaky_re_lu_3 (LeakyReLU)") && s.contains("Non-trainable params: 192 (768.00 B)"), "{s}");
+        let hidden = model("c8n,bn,relu,h32,d0.5,lrelu,f10");
+        let rows: Vec<String> = hidden
+            .layers()
+            .flat_map(|(l, at)| l.summary_rows(at))
+            .map(|r| format!("{} {}", r.layer, r.shape))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                "conv2d (Conv2D) (None, 32, 32, 8)",
+                "batch_normalization (BatchNormalization) (None, 32, 32, 8)",
+                "activation (Activation) (None, 32, 32, 8)",
+                "flatten (Flatten) (None, 8192)",
+                "dense (Dense) (None, 32)",
+                "dropout (Dropout) (None, 32)",
+                "leaky_re_lu (LeakyReLU) (None, 32)",
+                "dense_1 (Dense) (None, 10)",
+            ]
+        );
+        let message =
+            Architecture::parse("h32,c8,f10").and_then(|a| Model::new(&a, CIFAR_INPUT)).unwrap_err().to_string();
+        assert!(message.contains("layer 2 (c8)") && message.contains("follows a dense layer"), "{message}");
     }
 
     #[test]

@@ -81,7 +81,7 @@ impl Settings {
             rows: None,
             test_rows: None,
             l1_weights: vec![0.001, 0.01, 0.1, 0.0, 1.0, 10.0],
-            architectures: vec!["base".into(), "maxpool".into(), "deep".into()],
+            architectures: vec!["base".into(), "maxpool".into(), "deep".into(), "cifar_bn".into()],
             base: TrainConfig::default(),
         }
     }
@@ -542,9 +542,12 @@ pub fn write_report(out: &Path, environment: &Environment, results: &[RunResult]
                 })?)
             }
             Sweep::Architecture => {
-                for (number, arch, what) in
-                    [(5, "maxpool", "the new model (max-pooling)"), (6, "deep", "the deeper ConvNet")]
-                {
+                let nets = [
+                    (5, "maxpool", "the new model (max-pooling)"),
+                    (6, "deep", "the deeper ConvNet"),
+                    (7, "cifar_bn", "batch normalisation and LeakyReLU (beyond the assignment)"),
+                ];
+                for (number, arch, what) in nets {
                     let Some(run) = rows.iter().find(|r| r.label == arch) else { continue };
                     let caption = format!("Figure {number}: accuracy and loss of {what}");
                     let title = format!("{caption}: {}", run.architecture);

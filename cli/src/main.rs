@@ -44,7 +44,7 @@ enum Command {
     Experiment(train::ExperimentArgs),
     /// Print a Keras-like summary of a model: layers, output shapes, parameters.
     Summary {
-        /// base, maxpool, deep, or a description such as c16,c16s2,c32,c32s2,d0.5,f10.
+        /// base, maxpool, deep, cifar_bn, or a description such as c16,c16s2,c32,c32s2,d0.5,f10 (tokens: see README or an error message).
         #[arg(long, default_value = "base")]
         model: String,
     },

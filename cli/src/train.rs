@@ -59,7 +59,7 @@ impl DataArgs {
 
 #[derive(Args, Clone)]
 pub struct TrainArgs {
-    /// base, maxpool, deep, or a description such as c16,c16s2,c32,c32s2,d0.5,f10.
+    /// base, maxpool, deep, cifar_bn, or a description such as c16,c16s2,c32,c32s2,d0.5,f10 (tokens: see README or an error message).
     #[arg(long, default_value = "base")]
     pub model: String,
     #[arg(long, default_value_t = 20)]
@@ -392,7 +392,7 @@ pub enum BenchDevice {
 /// `wgpu-cnn bench train`.
 #[derive(Args)]
 pub struct BenchTrainArgs {
-    /// Model to time: base, maxpool, deep or a description (repeatable: one row group each).
+    /// Model to time: base, maxpool, deep, cifar_bn or a description (repeatable: one row group each).
     #[arg(long = "model", default_values = ["base"])]
     pub models: Vec<String>,
     #[arg(long, default_value_t = 128)]
@@ -487,7 +487,7 @@ pub fn bench_train(gpu_args: &GpuArgs, args: &BenchTrainArgs) -> Result<()> {
 /// `wgpu-cnn bench classify`.
 #[derive(Args)]
 pub struct BenchClassifyArgs {
-    /// Model to time: base, maxpool, deep or a description.
+    /// Model to time: base, maxpool, deep, cifar_bn or a description.
     #[arg(long, default_value = "base")]
     pub model: String,
     /// Images per call (repeatable).
