@@ -68,6 +68,45 @@ fn train_writes_a_checkpoint_history_and_plot_that_evaluate_reads() {
 }
 
 #[test]
+fn a_batch_norm_net_trains_evaluates_and_resumes_from_the_command_line() {
+    // Conv without activation, batch norm, LeakyReLU, a hidden dense layer with dropout after it.
+    let dir = tempfile::tempdir().unwrap();
+    let arch = "c8n,bn,lrelu,c8s2n,bn,relu,h32,d0.3,f10";
+    let train = ["train", "--model", arch, "--epochs", "1", "--train-size", "300", "--device", "cpu", "--out", "bn"];
+    let text = ok(dir.path(), &train);
+    let test_line =
+        |text: &str| text.lines().find(|l| l.starts_with("Test: ")).map(str::to_string).expect("a Test: line");
+    let trained = test_line(&text);
+    // evaluate reads the moving statistics back: the same test loss and accuracy as train printed.
+    let json = ok(dir.path(), &["evaluate", "bn/model.safetensors", "--device", "cpu", "--json"]);
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let accuracy = value["sets"]["test"]["accuracy"].as_f64().unwrap();
+    assert!(trained.contains(&format!("accuracy {accuracy:.4}")), "{trained} vs evaluate's {accuracy}");
+    let resumed = ok(
+        dir.path(),
+        &[
+            "train",
+            "--resume",
+            "bn/model.safetensors",
+            "--epochs",
+            "2",
+            "--train-size",
+            "300",
+            "--device",
+            "cpu",
+            "--out",
+            "bn",
+        ],
+    );
+    assert!(resumed.contains("Epoch 2/2"), "{resumed}");
+    let summary = ok(dir.path(), &["summary", "--model", arch]);
+    assert!(
+        summary.contains("Non-trainable params: 32 (128.00 B)") && summary.contains("leaky_re_lu (LeakyReLU)"),
+        "{summary}"
+    );
+}
+
+#[test]
 fn predict_prints_the_top_classes_of_each_image() {
     let dir = tempfile::tempdir().unwrap();
     trained(dir.path());
@@ -133,7 +172,7 @@ fn bad_checkpoints_are_rejected_with_the_file_and_the_problem() {
 fn experiment_all_quick_writes_every_table_and_figure() {
     let dir = tempfile::tempdir().unwrap();
     let text = ok(dir.path(), &["experiment", "all", "--quick", "--epochs", "1", "--out", "report"]);
-    assert!(text.contains("13 runs"), "{text}");
+    assert!(text.contains("14 runs"), "{text}");
     let report = std::fs::read_to_string(dir.path().join("report/report.md")).unwrap();
     for needle in [
         "Table 1: training-set size",
@@ -149,24 +188,34 @@ fn experiment_all_quick_writes_every_table_and_figure() {
         "Figure 4: accuracy and loss of different L1 weights",
         "Figure 5: accuracy and loss of the new model",
         "Figure 6: accuracy and loss of the deeper ConvNet",
+        "Figure 7: accuracy and loss of batch normalisation and LeakyReLU",
+        "| cifar_bn |",
         "The base model on the training set",
         "The base model on the test set",
         "precision    recall  f1-score   support",
         "true \\ predicted",
         "Most-common-label baseline",
         "Device: ",
-        "The whole report: 13 runs in ",
+        "The whole report: 14 runs in ",
     ] {
         assert!(report.contains(needle), "report.md lacks '{needle}':\n{report}");
     }
-    let figures = ["figure-1.png", "figure-2.png", "figure-3.png", "figure-4.png", "figure-5.png", "figure-6.png"];
+    let figures = [
+        "figure-1.png",
+        "figure-2.png",
+        "figure-3.png",
+        "figure-4.png",
+        "figure-5.png",
+        "figure-6.png",
+        "figure-7.png",
+    ];
     for figure in figures.iter().chain(&["confusion-train.png", "confusion-test.png"]) {
         let image = image::open(dir.path().join("report").join(figure)).unwrap();
         assert!(image.width() > 500, "{figure}");
     }
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("report/results.json")).unwrap()).unwrap();
-    assert_eq!(results["results"].as_array().unwrap().len(), 13);
+    assert_eq!(results["results"].as_array().unwrap().len(), 14);
     let with_evaluation = results["results"].as_array().unwrap().iter().filter(|r| !r["evaluation"].is_null()).count();
     assert_eq!(with_evaluation, 1, "one base run carries the classification reports");
 
