@@ -284,6 +284,17 @@ pub fn flatten_rows(at: &LayerAt) -> Vec<SummaryRow> {
     }
 }
 
+/// A dense layer's rows: the Flatten before it (when its input is an image), then itself.
+pub(crate) fn dense_rows(at: &LayerAt, units: usize) -> Vec<SummaryRow> {
+    let mut rows = flatten_rows(at);
+    rows.push(SummaryRow {
+        layer: format!("{} (Dense)", at.name),
+        shape: format!("(None, {units})"),
+        params: at.param_counts().0,
+    });
+    rows
+}
+
 /// The error of an image layer after a flat one.
 pub(crate) fn needs_image(flat_input: bool, what: &str) -> std::result::Result<bool, String> {
     if flat_input {

@@ -81,13 +81,7 @@ impl LayerInfo for DenseSoftmax {
 
     /// Keras shows the Flatten it stands for (when its input is an image) as a layer of its own.
     fn summary_rows(&self, at: &LayerAt) -> Vec<SummaryRow> {
-        let mut rows = super::flatten_rows(at);
-        rows.push(SummaryRow {
-            layer: format!("{} (Dense)", at.name),
-            shape: format!("(None, {})", self.units),
-            params: at.param_counts().0,
-        });
-        rows
+        super::dense_rows(at, self.units)
     }
 
     fn forward_macs(&self, at: &LayerAt) -> usize {
