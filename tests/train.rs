@@ -280,3 +280,30 @@ fn twenty_epochs_of_the_base_net_on_the_cpu_reference_reach_the_keras_test_accur
     let accuracy = twenty_epochs_of_base(&reference);
     assert!((0.44..0.52).contains(&accuracy), "test accuracy {accuracy:.4}");
 }
+
+#[test]
+fn every_engine_refuses_labels_outside_the_models_classes() {
+    // A head with fewer units than the data has classes would index past its outputs.
+    let (small, base) = (model("c4s2,f5"), model("c4s2,f10"));
+    let train = subset(20);
+    let config = TrainConfig { batch_size: 8, ..Default::default() };
+    let expect = |result: Result<Box<dyn Engine>>, what: &str| {
+        let message = result.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("but the model's final layer has 5 units (one per class)"), "{what}: {message}");
+    };
+    expect(reference(&small, &train, small.init(1), &config), "reference");
+    let fast = wgpu_cnn::train::fast::FastCpuEngine::new(&small, &train, small.init(1), &config);
+    expect(fast.map(|e| Box::new(e) as Box<dyn Engine>), "fast CPU");
+    // Data to evaluate with a label the model does not have.
+    let mut odd = subset(3);
+    odd.labels[2] = 12;
+    let mut engine = reference(&base, &train, base.init(1), &config).unwrap();
+    let message = engine.prepare(&odd).unwrap_err().to_string();
+    assert!(message.contains("image 2 of the data to evaluate has label 12"), "{message}");
+    if let Some(ctx) = gpu() {
+        let on_gpu = GpuEngine::new(ctx, &small, &train, &small.init(1), &config);
+        expect(on_gpu.map(|e| Box::new(e) as Box<dyn Engine>), "GPU");
+        let mut engine = GpuEngine::new(ctx, &base, &train, &base.init(1), &config).unwrap();
+        assert!(engine.prepare(&odd).unwrap_err().to_string().contains("has label 12"));
+    }
+}

@@ -92,6 +92,19 @@ fn bad_training_settings_are_rejected_before_any_work() {
         (&["train", "--batch-size", "0"][..], "--batch-size must be between 1 and 65536, got 0"),
         (&["train", "--validation-split", "1"][..], "--validation-split must be in [0, 1), got 1"),
         (&["train", "--model", "c16,q,f10"][..], "unknown layer type"),
+        (
+            &["train", "--model", "h16,c8,f10"][..],
+            "layer 2 (c8): a convolution needs an image (H, W, C) input, but it follows a dense layer",
+        ),
+        (&["train", "--model", "lrelu2,f10"][..], "the LeakyReLU slope must be a number in [0, 1)"),
+        (
+            &["train", "--model", "c4,f5", "--device", "cpu"][..],
+            "has label 6, but the model's final layer has 5 units (one per class): end the architecture with f10",
+        ),
+        (
+            &["train", "--model", "bn,f5", "--device", "cpu-reference"][..],
+            "but the model's final layer has 5 units (one per class)",
+        ),
         (&["train", "--train-size", "0"][..], "--train-size must be at least 1"),
         (&["train", "--data", "no-such-folder"][..], "no-such-folder"),
     ] {

@@ -201,6 +201,7 @@ impl GpuNet {
 
     /// Uploads `data` and binds a gather for it, with an order buffer of `order_len` rows.
     fn prepare(&mut self, name: &str, data: &Dataset, order_len: usize) -> Result<DataId> {
+        super::check_labels(data, self.classes, name)?;
         let sample_len = if data.is_empty() { 4 } else { data.images.len() / data.len() };
         let upload = GpuDataset::upload(&self.device, name, &data.images, &data.labels, sample_len)?;
         let order = gpu::storage_buffer(&self.device, &format!("{name} order"), floats(order_len.max(1)))?;

@@ -228,6 +228,22 @@ pub fn check_engine_inputs(model: &Model, weights: &Weights, config: &TrainConfi
     model.check_weights(weights)
 }
 
+/// Fails, naming the first offending image, when a label of `data` is not one of the model's
+/// `classes` (its final layer `fK` has one unit per class): a head with fewer units than the data
+/// has classes would index past its outputs.
+pub fn check_labels(data: &Dataset, classes: usize, what: &str) -> Result<()> {
+    match data.labels.iter().position(|&label| usize::from(label) >= classes) {
+        None => Ok(()),
+        Some(i) => Err(Error::invalid(format!(
+            "image {i} of the {what} has label {}, but the model's final layer has {classes} unit{} (one per \
+             class): end the architecture with f{} for these labels (f10 for CIFAR-10)",
+            data.labels[i],
+            if classes == 1 { "" } else { "s" },
+            data.labels.iter().max().map_or(0, |&m| usize::from(m) + 1)
+        ))),
+    }
+}
+
 /// Fails when `moments` do not fit a model of `count` parameters.
 pub fn check_moments(moments: &Moments, count: usize) -> Result<()> {
     if moments.m.len() != count || moments.v.len() != count {
@@ -259,6 +275,7 @@ pub(crate) struct HostState {
 impl HostState {
     pub fn new(model: &Model, train: &Dataset, weights: Weights, config: &TrainConfig) -> Result<Self> {
         check_engine_inputs(model, &weights, config)?;
+        check_labels(train, model.classes(), "training set")?;
         let count = model.param_count;
         Ok(HostState {
             weights,
@@ -275,9 +292,10 @@ impl HostState {
         })
     }
 
-    pub fn prepare(&mut self, data: &Dataset) -> DataId {
+    pub fn prepare(&mut self, data: &Dataset, classes: usize) -> Result<DataId> {
+        check_labels(data, classes, "data to evaluate")?;
         self.datasets.push(data.clone());
-        DataId(self.datasets.len() - 1)
+        Ok(DataId(self.datasets.len() - 1))
     }
 
     pub fn dataset(&self, id: DataId) -> Result<&Dataset> {
@@ -352,7 +370,8 @@ impl HostState {
 macro_rules! cpu_inference {
     () => {
         fn prepare(&mut self, data: &$crate::data::Dataset) -> $crate::Result<$crate::train::DataId> {
-            Ok(self.host.prepare(data))
+            let classes = self.classes();
+            self.host.prepare(data, classes)
         }
 
         fn evaluate(&mut self, data: $crate::train::DataId) -> $crate::train::Pending<'_, $crate::train::RawMetrics> {
