@@ -573,7 +573,13 @@ fn layers_without_fast_kernels_run_their_reference_inside_the_fast_engine() {
 
 #[test]
 fn fast_training_gives_the_same_bits_every_run_for_a_thread_count() {
-    let model = Model::new(&Architecture::parse("base").unwrap(), CIFAR_INPUT).unwrap();
+    for arch in ["base", BN_NET] {
+        same_bits_every_run(arch);
+    }
+}
+
+fn same_bits_every_run(arch: &str) {
+    let model = Model::new(&Architecture::parse(arch).unwrap(), CIFAR_INPUT).unwrap();
     let train = cifar_sample().train.take_first(40);
     let config = TrainConfig { batch_size: 40, ..Default::default() };
     let run = || {
@@ -585,7 +591,7 @@ fn fast_training_gives_the_same_bits_every_run_for_a_thread_count() {
         drop(trainer);
         wait(fast.weights()).unwrap().params
     };
-    assert_bits_equal(&run(), &run(), "two runs with 2 threads");
+    assert_bits_equal(&run(), &run(), &format!("{arch}: two runs with 2 threads"));
 }
 
 #[test]
@@ -603,8 +609,12 @@ const BN_NET: &str = "c8n,bn,lrelu,c8s2n,bn,relu,p,h24,d0.3,f10";
 #[test]
 fn fast_training_matches_the_reference_with_batch_norm_activations_and_hidden_dense_layers() {
     for isa in isas() {
-        // Batch 8 with a partial last batch; threads are ignored (the whole batch is one pass).
-        fast_matches_reference(BN_NET, 20, 8, options(isa, 2));
+        // Batch 8 with a partial last batch: one pass of the whole batch, layer by layer, each
+        // layer but the batch norms split between the threads.
+        fast_matches_reference(BN_NET, 20, 8, options(isa, 1));
+    }
+    for threads in [2, 3] {
+        fast_matches_reference(BN_NET, 44, 20, options(Isa::best(), threads));
     }
     fast_matches_reference("bn,c4s2,lrelu0.1,bn,h7n,relu,f10", 12, 8, options(Isa::best(), 1));
     let fallback = FastOptions { isa: Isa::best(), threads: 2, reference_only: true };
@@ -622,10 +632,11 @@ fn fast_training_matches_the_reference_with_batch_norm_activations_and_hidden_de
 fn a_training_step_allocates_nothing() {
     let train: Dataset = cifar_sample().train.take_first(24);
     let config = TrainConfig { batch_size: 16, ..Default::default() };
-    let cases = isas()
-        .into_iter()
-        .map(|isa| ("maxpool", isa, 1))
-        .chain([("maxpool", Isa::best(), 2), (BN_NET, Isa::best(), 1)]);
+    let cases = isas().into_iter().map(|isa| ("maxpool", isa, 1)).chain([
+        ("maxpool", Isa::best(), 2),
+        (BN_NET, Isa::best(), 1),
+        (BN_NET, Isa::best(), 2),
+    ]);
     for (arch, isa, threads) in cases {
         let model = Model::new(&Architecture::parse(arch).unwrap(), CIFAR_INPUT).unwrap();
         let mut fast =

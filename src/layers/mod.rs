@@ -503,7 +503,7 @@ pub(crate) fn bind_forward_and_input_gradient(
 /// A layer between the input and the head.
 pub trait HiddenLayer: LayerInfo + Reference<f32> + Reference<f64> {
     /// Whether a training forward pass needs the whole batch at once (batch normalisation's
-    /// statistics): the fast CPU engine then runs each step as one micro-batch.
+    /// statistics): the fast CPU engine then runs each step as one pass of the whole batch.
     fn batch_statistics(&self) -> bool {
         false
     }

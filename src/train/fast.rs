@@ -22,6 +22,11 @@
 //! gradient sums, summed in worker order at the end of the step: one synchronisation per step,
 //! and the same bits every run for a given thread count (not across thread counts: the sums are
 //! grouped differently). `RAYON_NUM_THREADS` sets the count; [`default_threads`] otherwise.
+//!
+//! A net with a layer that needs the batch's statistics (batch normalisation) runs a step as one
+//! pass of the whole batch instead, layer by layer (`Net::whole_batch`): that layer in one call,
+//! every other layer's images split into one contiguous piece per worker, each worker's weight
+//! gradients into its own sums, summed in worker order as above.
 
 use std::sync::Arc;
 
@@ -70,8 +75,104 @@ struct Net {
     isa: Isa,
     x0_layout: Layout,
     classes: usize,
-    /// Images per micro-batch: [`MICRO_BATCH`], or the batch size when smaller.
+    /// Images per micro-batch: [`MICRO_BATCH`], or the batch size when smaller, or the whole
+    /// batch when a layer needs its statistics.
     micro: usize,
+    /// Per hidden layer: whether it needs the whole batch ([`HiddenLayer::batch_statistics`]).
+    /// When any does, a step is one pass of the whole batch, layer by layer, each other layer's
+    /// images split between the threads ([`Net::whole_batch`]).
+    whole_batch: Vec<bool>,
+    strides: Strides,
+}
+
+/// Floats per image of each buffer of a [`Workspace`], for splitting a batch between threads.
+struct Strides {
+    x0: usize,
+    acts: Vec<usize>,
+    dacts: Vec<usize>,
+    dpres: Vec<usize>,
+}
+
+impl Strides {
+    fn new(x0: Layout, acts: &[Layout], dpres: &[Option<Layout>], model: &Model) -> Self {
+        Strides {
+            x0: x0.image_stride(),
+            acts: acts.iter().map(Layout::image_stride).collect(),
+            dacts: model.hidden.iter().map(|p| p.at.output_len()).collect(),
+            dpres: dpres.iter().map(|l| l.map_or(0, |l| l.image_stride())).collect(),
+        }
+    }
+}
+
+/// Images `first..first + len` of `buffer` (`stride` floats each), or what of them it holds.
+fn images(buffer: &[f32], stride: usize, first: usize, len: usize) -> &[f32] {
+    let start = (first * stride).min(buffer.len());
+    &buffer[start..(start + len * stride).min(buffer.len())]
+}
+
+/// The workers' buffers during a whole-batch pass: each thread takes its own gradient sums.
+#[derive(Clone, Copy)]
+struct WorkspacesPtr(*mut Workspace);
+
+// SAFETY: see `grads`.
+unsafe impl Send for WorkspacesPtr {}
+unsafe impl Sync for WorkspacesPtr {}
+
+impl WorkspacesPtr {
+    /// Worker `w`'s gradient sums.
+    ///
+    /// # Safety
+    /// `w` is in bounds and no other thread takes worker `w`'s sums meanwhile; the field alone is
+    /// borrowed, so the first worker's other buffers may be borrowed too.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn grads<'a>(self, w: usize) -> &'a mut [f32] {
+        // SAFETY: the caller's.
+        unsafe { &mut (*self.0.add(w)).grads }
+    }
+}
+
+/// The predicted classes, written in disjoint ranges as [`Shared`].
+#[derive(Clone, Copy)]
+struct SharedU32(*mut u32, usize);
+
+// SAFETY: as Shared.
+unsafe impl Send for SharedU32 {}
+unsafe impl Sync for SharedU32 {}
+
+impl SharedU32 {
+    /// # Safety
+    /// As [`Shared::piece`].
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn piece<'a>(self, first: usize, len: usize) -> &'a mut [u32] {
+        assert!(first + len <= self.1, "a piece inside its buffer");
+        // SAFETY: in bounds (checked), disjoint (the caller).
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(first), len) }
+    }
+}
+
+/// A buffer that the threads of a whole-batch pass write in disjoint ranges of images.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32, usize);
+
+// SAFETY: every use takes a range of images no other thread of the same pass takes (`piece`).
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn new(buffer: &mut [f32]) -> Self {
+        Shared(buffer.as_mut_ptr(), buffer.len())
+    }
+
+    /// Images `first..first + len` of `stride` floats each.
+    ///
+    /// # Safety
+    /// No other live slice of this buffer overlaps those images.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn piece<'a>(self, stride: usize, first: usize, len: usize) -> &'a mut [f32] {
+        assert!((first + len) * stride <= self.1, "a piece inside its buffer");
+        // SAFETY: in bounds (checked), and disjoint from the other threads' pieces (the caller).
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(first * stride), len * stride) }
+    }
 }
 
 /// One worker's buffers for a micro-batch, and its gradient sums over the step.
@@ -127,7 +228,8 @@ impl FastCpuEngine {
         // A layer that normalises with the batch's statistics needs the whole batch in one pass.
         let whole_batch = model.hidden.iter().any(|p| p.layer.batch_statistics());
         let micro = if whole_batch { batch } else { MICRO_BATCH.min(batch) };
-        let threads = options.threads.clamp(1, batch.div_ceil(micro));
+        // Whole-batch passes split each layer's images between the threads instead.
+        let threads = options.threads.clamp(1, if whole_batch { batch } else { batch.div_ceil(micro) });
         let pool = if threads > 1 {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
             Some(pool.map_err(|e| Error::invalid(format!("cannot start {threads} CPU threads: {e}")))?)
@@ -172,6 +274,21 @@ impl FastCpuEngine {
             }),
         };
         let (count, classes) = (model.param_count, model.classes());
+        let dpre_layouts: Vec<Option<Layout>> = model
+            .hidden
+            .iter()
+            .zip(&fusion)
+            .map(|(p, f)| f.dpre_pad.map(|pad| Layout { pad, ..Layout::plain(p.at.output) }))
+            .collect();
+        let grads_only = || Workspace {
+            x0: Vec::new(),
+            labels: Vec::new(),
+            acts: Vec::new(),
+            dacts: Vec::new(),
+            dpres: Vec::new(),
+            dlogits: Vec::new(),
+            grads: vec![0.0; count],
+        };
         let workspace = || Workspace {
             x0: x0_layout.zeros(micro),
             labels: vec![0; micro],
@@ -182,15 +299,7 @@ impl FastCpuEngine {
                 .zip(&fused)
                 .map(|(p, &fused)| if fused { Vec::new() } else { vec![0.0; micro * p.at.output_len()] })
                 .collect(),
-            dpres: model
-                .hidden
-                .iter()
-                .zip(&fusion)
-                .map(|(p, f)| match f.dpre_pad {
-                    Some(pad) => Layout { pad, ..Layout::plain(p.at.output) }.zeros(micro),
-                    None => Vec::new(),
-                })
-                .collect(),
+            dpres: dpre_layouts.iter().map(|l| l.map_or_else(Vec::new, |l| l.zeros(micro))).collect(),
             dlogits: vec![0.0; micro * classes],
             grads: vec![0.0; count],
         };
@@ -198,8 +307,20 @@ impl FastCpuEngine {
             isa,
             threads,
             pool,
-            workspaces: (0..threads).map(|_| workspace()).collect(),
-            net: Net { hidden, fusion, fused, head, isa, x0_layout, classes, micro },
+            // Whole-batch passes: the first worker holds the activations, every one its gradient sums.
+            workspaces: (0..threads).map(|w| if w == 0 || !whole_batch { workspace() } else { grads_only() }).collect(),
+            net: Net {
+                hidden,
+                fusion,
+                fused,
+                head,
+                isa,
+                x0_layout,
+                classes,
+                micro,
+                whole_batch: model.hidden.iter().map(|p| p.layer.batch_statistics()).collect::<Vec<_>>(),
+                strides: Strides::new(x0_layout, &act_layouts, &dpre_layouts, model),
+            },
             host,
             probs: vec![0.0; batch * classes],
             losses: vec![0.0; batch],
@@ -295,6 +416,10 @@ impl FastCpuEngine {
         let losses = &mut losses[..nb];
         let predicted = &mut predicted[..nb];
         let probs = &mut probs[..nb * classes];
+        if net.whole_batch.iter().any(|&w| w) {
+            net.whole_batch(workspaces, pool.as_ref(), data, rows, pass, state, (probs, losses, predicted));
+            return;
+        }
         match pool {
             None => {
                 let parts = workspaces.iter_mut().enumerate().zip(rows.chunks(per_worker)).zip(
@@ -343,6 +468,149 @@ impl Net {
             layer.pack(params, backward);
         }
         self.head.pack(params);
+    }
+
+    /// The whole batch `rows` layer by layer: a layer that needs the batch's statistics in one
+    /// call, every other layer's images split into one contiguous piece per worker, run in
+    /// parallel, each worker's weight gradients added to its own sums. The same layers, layouts
+    /// and fusions as [`Net::micro_batch`], whose buffers the first worker holds for the batch.
+    #[allow(clippy::too_many_arguments)]
+    fn whole_batch(
+        &self,
+        workspaces: &mut [Workspace],
+        pool: Option<&rayon::ThreadPool>,
+        data: &Dataset,
+        rows: &[u32],
+        pass: Pass,
+        state: &[f32],
+        (probs, losses, predicted): (&mut [f32], &mut [f32], &mut [u32]),
+    ) {
+        let nb = rows.len();
+        let workers = workspaces.len().min(nb).max(1);
+        let per = nb.div_ceil(workers);
+        let ws = WorkspacesPtr(workspaces.as_mut_ptr());
+        // SAFETY: the first worker's buffers, each field borrowed alone; the workers below touch
+        // only their own `grads` field (see `WorkspacesPtr::grads`).
+        let (x0, labels, acts, dacts, dpres, dlogits) = unsafe {
+            let w = ws.0;
+            (&mut (*w).x0, &mut (*w).labels, &mut (*w).acts, &mut (*w).dacts, &mut (*w).dpres, &mut (*w).dlogits)
+        };
+        gather_isa(self.isa, x0, &self.x0_layout, &data.images, rows, self.x0_layout.sample_len());
+        for (label, &row) in labels.iter_mut().zip(rows) {
+            *label = u32::from(data.labels[row as usize]);
+        }
+        let (x0, labels): (&[f32], &[u32]) = (x0, labels);
+        let st = &self.strides;
+        let at = |first: usize| match pass {
+            Pass::Training { step, .. } => Pass::Training { step, first },
+            Pass::Inference => Pass::Inference,
+        };
+        // Runs `f(worker, first image, images)` on every worker's piece, in parallel.
+        let split = |f: &(dyn Fn(usize, usize, usize) + Sync)| {
+            let piece = |w: usize| {
+                let first = w * per;
+                if first < nb {
+                    f(w, first, per.min(nb - first));
+                }
+            };
+            match pool {
+                Some(pool) if workers > 1 => {
+                    use rayon::prelude::*;
+                    pool.install(|| (0..workers).into_par_iter().for_each(piece));
+                }
+                _ => (0..workers).for_each(piece),
+            }
+        };
+
+        for (i, layer) in self.hidden.iter().enumerate() {
+            let (before, after) = acts.split_at_mut(i);
+            let (x, x_stride): (&[f32], usize) = if i == 0 { (x0, st.x0) } else { (&before[i - 1], st.acts[i - 1]) };
+            if self.whole_batch[i] {
+                layer.forward(nb, pass, x, &mut after[0], state);
+                continue;
+            }
+            let y = Shared::new(&mut after[0]);
+            split(&|_, first, len| {
+                // SAFETY: each worker writes its own images of y.
+                let y = unsafe { y.piece(st.acts[i], first, len) };
+                layer.forward(len, at(first), &x[first * x_stride..][..len * x_stride], y, state);
+            });
+        }
+        let features: &[f32] = acts.last().map_or(x0, |a| &a[..]);
+        let f_stride = st.acts.last().copied().unwrap_or(st.x0);
+        let classes = self.classes;
+        let (probs, dlogits_s, losses) = (Shared::new(probs), Shared::new(dlogits), Shared::new(losses));
+        let predicted = SharedU32(predicted.as_mut_ptr(), predicted.len());
+        split(&|_, first, len| {
+            // SAFETY: each worker writes its own samples' outputs.
+            let out = unsafe {
+                HeadOutputs {
+                    probs: probs.piece(classes, first, len),
+                    dlogits: dlogits_s.piece(classes, first, len),
+                    losses: losses.piece(1, first, len),
+                    predicted: predicted.piece(first, len),
+                }
+            };
+            self.head.forward(len, &features[first * f_stride..][..len * f_stride], &labels[first..][..len], nb, out);
+        });
+        if !pass.is_training() {
+            return;
+        }
+
+        let dlogits: &[f32] = dlogits;
+        let last_dact = dacts.last_mut().map(|d| Shared::new(d));
+        let last_stride = st.dacts.last().copied().unwrap_or(0);
+        split(&|w, first, len| {
+            // SAFETY: this worker's gradient sums and its own images of dx.
+            let (grads, dx) = unsafe { (ws.grads(w), last_dact.map(|d| d.piece(last_stride, first, len))) };
+            let (x, g) =
+                (&features[first * f_stride..][..len * f_stride], &dlogits[first * classes..][..len * classes]);
+            self.head.backward(len, x, g, dx, grads);
+        });
+        for i in (0..self.hidden.len()).rev() {
+            let x: (&[f32], usize) = if i == 0 { (x0, st.x0) } else { (&acts[i - 1], st.acts[i - 1]) };
+            let y = (&acts[i][..], st.acts[i]);
+            let (dacts_before, dacts_after) = dacts.split_at_mut(i);
+            let (dpres_before, dpres_after) = dpres.split_at_mut(i);
+            let dy = (&dacts_after[0][..], st.dacts[i]);
+            let dpre = self.fusion[i].dpre_pad.map(|_| Shared::new(&mut dpres_after[0]));
+            // Where dx goes, and the floats per image there.
+            let dx = match i {
+                0 => None,
+                _ if self.fused[i - 1] => Some((true, Shared::new(&mut dpres_before[i - 1]), st.dpres[i - 1])),
+                _ => Some((false, Shared::new(&mut dacts_before[i - 1]), st.dacts[i - 1])),
+            };
+            let run = |w: usize, first: usize, len: usize| {
+                // SAFETY: this worker's gradient sums and its own images of dpre and dx.
+                let (grads, dpre, dx) = unsafe {
+                    (
+                        ws.grads(w),
+                        dpre.map(|d| d.piece(st.dpres[i], first, len)),
+                        match dx {
+                            None => FastDx::None,
+                            Some((true, d, stride)) => FastDx::ThroughRelu(d.piece(stride, first, len)),
+                            Some((false, d, stride)) => FastDx::Plain(d.piece(stride, first, len)),
+                        },
+                    )
+                };
+                // A fused layer's dy is never read (nor allocated): its piece is empty.
+                let backward = FastBackward {
+                    x: images(x.0, x.1, first, len),
+                    y: images(y.0, y.1, first, len),
+                    dy: images(dy.0, dy.1, first, len),
+                    dpre,
+                    dpre_ready: self.fused[i],
+                    dx,
+                    grads,
+                };
+                self.hidden[i].backward(len, at(first), backward);
+            };
+            if self.whole_batch[i] {
+                run(0, 0, nb);
+            } else {
+                split(&run);
+            }
+        }
     }
 
     /// One micro-batch: the samples of `rows`, part of a batch of `batch`. Forward always; in

@@ -2,8 +2,8 @@
 //! pixel), so results are bit-exact with it; the loops run over the contiguous channels of a
 //! pixel and vectorise.
 //!
-//! A training step reaches this layer as one micro-batch holding the whole batch (the engine
-//! sees [`crate::layers::HiddenLayer::batch_statistics`]): the forward pass keeps the batch's
+//! A training step reaches this layer in one call holding the whole batch, on one thread (the
+//! engine sees [`crate::layers::HiddenLayer::batch_statistics`]): the forward pass keeps the batch's
 //! statistics for the backward pass and for [`FastLayer::update_state`], which moves the
 //! moving statistics once the step's passes are done.
 //!

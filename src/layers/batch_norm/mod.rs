@@ -16,7 +16,8 @@
 //! order tree (no atomics: the same bits every run).
 //!
 //! A training forward pass needs the whole batch (its statistics), so a model with this layer
-//! runs each step of the fast CPU engine as one micro-batch ([`HiddenLayer::batch_statistics`]).
+//! runs each step of the fast CPU engine as one pass of the whole batch, layer by layer
+//! ([`HiddenLayer::batch_statistics`]).
 //!
 //! # Where it runs
 //! CPU reference below; GPU `shaders/batch_norm.wgsl`; fast CPU [`fast`].
