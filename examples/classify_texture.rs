@@ -128,6 +128,8 @@ fn train_here(
     let mut encoder = device.create_command_encoder(&Default::default());
     let bytes = (4 * model.param_count) as u64;
     encoder.copy_buffer_to_buffer(engine.params_buffer(), 0, classifier.params_buffer(), 0, bytes);
+    // The moving statistics of batch-norm layers (none in this model: the buffers hold 4 bytes).
+    encoder.copy_buffer_to_buffer(engine.state_buffer(), 0, classifier.state_buffer(), 0, engine.state_buffer().size());
     queue.submit([encoder.finish()]);
     Ok((model, classifier))
 }

@@ -181,6 +181,13 @@ impl Classifier {
         &self.net.params
     }
 
+    /// The flat f32 non-trainable tensors (batch normalisation's moving statistics; 4 bytes of
+    /// zeros for a model without any), `STORAGE | COPY_SRC | COPY_DST`: copy a training engine's
+    /// ([`crate::train::gpu::GpuEngine::state_buffer`]) in with the parameters.
+    pub fn state_buffer(&self) -> &wgpu::Buffer {
+        &self.net.state
+    }
+
     /// Dispatches of one call (for reports): the input's, then every layer's forward pass.
     pub fn dispatches(&self) -> usize {
         1 + self.net.forward_dispatches()

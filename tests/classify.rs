@@ -261,3 +261,37 @@ fn the_classifier_refuses_what_it_cannot_do_with_a_clear_error() {
     ctx.queue.submit([encoder.finish()]);
     gpu::wait_idle(&ctx.device).unwrap();
 }
+
+#[test]
+fn a_batch_norm_classifier_takes_a_training_engine_s_parameters_and_moving_statistics() {
+    let Some(ctx) = common::gpu() else { return };
+    let model = Model::new(&Architecture::parse("c8n,bn,lrelu,c8s2n,bn,relu,h16,f10").unwrap(), CIFAR_INPUT).unwrap();
+    let config = TrainConfig { epochs: 1, ..TrainConfig::default() };
+    let (train, validation) = cifar_sample().train.take_first(400).split_validation(0.1).unwrap();
+    let initial = model.init(3);
+    let mut engine = wgpu_cnn::train::gpu::GpuEngine::new(ctx, &model, &train, &initial, &config).unwrap();
+    Trainer::new(&mut engine, &train, &validation, &config).unwrap().fit(&mut |_| {}, &mut |_| Ok(())).unwrap();
+    let trained = wait(wgpu_cnn::train::Engine::weights(&mut engine)).unwrap();
+    assert_ne!(trained.state, initial.state, "training moved the moving statistics");
+
+    // A classifier built with the initial weights, then given the engine's buffers by copies.
+    let classifier = Classifier::new(&ctx.device, &ctx.queue, &model, &initial, 64).unwrap();
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    let (params, state) = (engine.params_buffer(), engine.state_buffer());
+    encoder.copy_buffer_to_buffer(params, 0, classifier.params_buffer(), 0, params.size());
+    encoder.copy_buffer_to_buffer(state, 0, classifier.state_buffer(), 0, state.size());
+    let test = cifar_sample().test.take_first(64);
+    let images = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("my images"),
+        contents: &test.images,
+        usage: wgpu::BufferUsages::STORAGE,
+    });
+    let source = classifier.bind_images(&images).unwrap();
+    let output = output_buffer(ctx, classifier.output_size(test.len()));
+    classifier.record_images(&mut encoder, &source, 0, test.len(), &output, 0).unwrap();
+    ctx.queue.submit([encoder.finish()]);
+    let got = read_f32(ctx, &output);
+    let expected = evaluated(ctx, &model, &trained, &test);
+    let differing = got.iter().zip(&expected).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    assert_eq!(differing, 0, "the classifier differs from evaluate in {differing} places");
+}

@@ -57,7 +57,7 @@ pub(crate) struct GpuNet {
     /// The per-step uniform ([`StepParams`]).
     pub(crate) step: wgpu::Buffer,
     pub(crate) params: wgpu::Buffer,
-    state: wgpu::Buffer,
+    pub(crate) state: wgpu::Buffer,
     /// The first layer's input `[batch, H, W, C]`.
     pub(crate) x0: wgpu::Buffer,
     batch_labels: wgpu::Buffer,
@@ -390,6 +390,12 @@ impl GpuEngine {
     /// for an application to bind, copy or read between steps.
     pub fn params_buffer(&self) -> &wgpu::Buffer {
         &self.net.params
+    }
+
+    /// The flat f32 non-trainable tensors (batch normalisation's moving statistics, which the
+    /// training steps move), in the model's layout, `STORAGE | COPY_SRC | COPY_DST`.
+    pub fn state_buffer(&self) -> &wgpu::Buffer {
+        &self.net.state
     }
 
     /// Dispatches per training step (for reports): the gather, every layer's, Adam.
