@@ -110,5 +110,8 @@ fn demo(gpu: &GpuArgs) -> wgpu_cnn::Result<()> {
         #[command(flatten)]
         train: TrainArgs,
     }
-    train::train(gpu, &Defaults::parse_from(["train"]).train)
+    // The demo writes out/ each time, replacing its previous output (the README says so).
+    let mut args = Defaults::parse_from(["train"]).train;
+    args.overwrite = true;
+    train::train(gpu, &args)
 }

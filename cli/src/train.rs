@@ -1,6 +1,6 @@
 //! `wgpu-cnn train`, `summary` and `bench train`: Part II.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
@@ -90,6 +90,9 @@ pub struct TrainArgs {
     /// from the checkpoint; give the same --data and --train-size as the original run).
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Replace the model.safetensors of another run in --out (without it, a new run refuses to).
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 impl TrainArgs {
@@ -195,8 +198,10 @@ pub fn train(gpu_args: &GpuArgs, args: &TrainArgs) -> Result<()> {
         "Settings: {} epochs, batch {}, Adam lr {}, L1 {}, seed {}",
         config.epochs, config.batch_size, config.learning_rate, config.l1, config.seed
     );
-    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+    // One writer per --out, and no run silently replacing another's checkpoint.
+    let _lock = wgpu_cnn::io::OutputLock::acquire(&args.out)?;
     let checkpoint_path = args.out.join("model.safetensors");
+    check_replaces_no_run(&checkpoint_path, args)?;
 
     let start = Instant::now();
     let mut engine = target.engine(&model, &train, weights, &config)?;
@@ -239,6 +244,31 @@ pub fn train(gpu_args: &GpuArgs, args: &TrainArgs) -> Result<()> {
     plot::history_curves(&plot_path, &format!("{} on {}", model.architecture.name, data.source), &history)?;
     println!("Wrote {}, {} and {}", checkpoint_path.display(), history_path.display(), plot_path.display());
     Ok(())
+}
+
+/// Fails when `checkpoint` holds another run than the one continued with `--resume`, unless
+/// `--overwrite` says to replace it.
+fn check_replaces_no_run(checkpoint: &Path, args: &TrainArgs) -> Result<()> {
+    if args.overwrite || !checkpoint.exists() {
+        return Ok(());
+    }
+    let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b);
+    if args.resume.as_deref().is_some_and(|resumed| same(resumed, checkpoint)) {
+        return Ok(());
+    }
+    let what = match Checkpoint::load(checkpoint) {
+        Ok(c) => format!(
+            "a run of {} trained for {} epoch{}",
+            c.architecture,
+            c.epochs_done,
+            if c.epochs_done == 1 { "" } else { "s" }
+        ),
+        Err(_) => "a file this run would replace".to_string(),
+    };
+    Err(Error::invalid(format!(
+        "{} holds {what}; continue it with --resume {0}, choose another --out, or pass --overwrite to replace it",
+        checkpoint.display()
+    )))
 }
 
 /// Where the training rows came from, stored in checkpoints so that --resume uses the same ones.

@@ -107,6 +107,25 @@ fn a_batch_norm_net_trains_evaluates_and_resumes_from_the_command_line() {
 }
 
 #[test]
+fn a_new_run_never_silently_replaces_another_run_s_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    trained(dir.path());
+    let before = std::fs::read(dir.path().join("run/model.safetensors")).unwrap();
+    let again = ["train", "--epochs", "1", "--train-size", "100", "--device", "cpu", "--out", "run"];
+    let stderr = fails(dir.path(), &again);
+    assert!(
+        stderr.contains("run/model.safetensors holds a run of c8s2,c16s2,d0.3,f10 trained for 2 epochs")
+            && stderr.contains("--resume run/model.safetensors")
+            && stderr.contains("--overwrite"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(dir.path().join("run/model.safetensors")).unwrap(), before, "the checkpoint is untouched");
+    let text = ok(dir.path(), &[&again[..], &["--overwrite"]].concat());
+    assert!(text.contains("Wrote run/model.safetensors"), "{text}");
+    assert_ne!(std::fs::read(dir.path().join("run/model.safetensors")).unwrap(), before);
+}
+
+#[test]
 fn predict_prints_the_top_classes_of_each_image() {
     let dir = tempfile::tempdir().unwrap();
     trained(dir.path());
