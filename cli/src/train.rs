@@ -618,6 +618,8 @@ pub fn experiment(gpu_args: &GpuArgs, args: &ExperimentArgs) -> Result<()> {
         settings.epochs = epochs;
     }
     TrainConfig { epochs: settings.epochs, ..settings.base.clone() }.validate()?;
+    // One report per folder at a time (a second one would interleave its files with this one's).
+    let _lock = wgpu_cnn::io::OutputLock::acquire(&args.out)?;
     let sweeps: Vec<Sweep> = match args.which {
         ExperimentName::DataSize => vec![Sweep::DataSize],
         ExperimentName::L1 => vec![Sweep::L1],
