@@ -20,6 +20,13 @@
 //! `model_name`, `config` (JSON of [`TrainConfig`]), `epochs_done`, `history` (JSON of
 //! [`History`]), `data`, and `optimizer_steps` when Adam's state is stored.
 //!
+//! Integrity: `digests` holds the CRC-32 of every tensor's bytes (JSON, name → 8 hex digits) and
+//! `metadata_digest` that of every other metadata entry; [`Checkpoint::load`] verifies both and
+//! names the tensor (or says the metadata) that does not match: flipped bits or an edited
+//! architecture are a "corrupt checkpoint" error, not a model. (A guard against damage, not
+//! against someone who rewrites the digests too. Files written before digests existed load
+//! unverified.)
+//!
 //! Tensors and counts round-trip bit-exactly, and so do the floats of `config` and `history`,
 //! which go through JSON: serde_json is built with its `float_roundtrip` feature.
 //!
@@ -200,6 +207,10 @@ impl Checkpoint {
         if let Some(optimizer) = &self.optimizer {
             metadata.insert("optimizer_steps".to_string(), optimizer.steps.to_string());
         }
+        let digests: std::collections::BTreeMap<&str, String> =
+            encoded.iter().map(|(name, _, bytes)| (name.as_str(), digest(bytes))).collect();
+        metadata.insert("digests".to_string(), json("digests", serde_json::to_string(&digests))?);
+        metadata.insert("metadata_digest".to_string(), metadata_digest(&metadata));
         let bytes = safetensors::tensor::serialize(views, Some(metadata)).map_err(|e| cannot(e.to_string()))?;
         write_atomic(path, &bytes)
     }
@@ -231,6 +242,24 @@ impl Checkpoint {
             metadata.get(key).ok_or_else(|| {
                 bad(format!("the checkpoint's metadata has no '{key}' entry; the file is damaged, save it again"))
             })
+        };
+        // Integrity first: nothing read from damaged or edited metadata sizes anything.
+        let digests: Option<HashMap<String, String>> = match metadata.get("metadata_digest") {
+            None => None,
+            Some(stored) => {
+                if *stored != metadata_digest(metadata) {
+                    return Err(bad(
+                        "corrupt checkpoint: its metadata (architecture, settings, history) does not match its \
+                         digest, so the file was damaged or edited after it was written; use another checkpoint"
+                            .into(),
+                    ));
+                }
+                let digests = entry("digests")?;
+                Some(
+                    serde_json::from_str(digests)
+                        .map_err(|e| bad(format!("the 'digests' metadata cannot be read: {e}")))?,
+                )
+            }
         };
         let version = entry("format_version")?;
         if version != FORMAT_VERSION {
@@ -298,6 +327,14 @@ impl Checkpoint {
                         tensor.shape(),
                         slot.shape
                     )));
+                }
+                if let Some(digests) = &digests {
+                    if digests.get(&name) != Some(&digest(tensor.data())) {
+                        return Err(bad(format!(
+                            "corrupt checkpoint: tensor '{name}' does not match its digest, so the file was damaged \
+                             or edited after it was written; use another checkpoint"
+                        )));
+                    }
                 }
                 let slice = &mut values[slot.offset..][..slot.len];
                 for (x, le) in slice.iter_mut().zip(tensor.data().chunks_exact(4)) {
@@ -459,6 +496,26 @@ impl From<StoredHistory> for History {
             .collect();
         History { epochs }
     }
+}
+
+/// CRC-32 of `bytes`, as 8 hex digits.
+fn digest(bytes: &[u8]) -> String {
+    format!("{:08x}", crc32fast::hash(bytes))
+}
+
+/// [`digest`] of every metadata entry but `metadata_digest`, in key order, each key and value
+/// length-prefixed so that no two different entries hash the same bytes.
+fn metadata_digest(metadata: &HashMap<String, String>) -> String {
+    let mut entries: Vec<(&String, &String)> = metadata.iter().filter(|(k, _)| *k != "metadata_digest").collect();
+    entries.sort();
+    let mut hasher = crc32fast::Hasher::new();
+    for (key, value) in entries {
+        for part in [key, value] {
+            hasher.update(&(part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
+    }
+    format!("{:08x}", hasher.finalize())
 }
 
 #[cfg(test)]

@@ -192,10 +192,12 @@ fn the_file_holds_keras_named_tensors_that_are_slices_of_the_flat_vector() {
             "architecture",
             "config",
             "data",
+            "digests",
             "epochs_done",
             "format",
             "format_version",
             "history",
+            "metadata_digest",
             "model_name",
             "optimizer_steps"
         ]
@@ -302,7 +304,38 @@ fn a_safetensors_file_from_another_program_is_not_a_checkpoint() {
 fn rewrite(path: &Path, edit: impl FnOnce(&mut Vec<RawTensor>)) {
     let (mut tensors, metadata) = read_raw(path);
     edit(&mut tensors);
-    write_safetensors(path, &tensors, Some(metadata));
+    write_safetensors(path, &tensors, Some(without_digests(metadata)));
+}
+
+/// The metadata of a file written before checkpoints carried digests (which loads unverified,
+/// so that the checks after the digests' can be reached).
+fn without_digests(mut metadata: HashMap<String, String>) -> HashMap<String, String> {
+    metadata.remove("digests");
+    metadata.remove("metadata_digest");
+    metadata
+}
+
+#[test]
+fn a_flipped_bit_in_a_tensor_is_a_corrupt_checkpoint_naming_the_tensor() {
+    let (_folder, path) = saved(&base_checkpoint());
+    let mut bytes = std::fs::read(&path).unwrap();
+    // The data starts after the 8-byte header length and the JSON header.
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    bytes[8 + header + 1001] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+    let message = load_error(&path, "corrupt checkpoint: tensor '");
+    assert!(message.contains("does not match its digest"), "{message}");
+}
+
+#[test]
+fn edited_metadata_is_a_corrupt_checkpoint() {
+    // base and maxpool have the same tensors: only the digest tells the edit.
+    let (_folder, path) = saved(&base_checkpoint());
+    let (tensors, mut metadata) = read_raw(&path);
+    metadata.insert("architecture".into(), "c16,c16,p,c32,c32,p,d0.5,f10".into());
+    metadata.insert("model_name".into(), "maxpool".into());
+    write_safetensors(&path, &tensors, Some(metadata));
+    load_error(&path, "corrupt checkpoint: its metadata (architecture, settings, history) does not match its digest");
 }
 
 #[test]
@@ -337,7 +370,7 @@ fn unreadable_architecture_metadata_is_reported() {
     let (_folder, path) = saved(&base_checkpoint());
     let (tensors, mut metadata) = read_raw(&path);
     metadata.insert("architecture".into(), "c16,c16s3,f10".into());
-    write_safetensors(&path, &tensors, Some(metadata));
+    write_safetensors(&path, &tensors, Some(without_digests(metadata)));
     load_error(&path, "the architecture in the metadata cannot be read");
 }
 
