@@ -18,7 +18,8 @@
 //! Metadata (safetensors' `__metadata__`, string → string): `format` = `wgpu-cnn checkpoint`,
 //! `format_version` = `1`, `architecture` (the description, e.g. `c16,c16s2,c32,c32s2,d0.5,f10`),
 //! `model_name`, `config` (JSON of [`TrainConfig`]), `epochs_done`, `history` (JSON of
-//! [`History`]), `data`, and `optimizer_steps` when Adam's state is stored.
+//! [`History`]), `data`, `data_digest` (the training rows' content, [`data_digest`], which
+//! `--resume` compares), and `optimizer_steps` when Adam's state is stored.
 //!
 //! Integrity: `digests` holds the CRC-32 of every tensor's bytes (JSON, name → 8 hex digits) and
 //! `metadata_digest` that of every other metadata entry; [`Checkpoint::load`] verifies both and
@@ -90,6 +91,19 @@ pub struct Checkpoint {
     pub history: History,
     /// Free text: where the training data came from.
     pub data: String,
+    /// [`data_digest`] of the training rows, which `--resume` compares (None in files written
+    /// before it was stored: the description is compared then).
+    pub data_digest: Option<String>,
+}
+
+/// A digest of a training set's content (CRC-32 of its labels and pixels, and its size): the
+/// same images give the same digest whatever path they are read from.
+pub fn data_digest(data: &crate::data::Dataset) -> String {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&(data.len() as u64).to_le_bytes());
+    hasher.update(&data.labels);
+    hasher.update(&data.images);
+    format!("{} images, crc32 {:08x}", data.len(), hasher.finalize())
 }
 
 /// One tensor of the file: its name and shape, which flat vector it is a slice of, and where.
@@ -206,6 +220,9 @@ impl Checkpoint {
         ]);
         if let Some(optimizer) = &self.optimizer {
             metadata.insert("optimizer_steps".to_string(), optimizer.steps.to_string());
+        }
+        if let Some(digest) = &self.data_digest {
+            metadata.insert("data_digest".to_string(), digest.clone());
         }
         let digests: std::collections::BTreeMap<&str, String> =
             encoded.iter().map(|(name, _, bytes)| (name.as_str(), digest(bytes))).collect();
@@ -361,7 +378,8 @@ impl Checkpoint {
             }
             false => None,
         };
-        Ok(Checkpoint { architecture, weights, optimizer, config, epochs_done, history, data })
+        let data_digest = metadata.get("data_digest").cloned();
+        Ok(Checkpoint { architecture, weights, optimizer, config, epochs_done, history, data, data_digest })
     }
 
     /// A checkpoint of a run of `architecture` on the data described as `data`.
@@ -374,7 +392,13 @@ impl Checkpoint {
             epochs_done: snapshot.history.epochs.len(),
             history: snapshot.history,
             data: data.to_string(),
+            data_digest: None,
         }
+    }
+
+    /// The same, identifying the training rows by `digest` ([`data_digest`]).
+    pub fn with_data_digest(self, digest: Option<&str>) -> Self {
+        Checkpoint { data_digest: digest.map(str::to_string), ..self }
     }
 
     /// The training loop's `after_epoch` that saves the run to `path` after every epoch
@@ -384,17 +408,31 @@ impl Checkpoint {
         path: &'a Path,
         architecture: &'a Architecture,
         data: &'a str,
+        digest: Option<&'a str>,
     ) -> impl FnMut(&mut crate::train::Trainer<'_>) -> Result<()> + 'a {
-        move |trainer| Checkpoint::from_snapshot(architecture, trainer.snapshot()?, data).save(path)
+        move |trainer| {
+            Checkpoint::from_snapshot(architecture, trainer.snapshot()?, data).with_data_digest(digest).save(path)
+        }
     }
 
     /// The settings to continue this run up to `epochs` on the data described as `data`: the
     /// run's own, but for the number of epochs. Fails, saying why and what to do, when the data
     /// differs from the run's, when it is trained that far already, or when the checkpoint holds
     /// no optimiser state to continue from.
-    pub fn resume_config(&self, epochs: usize, data: &str) -> Result<TrainConfig> {
-        if self.data != data {
-            let (trained_on, given) = (self.data.clone(), data.to_string());
+    /// The data is the same when its [`data_digest`] is (`digest`, where both the checkpoint and
+    /// the caller have one; the description may then differ, e.g. by path), else when its
+    /// description is.
+    pub fn resume_config(&self, epochs: usize, data: &str, digest: Option<&str>) -> Result<TrainConfig> {
+        let same_data = match (&self.data_digest, digest) {
+            (Some(stored), Some(given)) => stored == given,
+            _ => self.data == data,
+        };
+        if !same_data {
+            let with = |description: &str, digest: Option<&str>| match digest {
+                Some(d) => format!("{description}; {d}"),
+                None => description.to_string(),
+            };
+            let (trained_on, given) = (with(&self.data, self.data_digest.as_deref()), with(data, digest));
             return Err(Error::Resume(ResumeError::OtherData { trained_on, given }));
         }
         if self.epochs_done >= epochs {

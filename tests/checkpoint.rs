@@ -60,6 +60,7 @@ fn base_checkpoint() -> Checkpoint {
         epochs_done: 2,
         history,
         data: "CIFAR-10 binary (data_batch_1..5), 45,000 train / 5,000 validation".to_string(),
+        data_digest: Some("4 images, crc32 0123abcd".to_string()),
     }
 }
 
@@ -192,6 +193,7 @@ fn the_file_holds_keras_named_tensors_that_are_slices_of_the_flat_vector() {
             "architecture",
             "config",
             "data",
+            "data_digest",
             "digests",
             "epochs_done",
             "format",

@@ -151,7 +151,7 @@ fn train_with_resume(arch: &str, engine_for: EngineFor<'_>, split: Option<usize>
     drop(trainer);
     drop(engine);
     let checkpoint = Checkpoint::load(&path).unwrap();
-    let config = checkpoint.resume_config(3, "test").unwrap();
+    let config = checkpoint.resume_config(3, "test", None).unwrap();
     let mut resumed = engine_for(&model, &train, checkpoint.weights.clone(), &config).unwrap();
     let trainer = Trainer::new(resumed.as_mut(), &train, &validation, &config).unwrap();
     let mut trainer = trainer.resume(checkpoint.history.clone(), checkpoint.optimizer.as_ref().unwrap()).unwrap();

@@ -60,22 +60,22 @@ impl DataArgs {
 #[derive(Args, Clone)]
 pub struct TrainArgs {
     /// base, maxpool, deep, cifar_bn, or a description such as c16,c16s2,c32,c32s2,d0.5,f10 (tokens: see README or an error message).
-    #[arg(long, default_value = "base")]
+    #[arg(long, conflicts_with = "resume", default_value = "base")]
     pub model: String,
     #[arg(long, default_value_t = 20)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, conflicts_with = "resume", default_value_t = 128)]
     pub batch_size: usize,
     /// L1 weight of the dense layer's kernel regulariser.
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, conflicts_with = "resume", default_value_t = 1e-4)]
     pub l1: f32,
     /// Fraction of the training rows (the last ones, before shuffling) held out for validation.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, conflicts_with = "resume", default_value_t = 0.1)]
     pub validation_split: f64,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, conflicts_with = "resume", default_value_t = 42)]
     pub seed: u64,
     /// Adam's learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, conflicts_with = "resume", default_value_t = 1e-3)]
     pub lr: f64,
     /// Where to train: auto picks a hardware GPU, else the CPU.
     #[arg(long, value_enum, default_value_t = Device::Auto)]
@@ -87,7 +87,9 @@ pub struct TrainArgs {
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
     /// Continue the run saved in this checkpoint up to --epochs (settings and architecture come
-    /// from the checkpoint; give the same --data and --train-size as the original run).
+    /// from the checkpoint, so --model, --batch-size, --l1, --validation-split, --seed and --lr
+    /// are refused with it; give the same training images, --data and --train-size, as the
+    /// original run: they are checked by content).
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Replace the model.safetensors of another run in --out (without it, a new run refuses to).
@@ -167,6 +169,8 @@ pub fn train(gpu_args: &GpuArgs, args: &TrainArgs) -> Result<()> {
     let resumed = args.resume.as_deref().map(|path| Checkpoint::load(path).map(|c| (c, path))).transpose()?;
     let data = args.data.load()?;
     let data_description = describe_data(&data, args.data.train_size);
+    // --resume checks the training rows by content, not by where they were read from.
+    let data_digest = wgpu_cnn::checkpoint::data_digest(&data.train);
     let (model, config, weights) = match &resumed {
         None => {
             let config = args.config();
@@ -178,7 +182,7 @@ pub fn train(gpu_args: &GpuArgs, args: &TrainArgs) -> Result<()> {
         // The run's settings are the checkpoint's, except how many epochs to reach.
         Some((checkpoint, path)) => {
             let config = checkpoint
-                .resume_config(args.epochs, &data_description)
+                .resume_config(args.epochs, &data_description, Some(&data_digest))
                 .map_err(|e| Error::invalid(format!("{}: {}", path.display(), crate::args::message(&e))))?;
             (checkpoint.model()?, config, checkpoint.weights.clone())
         }
@@ -214,7 +218,7 @@ pub fn train(gpu_args: &GpuArgs, args: &TrainArgs) -> Result<()> {
     }
     let build = start.elapsed();
     let start = Instant::now();
-    let mut save = Checkpoint::saver(&checkpoint_path, &model.architecture, &data_description);
+    let mut save = Checkpoint::saver(&checkpoint_path, &model.architecture, &data_description, Some(&data_digest));
     let first_new_epoch = trainer.history().epochs.len();
     let history = trainer.fit(&mut progress_printer(), &mut save)?;
     drop(trainer);

@@ -93,6 +93,14 @@ fn bad_training_settings_are_rejected_before_any_work() {
         (&["train", "--validation-split", "1"][..], "--validation-split must be in [0, 1), got 1"),
         (&["train", "--model", "c16,q,f10"][..], "unknown layer type"),
         (
+            &["train", "--resume", "run/model.safetensors", "--lr", "0.1"][..],
+            "'--resume <RESUME>' cannot be used with '--lr <LR>'",
+        ),
+        (
+            &["train", "--resume", "run/model.safetensors", "--model", "deep"][..],
+            "cannot be used with '--model <MODEL>'",
+        ),
+        (
             &["train", "--model", "h16,c8,f10"][..],
             "layer 2 (c8): a convolution needs an image (H, W, C) input, but it follows a dense layer",
         ),

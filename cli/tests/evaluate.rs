@@ -175,6 +175,11 @@ fn resume_continues_the_run_and_refuses_other_data() {
         &["train", "--epochs", "3", "--train-size", "400", "--out", "run", "--resume", "run/model.safetensors"],
     );
     assert!(stderr.contains("already trained for 3 epochs"), "{stderr}");
+    // The same images read from a folder instead of the embedded copy: the same data (by content).
+    let folder = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/cifar10");
+    let args = ["train", "--epochs", "4", "--train-size", "400", "--out", "run", "--resume", "run/model.safetensors"];
+    let text = ok(dir.path(), &[&args[..], &["--device", "cpu", "--data", folder]].concat());
+    assert!(text.contains("Resuming after epoch 3") && text.contains("Epoch 4/4"), "{text}");
 }
 
 #[test]
