@@ -60,10 +60,24 @@ pub enum Error {
 
     /// The training loss stopped being a number: the weights are no longer usable.
     #[error(
-        "training diverged in epoch {epoch}: the loss is {loss}; the weights of the epochs before are \
-         still good, try a lower learning rate"
+        "training diverged in epoch {epoch}, step {step}: the loss is {loss}; the weights of the epochs \
+         before are still good. Likely cause: {cause}"
     )]
-    Diverged { epoch: usize, loss: f64 },
+    Diverged { epoch: usize, step: usize, loss: f64, cause: DivergenceCause },
+}
+
+/// What most likely made a run diverge, judged from the step where it did.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum DivergenceCause {
+    /// The L1 penalty overflowed on the initial weights.
+    #[error("the L1 weight ({l1:e}): its penalty overflowed on the initial weights; try a smaller L1 weight")]
+    L1Weight { l1: f32 },
+    /// The loss was not a number in the run's first step, before any update.
+    #[error("the data or the initial weights: the very first step, before any update, gave no number")]
+    Data,
+    /// An update moved the weights too far.
+    #[error("the learning rate ({learning_rate:e}): the updates grew the weights until the loss overflowed; try a lower learning rate")]
+    LearningRate { learning_rate: f64 },
 }
 
 /// Why a run cannot continue from its checkpoint.

@@ -6,6 +6,7 @@ mod common;
 
 use common::{cifar_sample, gpu};
 use wgpu_cnn::data::Dataset;
+use wgpu_cnn::error::DivergenceCause;
 use wgpu_cnn::model::{Architecture, Model, Weights, CIFAR_INPUT};
 use wgpu_cnn::train::gpu::{GpuEngine, GpuInference};
 use wgpu_cnn::train::reference::ReferenceEngine;
@@ -204,13 +205,45 @@ fn the_loop_stops_with_a_clear_error_when_training_diverges() {
         Ok(())
     });
     match error {
-        Err(Error::Diverged { epoch, loss }) => {
+        Err(e @ Error::Diverged { epoch, step, loss, cause }) => {
             assert!(!loss.is_finite() && epoch >= 1, "epoch {epoch}, loss {loss}");
             assert_eq!(saved, epoch - 1, "no epoch after the divergence was handed on to be saved");
-            assert!(Error::Diverged { epoch, loss }.to_string().contains("lower learning rate"));
+            // Step 1 ran on the initial weights; the first update made the logits overflow.
+            assert_eq!((epoch, step), (1, 2), "{e}");
+            assert_eq!(cause, DivergenceCause::LearningRate { learning_rate: 1e38 });
+            assert!(e.to_string().contains("epoch 1, step 2") && e.to_string().contains("lower learning rate"), "{e}");
         }
         other => panic!("expected divergence, got {other:?}"),
     }
+}
+
+#[test]
+fn divergence_names_the_l1_weight_when_its_penalty_overflows_first() {
+    let model = model("c4s2,f10");
+    let train = subset(32);
+    let config = TrainConfig { epochs: 1, batch_size: 16, l1: 1e38, ..Default::default() };
+    let mut engine = reference(&model, &train, model.init(config.seed), &config).unwrap();
+    let mut trainer = Trainer::new(engine.as_mut(), &train, &Dataset::default(), &config).unwrap();
+    match trainer.fit(&mut |_| {}, &mut |_| Ok(())) {
+        Err(e @ Error::Diverged { step: 1, cause: DivergenceCause::L1Weight { .. }, .. }) => {
+            assert!(e.to_string().contains("the L1 weight (1e38)"), "{e}");
+        }
+        other => panic!("expected divergence from the L1 penalty, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_exploding_loss_gets_a_warning() {
+    use wgpu_cnn::train::{explosion_warning, EpochRecord};
+    let record =
+        |epoch, loss| EpochRecord { epoch, loss, accuracy: 0.1, val_loss: None, val_accuracy: None, seconds: 1.0 };
+    let warning = explosion_warning(&record(1, 2.3), &record(4, 2e12)).expect("a warning");
+    assert!(
+        warning.contains("from 2.3000 (epoch 1) to 2.0000e12 in epoch 4") && warning.contains("lower learning rate"),
+        "{warning}"
+    );
+    assert_eq!(explosion_warning(&record(1, 2.3), &record(4, 1.9)), None);
+    assert_eq!(explosion_warning(&record(1, 0.01), &record(4, 5.0)), None, "small losses that grow are no explosion");
 }
 
 #[test]

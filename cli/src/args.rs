@@ -95,10 +95,14 @@ pub fn message(error: &Error) -> String {
             error.to_string().replace("(WGPU_ADAPTER_NAME, WGPU_BACKEND)", "(--adapter NAME, --backend)")
         }
         Error::TooLarge { .. } => error.to_string().replace("use fewer images", "use fewer images (--train-size)"),
-        Error::Diverged { epoch, loss } => format!(
-            "training diverged in epoch {epoch}: the loss is {loss}; the checkpoint of the epoch before is still \
-             good, try a lower --lr"
-        ),
+        Error::Diverged { .. } => error
+            .to_string()
+            .replace(
+                "the weights of the epochs before are still good",
+                "the checkpoint of the epoch before is still good",
+            )
+            .replace("try a lower learning rate", "try a lower --lr")
+            .replace("try a smaller L1 weight", "try a smaller --l1"),
         other => other.to_string(),
     }
 }

@@ -140,7 +140,7 @@ pub fn progress_printer() -> impl FnMut(Event) {
         .expect("the progress template is valid")
         .progress_chars("━━╸");
     let mut bar: Option<ProgressBar> = None;
-    let mut steps = 0;
+    let (mut steps, mut first_loss) = (0, None);
     move |event| match event {
         Event::EpochStart { epoch, epochs, steps: s } => {
             println!("Epoch {}/{}", epoch + 1, epochs);
@@ -161,6 +161,10 @@ pub fn progress_printer() -> impl FnMut(Event) {
                 b.finish_and_clear();
             }
             println!("{steps}/{steps} - {} - {}", seconds(record.seconds), keras_line(&record));
+            let first = first_loss.get_or_insert_with(|| record.clone());
+            if let Some(warning) = wgpu_cnn::train::explosion_warning(first, &record) {
+                eprintln!("{}", warning.replace("a lower learning rate (or L1 weight)", "a lower --lr (or --l1)"));
+            }
         }
     }
 }

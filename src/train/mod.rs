@@ -31,7 +31,7 @@ use std::time::Instant;
 
 use crate::adam::{AdamConfig, AdamShape};
 use crate::data::{epoch_order, Dataset};
-use crate::error::{Error, Result};
+use crate::error::{DivergenceCause, Error, Result};
 use crate::layers::RunSettings;
 use crate::model::{Model, Weights};
 
@@ -478,6 +478,18 @@ pub enum Event {
     EpochEnd(EpochRecord),
 }
 
+/// A warning when `record`'s loss is above 10 and more than 100 times `first`'s (an earlier
+/// epoch's, the first of the run or of this session): training is exploding before it diverges.
+pub fn explosion_warning(first: &EpochRecord, record: &EpochRecord) -> Option<String> {
+    (record.loss.is_finite() && record.loss > 10.0 && record.loss > 100.0 * first.loss).then(|| {
+        format!(
+            "warning: the loss grew from {:.4} (epoch {}) to {:.4e} in epoch {}: training is exploding; \
+             a lower learning rate (or L1 weight) would train",
+            first.loss, first.epoch, record.loss, record.epoch
+        )
+    })
+}
+
 /// Everything a checkpoint holds of a run in progress.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
@@ -620,7 +632,7 @@ impl<'e> Trainer<'e> {
         let (loss, accuracy) = raw.summarise(labels, self.config.batch_size);
         let epoch = self.history.epochs.len() + 1;
         if !loss.is_finite() {
-            return Err(Error::Diverged { epoch, loss });
+            return Err(self.diverged(epoch, loss, &raw));
         }
         let (val_loss, val_accuracy) = match &self.validation {
             None => (None, None),
@@ -663,6 +675,30 @@ impl<'e> Trainer<'e> {
                 return Ok((record, raw));
             }
         }
+    }
+
+    /// The divergence error for `epoch`: the first step whose loss or penalty is not a number,
+    /// and the likely cause — in the run's first step (before any update) the L1 weight if its
+    /// penalty overflowed, else the data; later, the learning rate.
+    fn diverged(&self, epoch: usize, loss: f64, raw: &RawMetrics) -> Error {
+        let batch = self.config.batch_size;
+        let loss_step = raw.losses.iter().position(|l| !l.is_finite()).map(|p| p / batch);
+        let penalty_step = raw.penalties.iter().position(|p| !p.is_finite());
+        let step = match (loss_step, penalty_step) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b).unwrap_or(0),
+        };
+        // Before any update the weights are Glorot-small: a penalty that overflows there is the
+        // L1 weight's doing, a loss that is no number the data's. Later, the updates grew them.
+        let first_step = epoch == 1 && step == 0 && self.history.epochs.is_empty();
+        let cause = if first_step && penalty_step == Some(0) {
+            DivergenceCause::L1Weight { l1: self.config.l1 }
+        } else if first_step {
+            DivergenceCause::Data
+        } else {
+            DivergenceCause::LearningRate { learning_rate: self.config.learning_rate }
+        };
+        Error::Diverged { epoch, step: step + 1, loss, cause }
     }
 
     /// The weights, Adam's state, the settings and the history, for a checkpoint.
