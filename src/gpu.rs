@@ -12,45 +12,55 @@ use std::fmt;
 
 use crate::error::{Error, Result};
 
-/// Which graphics API to use. `Auto` tries every one compiled in (Vulkan, Metal, DX12, GL).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum BackendChoice {
-    #[default]
-    Auto,
-    Vulkan,
-    Metal,
-    Dx12,
-    Gl,
+/// Which graphics APIs to use: a set of wgpu backends. The default, `auto`, tries every one
+/// compiled in (Vulkan, Metal, DX12, GL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendChoice(pub wgpu::Backends);
+
+impl Default for BackendChoice {
+    fn default() -> Self {
+        BackendChoice::AUTO
+    }
 }
 
 impl BackendChoice {
+    pub const AUTO: BackendChoice = BackendChoice(wgpu::Backends::all());
+
     /// The wgpu backend set this choice stands for.
     pub fn backends(self) -> wgpu::Backends {
-        match self {
-            BackendChoice::Auto => wgpu::Backends::all(),
-            BackendChoice::Vulkan => wgpu::Backends::VULKAN,
-            BackendChoice::Metal => wgpu::Backends::METAL,
-            BackendChoice::Dx12 => wgpu::Backends::DX12,
-            BackendChoice::Gl => wgpu::Backends::GL,
-        }
+        self.0
     }
 }
 
 impl std::str::FromStr for BackendChoice {
     type Err = Error;
 
-    /// Accepts the names wgpu's own `WGPU_BACKEND` variable accepts.
+    /// What wgpu's own `WGPU_BACKEND` accepts — a comma-separated list of `vulkan` (`vk`),
+    /// `metal` (`mtl`), `dx12` (`d3d12`), `gl` (`gles`, `opengl`), `webgpu` — plus `auto` /
+    /// `all`, `primary` (Vulkan, Metal, DX12, WebGPU) and `secondary` (GL); unlike wgpu, an
+    /// unknown name is an error rather than ignored.
     fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "" | "auto" | "all" => Ok(BackendChoice::Auto),
-            "vulkan" | "vk" => Ok(BackendChoice::Vulkan),
-            "metal" | "mtl" => Ok(BackendChoice::Metal),
-            "dx12" | "d3d12" => Ok(BackendChoice::Dx12),
-            "gl" | "gles" | "opengl" => Ok(BackendChoice::Gl),
-            other => {
-                Err(Error::invalid(format!("unknown backend '{other}': use one of auto, vulkan, metal, dx12, gl")))
-            }
+        let mut backends = wgpu::Backends::empty();
+        for name in s.split(',').map(|n| n.trim().to_ascii_lowercase()) {
+            backends |= match name.as_str() {
+                "" if s.trim().is_empty() => wgpu::Backends::all(),
+                "auto" | "all" => wgpu::Backends::all(),
+                "primary" => wgpu::Backends::PRIMARY,
+                "secondary" => wgpu::Backends::SECONDARY,
+                "vulkan" | "vk" => wgpu::Backends::VULKAN,
+                "metal" | "mtl" => wgpu::Backends::METAL,
+                "dx12" | "d3d12" => wgpu::Backends::DX12,
+                "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+                "webgpu" => wgpu::Backends::BROWSER_WEBGPU,
+                other => {
+                    return Err(Error::invalid(format!(
+                        "unknown backend '{other}' in '{s}': use auto, primary, secondary, vulkan, metal, dx12, gl \
+                         or webgpu, or a comma-separated list of them (as wgpu's WGPU_BACKEND)"
+                    )))
+                }
+            };
         }
+        Ok(BackendChoice(backends))
     }
 }
 
@@ -68,7 +78,7 @@ impl GpuOptions {
     pub fn from_env() -> Result<Self> {
         let backend = match std::env::var("WGPU_BACKEND") {
             Ok(text) => text.parse()?,
-            Err(_) => BackendChoice::Auto,
+            Err(_) => BackendChoice::AUTO,
         };
         let adapter = std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty());
         Ok(GpuOptions { backend, adapter })
@@ -200,11 +210,20 @@ fn no_adapter_error(options: &GpuOptions) -> Error {
     if let Some(name) = &options.adapter {
         wanted.push_str(&format!(" whose name contains '{name}'"));
     }
-    if options.backend != BackendChoice::Auto {
-        wanted.push_str(&format!(" on the {:?} backend", options.backend));
+    if options.backend != BackendChoice::AUTO {
+        let name = |b: wgpu::Backends| match b {
+            wgpu::Backends::VULKAN => "Vulkan",
+            wgpu::Backends::METAL => "Metal",
+            wgpu::Backends::DX12 => "DX12",
+            wgpu::Backends::GL => "GL",
+            wgpu::Backends::BROWSER_WEBGPU => "WebGPU",
+            _ => "other",
+        };
+        let names: Vec<&str> = options.backend.0.iter().map(name).collect();
+        wanted.push_str(&format!(" on the {} backend{}", names.join(", "), if names.len() == 1 { "" } else { "s" }));
     }
     let available: Vec<String> =
-        enumerate_adapters(BackendChoice::Auto).iter().map(|a| describe(&a.get_info())).collect();
+        enumerate_adapters(BackendChoice::AUTO).iter().map(|a| describe(&a.get_info())).collect();
     let hint = if available.is_empty() {
         NO_ADAPTER_HINT.to_string()
     } else {
@@ -496,5 +515,22 @@ pub fn with_error_scope<T>(device: &wgpu::Device, context: &str, work: impl FnOn
     match validation.or(out_of_memory) {
         None => Ok(value),
         Some(error) => Err(Error::Gpu { context: context.to_string(), message: error.to_string() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_parse_as_wgpu_s_own_variable_and_unknown_names_are_errors() {
+        let parse = |s: &str| s.parse::<BackendChoice>().map(|b| b.backends());
+        assert_eq!(parse("auto").unwrap(), wgpu::Backends::all());
+        assert_eq!(parse("vulkan,gl").unwrap(), wgpu::Backends::VULKAN | wgpu::Backends::GL);
+        assert_eq!(parse(" Vk , METAL ").unwrap(), wgpu::Backends::VULKAN | wgpu::Backends::METAL);
+        assert_eq!(parse("primary").unwrap(), wgpu::Backends::PRIMARY);
+        assert_eq!(parse("d3d12").unwrap(), wgpu::Backends::DX12);
+        let message = parse("vulkan,bogus").unwrap_err().to_string();
+        assert!(message.contains("unknown backend 'bogus' in 'vulkan,bogus'"), "{message}");
     }
 }

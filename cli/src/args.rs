@@ -12,21 +12,21 @@ use wgpu_cnn::{Error, Result};
 
 #[derive(Args, Clone)]
 pub struct GpuArgs {
-    /// Graphics API to use: auto, vulkan, metal, dx12 or gl.
-    #[arg(long, global = true, env = "WGPU_BACKEND", default_value = "auto", value_parser = parse_backend)]
-    pub backend: BackendChoice,
+    /// Graphics API to use: auto, primary, secondary, vulkan, metal, dx12, gl, or a
+    /// comma-separated list of them (as wgpu's WGPU_BACKEND). Read only by commands that use a GPU.
+    #[arg(long, global = true, env = "WGPU_BACKEND", default_value = "auto")]
+    pub backend: String,
     /// Use the first adapter whose name contains this text (case-insensitive), e.g. "llvmpipe".
     #[arg(long, global = true, env = "WGPU_ADAPTER_NAME")]
     pub adapter: Option<String>,
 }
 
-fn parse_backend(text: &str) -> std::result::Result<BackendChoice, String> {
-    text.parse().map_err(|e: Error| e.to_string())
-}
-
 impl GpuArgs {
-    pub fn options(&self) -> GpuOptions {
-        GpuOptions { backend: self.backend, adapter: self.adapter.clone() }
+    /// The adapter choice, or why `--backend` (or `WGPU_BACKEND`) names none: parsed here, when
+    /// a command needs a GPU, so that a value meant for another program never stops a CPU one.
+    pub fn options(&self) -> Result<GpuOptions> {
+        let backend: BackendChoice = self.backend.parse()?;
+        Ok(GpuOptions { backend, adapter: self.adapter.clone() })
     }
 }
 
@@ -56,7 +56,11 @@ impl From<Device> for train::Device {
 
 /// The target `device` asks for on the adapter `args` select, and why (see [`Target::choose`]).
 pub fn choose(args: &GpuArgs, device: Device, software_ok: bool) -> Result<(Target, String)> {
-    let (target, why) = Target::choose(device.into(), &args.options(), software_ok)?;
+    let options = match device {
+        Device::Cpu | Device::CpuReference => GpuOptions::default(),
+        Device::Auto | Device::Gpu => args.options()?,
+    };
+    let (target, why) = Target::choose(device.into(), &options, software_ok)?;
     let flag = match target {
         Target::Gpu(_) => "",
         _ if device == Device::Auto => " (--device gpu runs the shaders on a software adapter anyway)",
@@ -191,7 +195,7 @@ pub fn seconds(s: f64) -> String {
 }
 
 pub fn info(args: &GpuArgs) -> Result<()> {
-    let adapters = gpu::enumerate_adapters(args.backend);
+    let adapters = gpu::enumerate_adapters(args.options()?.backend);
     if adapters.is_empty() {
         println!("No adapter found.\n{}", gpu::NO_ADAPTER_HINT);
         return Ok(());
@@ -225,7 +229,7 @@ pub fn info(args: &GpuArgs) -> Result<()> {
             if adapter.features().contains(wgpu_cnn::wgpu::Features::TIMESTAMP_QUERY) { "yes" } else { "no" }
         );
     }
-    match GpuContext::new(&args.options()) {
+    match GpuContext::new(&args.options()?) {
         Ok(ctx) => println!("\nSelected: {}", ctx.describe()),
         Err(e) => println!("\nNone selected: {e}"),
     }
@@ -294,7 +298,7 @@ Wrote {} shaders and shaders.json to {}",
 }
 
 pub fn selftest(args: &GpuArgs) -> Result<()> {
-    let ctx = GpuContext::new(&args.options())?;
+    let ctx = GpuContext::new(&args.options()?)?;
     println!("Adapter: {}, driver {} {}", ctx.describe(), ctx.info.driver, ctx.info.driver_info);
     let start = std::time::Instant::now();
     let checks = wgpu_cnn::selftest::run_all(&ctx)?;

@@ -205,7 +205,7 @@ pub struct BenchConvArgs {
 pub fn bench_conv(gpu_args: &GpuArgs, args: &BenchConvArgs) -> Result<()> {
     args.outputs.check()?;
     let budget = Duration::from_millis(args.budget_ms);
-    let ctx = if args.cpu_only { None } else { Some(GpuContext::new(&gpu_args.options())?) };
+    let ctx = if args.cpu_only { None } else { Some(GpuContext::new(&gpu_args.options()?)?) };
     println!("CPU: {} ({} rayon thread(s); set RAYON_NUM_THREADS to change)", bench::cpu_name(), bench::cpu_threads());
     if let Some(ctx) = &ctx {
         println!("GPU: {}, driver {} {}", ctx.describe(), ctx.info.driver, ctx.info.driver_info);

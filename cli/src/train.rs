@@ -67,15 +67,15 @@ pub struct TrainArgs {
     #[arg(long, conflicts_with = "resume", default_value_t = 128)]
     pub batch_size: usize,
     /// L1 weight of the dense layer's kernel regulariser.
-    #[arg(long, conflicts_with = "resume", default_value_t = 1e-4)]
+    #[arg(long, allow_negative_numbers = true, conflicts_with = "resume", default_value_t = 1e-4)]
     pub l1: f32,
     /// Fraction of the training rows (the last ones, before shuffling) held out for validation.
-    #[arg(long, conflicts_with = "resume", default_value_t = 0.1)]
+    #[arg(long, allow_negative_numbers = true, conflicts_with = "resume", default_value_t = 0.1)]
     pub validation_split: f64,
     #[arg(long, conflicts_with = "resume", default_value_t = 42)]
     pub seed: u64,
     /// Adam's learning rate.
-    #[arg(long, conflicts_with = "resume", default_value_t = 1e-3)]
+    #[arg(long, allow_negative_numbers = true, conflicts_with = "resume", default_value_t = 1e-3)]
     pub lr: f64,
     /// Where to train: auto picks a hardware GPU, else the CPU.
     #[arg(long, value_enum, default_value_t = Device::Auto)]
@@ -461,7 +461,7 @@ pub fn bench_train(gpu_args: &GpuArgs, args: &BenchTrainArgs) -> Result<()> {
     println!("CPU: {}", bench::cpu_name());
     let ctx = match args.device {
         BenchDevice::Cpu => None,
-        _ => Some(GpuContext::new(&gpu_args.options())?),
+        _ => Some(GpuContext::new(&gpu_args.options()?)?),
     };
     if let Some(ctx) = &ctx {
         println!("GPU: {}", ctx.describe());
@@ -543,7 +543,7 @@ pub struct BenchClassifyArgs {
 pub fn bench_classify(gpu_args: &GpuArgs, args: &BenchClassifyArgs) -> Result<()> {
     args.outputs.check()?;
     let model = model(&args.model)?;
-    let ctx = GpuContext::new(&gpu_args.options())?;
+    let ctx = GpuContext::new(&gpu_args.options()?)?;
     println!("CPU: {}\nGPU: {}", bench::cpu_name(), ctx.describe());
     let images = assets::cifar10().test.clone();
     let rows = bench::classify_timings(&ctx, &model, &images, &args.batches, Duration::from_millis(args.budget_ms))?;

@@ -92,6 +92,8 @@ fn bad_training_settings_are_rejected_before_any_work() {
         (&["train", "--batch-size", "0"][..], "--batch-size must be between 1 and 65536, got 0"),
         (&["train", "--validation-split", "1"][..], "--validation-split must be in [0, 1), got 1"),
         (&["train", "--model", "c16,q,f10"][..], "unknown layer type"),
+        (&["train", "--l1", "-1"][..], "--l1 must be a finite number ≥ 0, got -1"),
+        (&["train", "--lr", "-0.5"][..], "--lr must be a finite number > 0, got -0.5"),
         (
             &["train", "--resume", "run/model.safetensors", "--lr", "0.1"][..],
             "'--resume <RESUME>' cannot be used with '--lr <LR>'",
@@ -122,6 +124,28 @@ fn bad_training_settings_are_rejected_before_any_work() {
     std::fs::create_dir(dir.path().join("empty")).unwrap();
     let stderr = fails(dir.path(), &["train", "--data", "empty"]);
     assert!(stderr.contains("not a CIFAR-10 binary folder"), "{stderr}");
+}
+
+#[test]
+fn a_backend_for_another_program_never_stops_a_cpu_command_and_wgpu_s_lists_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |backend: &str, args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wgpu-cnn"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .env("WGPU_BACKEND", backend)
+            .output()
+            .unwrap()
+    };
+    let cpu = run("bogus", &["convolve", "--device", "cpu", "--out", "f.png"]);
+    assert!(cpu.status.success(), "{}", text(&cpu.stderr));
+    let gpu = run("bogus", &["selftest"]);
+    assert!(!gpu.status.success() && text(&gpu.stderr).contains("unknown backend 'bogus'"), "{}", text(&gpu.stderr));
+    if common::gpu().is_some() {
+        let listed = run("vulkan,gl", &["selftest"]);
+        assert!(listed.status.success(), "{}", text(&listed.stderr));
+    }
 }
 
 #[test]
