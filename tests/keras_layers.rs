@@ -24,7 +24,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{gpu, param_difference};
+use common::{gpu, param_difference, pre_norm_biases};
 use safetensors::SafeTensors;
 use wgpu_cnn::data::Dataset;
 use wgpu_cnn::model::{Architecture, Model, Weights, CIFAR_INPUT};
@@ -113,16 +113,15 @@ fn relative(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// [`relative`] per trainable tensor, the worst of them, leaving out the biases before a batch
-/// norm (their largest |value| on each side is returned instead).
+/// norm (`common::pre_norm_biases`; their largest |value| on each side is returned instead).
 fn relative_params(model: &Model, a: &[f32], b: &[f32]) -> (f32, f32, f32) {
-    let layers: Vec<_> = model.layers().collect();
+    let noise = pre_norm_biases(model);
+    let largest = |v: &[f32]| v.iter().fold(0f32, |m, x| m.max(x.abs()));
     let (mut worst, mut noise_a, mut noise_b) = (0f32, 0f32, 0f32);
-    for (i, (_, at)) in layers.iter().enumerate() {
-        let before_bn = layers.get(i + 1).is_some_and(|(next, _)| next.token() == "bn");
+    for (_, at) in model.layers() {
         for t in at.tensors.iter().filter(|t| t.spec.trainable) {
-            if before_bn && t.spec.name == "bias" {
-                noise_a = a[t.range()].iter().fold(noise_a, |m, v| m.max(v.abs()));
-                noise_b = b[t.range()].iter().fold(noise_b, |m, v| m.max(v.abs()));
+            if noise.contains(&t.range()) {
+                (noise_a, noise_b) = (noise_a.max(largest(&a[t.range()])), noise_b.max(largest(&b[t.range()])));
             } else {
                 worst = worst.max(relative(&a[t.range()], &b[t.range()]));
             }

@@ -52,26 +52,37 @@ pub fn cifar_sample() -> &'static Cifar10 {
     })
 }
 
-/// The largest difference between two parameter vectors of `model`, over every tensor but the
-/// biases of layers right before a batch normalisation: their gradient is zero in exact
-/// arithmetic (the normalisation subtracts the channel's mean, bias included), so in f32 it is
-/// rounding noise, which Adam's `m / √v` scales up to steps of the learning rate's size. Those
-/// biases change nothing the next layer sees (a shift the batch mean removes). Returns (the
-/// rest's difference, the excluded biases' difference).
+/// The biases of the layers right before a batch normalisation, as ranges of `params`: their
+/// gradient is zero in exact arithmetic (the normalisation subtracts the channel's mean, bias
+/// included), so in f32 it is rounding noise, which Adam's `m / √v` scales up to steps of the
+/// learning rate's size. They change nothing the next layer sees (a shift the batch mean removes).
+#[allow(dead_code)]
+pub fn pre_norm_biases(model: &wgpu_cnn::model::Model) -> Vec<std::ops::Range<usize>> {
+    let layers: Vec<_> = model.layers().collect();
+    layers
+        .windows(2)
+        .filter(|pair| pair[1].0.token() == "bn")
+        .flat_map(|pair| {
+            pair[0].1.tensors.iter().filter(|t| t.spec.trainable && t.spec.name == "bias").map(|t| t.range())
+        })
+        .collect()
+}
+
+/// The largest difference between two parameter vectors of `model`, over every trainable tensor
+/// but the [`pre_norm_biases`]: (the rest's difference, those biases' difference).
 #[allow(dead_code)]
 pub fn param_difference(model: &wgpu_cnn::model::Model, a: &[f32], b: &[f32]) -> (f32, f32) {
-    let (mut kept, mut noise) = (0f32, 0f32);
-    let layers: Vec<_> = model.layers().collect();
-    for (i, (_, at)) in layers.iter().enumerate() {
-        let before_bn = layers.get(i + 1).is_some_and(|(next, _)| next.token() == "bn");
+    let noise = pre_norm_biases(model);
+    let (mut kept, mut noisy) = (0f32, 0f32);
+    for (_, at) in model.layers() {
         for tensor in at.tensors.iter().filter(|t| t.spec.trainable) {
             let d = a[tensor.range()].iter().zip(&b[tensor.range()]).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
-            if before_bn && tensor.spec.name == "bias" {
-                noise = noise.max(d);
+            if noise.contains(&tensor.range()) {
+                noisy = noisy.max(d);
             } else {
                 kept = kept.max(d);
             }
         }
     }
-    (kept, noise)
+    (kept, noisy)
 }
