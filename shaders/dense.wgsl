@@ -1,6 +1,6 @@
 // dense.wgsl — a hidden Dense layer (Keras `Dense(U, activation='relu')`, or no activation):
 // y = act(x·kernel + bias) on the flattened input. Prepended with common.wgsl (Step,
-// linear_index).
+// linear_index) and dense_dot.wgsl (the forward product).
 //
 // Bindings (group 0)                                                          used by
 //   0  step    uniform Step                                                   all
@@ -43,12 +43,8 @@ fn dpre(o: u32) -> f32 {
     return dy[o];
 }
 
-// y[n, j]: one workgroup per output, its lanes summing every LANES-th feature, then a fixed-
-// order tree (as dense_softmax.wgsl's logits).
-const LANES: u32 = 64u;
-var<workgroup> part: array<f32, LANES>;
-
-@compute @workgroup_size(LANES)
+// y[n, j] = act(bias[j] + Σ_f x[n, f] · kernel[f, j]): one workgroup per output (dense_dot.wgsl).
+@compute @workgroup_size(DOT_LANES)
 fn forward(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
            @builtin(local_invocation_index) t: u32) {
     let i = workgroup.x + workgroup.y * groups.x;   // the same for the whole workgroup
@@ -57,20 +53,8 @@ fn forward(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups)
     }
     let j = i % shape.units;
     let n = i / shape.units;
-    var sum = 0.0;
-    for (var f = t; f < shape.features; f += LANES) {
-        sum += x[n * shape.features + f] * params[shape.kernel_offset + f * shape.units + j];
-    }
-    part[t] = sum;
-    workgroupBarrier();
-    for (var half = LANES / 2u; half > 0u; half >>= 1u) {
-        if (t < half) {
-            part[t] += part[t + half];
-        }
-        workgroupBarrier();
-    }
+    let pre = dense_dot(t, n, j, shape.features, shape.units, shape.kernel_offset, shape.bias_offset);
     if (t == 0u) {
-        let pre = params[shape.bias_offset + j] + part[0];
         y[i] = select(pre, max(pre, 0.0), shape.relu == 1u);
     }
 }

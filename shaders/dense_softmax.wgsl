@@ -1,7 +1,7 @@
 // dense_softmax.wgsl — Flatten + Dense + softmax + categorical cross-entropy, fused so that the
 // loss gradient is the stable `softmax − one_hot`, plus Keras' L1 kernel regulariser
 // (`kernel_regularizer=l1(λ)`: λ·Σ|W| added to the loss, λ·sign(W) to the kernel gradient).
-// Prepended with common.wgsl (Step, linear_index).
+// Prepended with common.wgsl (Step, linear_index) and dense_dot.wgsl (the logits' product).
 //
 // Bindings (group 0)                                                          used by
 //   0  step       uniform Step                                                all
@@ -46,14 +46,8 @@ struct DenseShape {
 @group(0) @binding(9) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(10) var<storage, read_write> penalties: array<f32>;
 
-// logits[n, j] = bias[j] + Σ_f x[n, f] · kernel[f, j]: one workgroup per (n, j), its lanes summing
-// every LOGIT_LANES-th feature, then a fixed-order tree (deterministic). With one invocation per
-// logit, a batch of 128 gave a GPU only 1,280 invocations, each a 2,048-long chain of loads
-// (10% of a training step on an H100).
-const LOGIT_LANES: u32 = 64u;
-var<workgroup> logit_part: array<f32, LOGIT_LANES>;
-
-@compute @workgroup_size(LOGIT_LANES)
+// logits[n, j] = bias[j] + Σ_f x[n, f] · kernel[f, j]: one workgroup per (n, j) (dense_dot.wgsl).
+@compute @workgroup_size(DOT_LANES)
 fn logits(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
           @builtin(local_invocation_index) t: u32) {
     let i = workgroup.x + workgroup.y * groups.x;   // the same for the whole workgroup
@@ -62,20 +56,9 @@ fn logits(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups) 
     }
     let j = i % shape.classes;
     let n = i / shape.classes;
-    var sum = 0.0;
-    for (var f = t; f < shape.features; f += LOGIT_LANES) {
-        sum += x[n * shape.features + f] * params[shape.kernel_offset + f * shape.classes + j];
-    }
-    logit_part[t] = sum;
-    workgroupBarrier();
-    for (var half = LOGIT_LANES / 2u; half > 0u; half >>= 1u) {
-        if (t < half) {
-            logit_part[t] += logit_part[t + half];
-        }
-        workgroupBarrier();
-    }
+    let logit = dense_dot(t, n, j, shape.features, shape.classes, shape.kernel_offset, shape.bias_offset);
     if (t == 0u) {
-        probs[i] = params[shape.bias_offset + j] + logit_part[0];
+        probs[i] = logit;
     }
 }
 

@@ -207,7 +207,7 @@ impl<T: Float> Reference<T> for Dense {
 pub static SHADER: Shader = Shader {
     name: "dense",
     file: "dense.wgsl",
-    source: shader_source!("common.wgsl", "dense.wgsl"),
+    source: shader_source!("common.wgsl", "dense_dot.wgsl", "dense.wgsl"),
     own: shader_own!("dense.wgsl"),
     entry_points: &[
         EntryPoint {

@@ -311,7 +311,7 @@ impl<T: Float> HeadReference<T> for DenseSoftmax {
 pub static SHADER: Shader = Shader {
     name: "dense_softmax",
     file: "dense_softmax.wgsl",
-    source: shader_source!("common.wgsl", "dense_softmax.wgsl"),
+    source: shader_source!("common.wgsl", "dense_dot.wgsl", "dense_softmax.wgsl"),
     own: shader_own!("dense_softmax.wgsl"),
     entry_points: &[
         EntryPoint {
