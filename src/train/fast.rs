@@ -131,44 +131,33 @@ impl WorkspacesPtr {
     }
 }
 
-/// The predicted classes, written in disjoint ranges as [`Shared`].
-#[derive(Clone, Copy)]
-struct SharedU32(*mut u32, usize);
+/// A buffer (of floats, or of predicted classes) that the threads of a whole-batch pass write
+/// in disjoint ranges of images.
+struct Shared<T>(*mut T, usize);
 
-// SAFETY: as Shared.
-unsafe impl Send for SharedU32 {}
-unsafe impl Sync for SharedU32 {}
-
-impl SharedU32 {
-    /// # Safety
-    /// As [`Shared::piece`].
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn piece<'a>(self, first: usize, len: usize) -> &'a mut [u32] {
-        assert!(first + len <= self.1, "a piece inside its buffer");
-        // SAFETY: in bounds (checked), disjoint (the caller).
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(first), len) }
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        *self
     }
 }
 
-/// A buffer that the threads of a whole-batch pass write in disjoint ranges of images.
-#[derive(Clone, Copy)]
-struct Shared(*mut f32, usize);
+impl<T> Copy for Shared<T> {}
 
 // SAFETY: every use takes a range of images no other thread of the same pass takes (`piece`).
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
+unsafe impl<T: Send> Send for Shared<T> {}
+unsafe impl<T: Send> Sync for Shared<T> {}
 
-impl Shared {
-    fn new(buffer: &mut [f32]) -> Self {
+impl<T> Shared<T> {
+    fn new(buffer: &mut [T]) -> Self {
         Shared(buffer.as_mut_ptr(), buffer.len())
     }
 
-    /// Images `first..first + len` of `stride` floats each.
+    /// Images `first..first + len` of `stride` elements each.
     ///
     /// # Safety
     /// No other live slice of this buffer overlaps those images.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn piece<'a>(self, stride: usize, first: usize, len: usize) -> &'a mut [f32] {
+    unsafe fn piece<'a>(self, stride: usize, first: usize, len: usize) -> &'a mut [T] {
         assert!((first + len) * stride <= self.1, "a piece inside its buffer");
         // SAFETY: in bounds (checked), and disjoint from the other threads' pieces (the caller).
         unsafe { std::slice::from_raw_parts_mut(self.0.add(first * stride), len * stride) }
@@ -226,7 +215,8 @@ impl FastCpuEngine {
         let host = HostState::new(model, train, weights, config)?;
         let (isa, batch) = (options.isa, config.batch_size);
         // A layer that normalises with the batch's statistics needs the whole batch in one pass.
-        let whole_batch = model.hidden.iter().any(|p| p.layer.batch_statistics());
+        let statistics: Vec<bool> = model.hidden.iter().map(|p| p.layer.batch_statistics()).collect();
+        let whole_batch = statistics.contains(&true);
         let micro = if whole_batch { batch } else { MICRO_BATCH.min(batch) };
         // Whole-batch passes split each layer's images between the threads instead.
         let threads = options.threads.clamp(1, if whole_batch { batch } else { batch.div_ceil(micro) });
@@ -318,7 +308,7 @@ impl FastCpuEngine {
                 x0_layout,
                 classes,
                 micro,
-                whole_batch: model.hidden.iter().map(|p| p.layer.batch_statistics()).collect::<Vec<_>>(),
+                whole_batch: statistics,
                 strides: Strides::new(x0_layout, &act_layouts, &dpre_layouts, model),
             },
             host,
@@ -540,7 +530,7 @@ impl Net {
         let f_stride = st.acts.last().copied().unwrap_or(st.x0);
         let classes = self.classes;
         let (probs, dlogits_s, losses) = (Shared::new(probs), Shared::new(dlogits), Shared::new(losses));
-        let predicted = SharedU32(predicted.as_mut_ptr(), predicted.len());
+        let predicted = Shared::new(predicted);
         split(&|_, first, len| {
             // SAFETY: each worker writes its own samples' outputs.
             let out = unsafe {
@@ -548,7 +538,7 @@ impl Net {
                     probs: probs.piece(classes, first, len),
                     dlogits: dlogits_s.piece(classes, first, len),
                     losses: losses.piece(1, first, len),
-                    predicted: predicted.piece(first, len),
+                    predicted: predicted.piece(1, first, len),
                 }
             };
             self.head.forward(len, &features[first * f_stride..][..len * f_stride], &labels[first..][..len], nb, out);

@@ -279,10 +279,10 @@ impl HiddenLayer for Dense {
         x: crate::fast::Layout,
         y: crate::fast::Layout,
     ) -> Option<Box<dyn crate::fast::FastLayer>> {
-        // The products read x and write y plain (a flat layer's neighbours never pad).
-        (x.pad == 0 && y.pad == 0).then(|| {
-            Box::new(fast::HiddenDensePlan::new(&HiddenDenseShape::for_layer(self, c), isa)) as Box<dyn crate::fast::FastLayer>
-        })
+        // The products read x and write y plain: a dense layer reads its input unpadded (no
+        // input_pad) and is followed by no convolution (its output is flat).
+        debug_assert!(x.pad == 0 && y.pad == 0, "a dense layer's neighbours never pad: {x:?}, {y:?}");
+        Some(Box::new(fast::HiddenDensePlan::new(&HiddenDenseShape::for_layer(self, c), isa)))
     }
 }
 
