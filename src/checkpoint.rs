@@ -236,10 +236,24 @@ impl Checkpoint {
     /// file and says what is wrong with it (not a safetensors file, truncated, not ours, unreadable
     /// metadata, a tensor missing or of the wrong shape or dtype, non-finite values).
     pub fn load(path: &Path) -> Result<Checkpoint> {
+        let size = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+        if size > MAX_CHECKPOINT_BYTES {
+            return Err(Error::invalid(format!(
+                "{}: {size} bytes, more than a checkpoint of the largest model allowed ({MAX_CHECKPOINT_BYTES} \
+                 bytes): not a wgpu-cnn checkpoint",
+                path.display()
+            )));
+        }
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let bad = |why: String| Error::invalid(format!("{}: {why}", path.display()));
-        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(unreadable(&bytes, e)))?;
-        let file = SafeTensors::deserialize(&bytes).map_err(|e| bad(unreadable(&bytes, e)))?;
+        Self::from_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// [`Checkpoint::load`] of a file's bytes held in memory (a download, a file a page was
+    /// given); `name` is how error messages call it.
+    pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Checkpoint> {
+        let bad = |why: String| Error::invalid(format!("{name}: {why}"));
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(unreadable(bytes, e)))?;
+        let file = SafeTensors::deserialize(bytes).map_err(|e| bad(unreadable(bytes, e)))?;
         let empty = HashMap::new();
         let metadata = header.metadata().as_ref().unwrap_or(&empty);
 
@@ -326,9 +340,10 @@ impl Checkpoint {
             )));
         }
 
-        let mut vectors = Vec::new();
-        for &(prefix, trainable, len) in &layout {
-            let mut values = vec![0f32; len];
+        // Every tensor is checked (present, shape, dtype, digest) before anything is allocated: the
+        // vectors' sizes come from the metadata, so only tensors the file really holds may size them.
+        let mut tensors = Vec::new();
+        for &(prefix, trainable, _) in &layout {
             for slot in slots.iter().filter(|s| s.trainable == trainable) {
                 let name = format!("{prefix}{}", slot.name);
                 let tensor = file.tensor(&name).map_err(|_| {
@@ -353,6 +368,14 @@ impl Checkpoint {
                         )));
                     }
                 }
+                tensors.push((slot, tensor));
+            }
+        }
+        let mut tensors = tensors.into_iter();
+        let mut vectors = Vec::new();
+        for &(_, trainable, len) in &layout {
+            let mut values = vec![0f32; len];
+            for (slot, tensor) in tensors.by_ref().take(slots.iter().filter(|s| s.trainable == trainable).count()) {
                 let slice = &mut values[slot.offset..][..slot.len];
                 for (x, le) in slice.iter_mut().zip(tensor.data().chunks_exact(4)) {
                     *x = f32::from_le_bytes(le.try_into().expect("chunks_exact(4) yields 4 bytes"));
@@ -467,6 +490,10 @@ impl Checkpoint {
 }
 
 /// Why safetensors could not read `bytes`, in words a user can act on.
+/// The largest file [`Checkpoint::load`] reads: the weights, state and Adam's two moments of a
+/// model of [`crate::model::MAX_PARAMS`] parameters, and a header of safetensors' largest size.
+pub const MAX_CHECKPOINT_BYTES: u64 = 3 * 4 * crate::model::MAX_PARAMS as u64 + 100_000_000;
+
 fn unreadable(bytes: &[u8], error: SafeTensorError) -> String {
     let size = bytes.len();
     let announced = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));

@@ -82,6 +82,12 @@ const HOW_TO_GET: &str = "get the binary version, cifar-10-binary.tar.gz (170,05
      https://www.cs.toronto.edu/~kriz/cifar.html and pass the .tar.gz itself or the \
      cifar-10-batches-bin/ folder unpacked from it";
 
+/// The most bytes [`load`] reads by default: the files a folder holds, or what an archive expands
+/// to (every entry, wanted or not). The official release is 184,380,000 bytes of batches; this is
+/// 2.9 times that (174,000 images). Everything read is held twice while it is converted, so the
+/// limit bounds memory too; [`load_limited`] takes another.
+pub const DEFAULT_MAX_DATA_BYTES: u64 = 512 << 20;
+
 // Compile-time check that the constants agree with each other.
 const _: () = assert!(IMAGE_BYTES == HEIGHT * WIDTH * CHANNELS && RECORD_BYTES == 1 + IMAGE_BYTES);
 
@@ -329,6 +335,19 @@ fn assemble(files: RawFiles<'_>, origin: &str, note: &str) -> Result<Cifar10> {
 /// files (the message says how to get the dataset); it lacks some of them (the message names
 /// them); any file fails [`parse_batch`].
 pub fn load_dir(path: &Path) -> Result<Cifar10> {
+    load_dir_limited(path, DEFAULT_MAX_DATA_BYTES)
+}
+
+/// `"{what}, more than the limit …"`: the error of a data load over its size limit.
+fn over_limit(what: String, max_bytes: u64) -> Error {
+    Error::invalid(format!(
+        "{what}, more than the limit of {} MiB for a data set; if that is really your data, raise \
+         the limit (--max-data-mib)",
+        max_bytes >> 20
+    ))
+}
+
+fn load_dir_limited(path: &Path, max_bytes: u64) -> Result<Cifar10> {
     let metadata = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if !metadata.is_dir() {
         return Err(Error::invalid(format!(
@@ -357,6 +376,14 @@ pub fn load_dir(path: &Path) -> Result<Cifar10> {
         )));
     }
 
+    let files_present = BATCH_FILES.iter().chain(&[META_FILE]).map(|file| dir.join(file)).filter(|p| p.is_file());
+    let mut total = 0u64;
+    for file_path in files_present {
+        total += std::fs::metadata(&file_path).map_err(|e| Error::io(&file_path, e))?.len();
+    }
+    if total > max_bytes {
+        return Err(over_limit(format!("{}: its CIFAR-10 files hold {total} bytes", dir.display()), max_bytes));
+    }
     let read = |file: &str| -> Result<(Cow<'static, [u8]>, String)> {
         let file_path = dir.join(file);
         let bytes = std::fs::read(&file_path).map_err(|e| Error::io(&file_path, e))?;
@@ -412,14 +439,52 @@ fn archive_entry_index(entry: &Path) -> Option<usize> {
     BATCH_FILES.iter().chain(&[META_FILE]).position(|name| file == name)
 }
 
-/// Reads the wanted entries of a gzipped tar stream. Errors are plain strings; the caller adds
-/// the file name and, for the official archive, the MD5 verdict.
+/// A reader that counts the bytes read through it and fails once they pass a limit: it bounds
+/// what a gzip stream may expand to, whatever its tar headers claim.
 #[cfg(feature = "cifar-archive")]
-fn read_archive<R: Read>(reader: R) -> std::result::Result<[Option<Vec<u8>>; 7], String> {
+struct Limited<'a, R> {
+    inner: R,
+    /// Bytes read so far, shared with the caller, which reads it after an error.
+    read: &'a std::cell::Cell<u64>,
+    max_bytes: u64,
+}
+
+#[cfg(feature = "cifar-archive")]
+impl<R: Read> Read for Limited<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        if self.read.get() > self.max_bytes {
+            return Err(io::Error::other("the archive expands past the data size limit"));
+        }
+        Ok(n)
+    }
+}
+
+/// Why [`read_archive`] stopped.
+#[cfg(feature = "cifar-archive")]
+enum ArchiveError {
+    /// The gzip or tar stream is corrupt or truncated.
+    Unreadable(String),
+    /// An entry claims, or the stream expands to, more than the limit: says which.
+    TooLarge(String),
+}
+
+/// Reads the wanted entries of a gzipped tar stream, reading at most `max_bytes` out of the gzip
+/// stream and refusing, before allocating, an entry whose header claims more than what is left.
+#[cfg(feature = "cifar-archive")]
+fn read_archive<R: Read>(reader: R, max_bytes: u64) -> std::result::Result<[Option<Vec<u8>>; 7], ArchiveError> {
+    let read = std::cell::Cell::new(0);
+    let unreadable = |e: io::Error| match read.get() > max_bytes {
+        true => ArchiveError::TooLarge(format!("expands to more than {max_bytes} bytes")),
+        false => ArchiveError::Unreadable(e.to_string()),
+    };
     let mut found: [Option<Vec<u8>>; 7] = Default::default();
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(reader));
-    for entry in archive.entries().map_err(|e| e.to_string())? {
-        let mut entry = entry.map_err(|e| e.to_string())?;
+    let mut wanted_bytes = 0u64;
+    let mut archive =
+        tar::Archive::new(Limited { inner: flate2::read::GzDecoder::new(reader), read: &read, max_bytes });
+    for entry in archive.entries().map_err(unreadable)? {
+        let mut entry = entry.map_err(unreadable)?;
         if !entry.header().entry_type().is_file() {
             continue;
         }
@@ -428,8 +493,17 @@ fn read_archive<R: Read>(reader: R) -> std::result::Result<[Option<Vec<u8>>; 7],
             Err(_) => None,
         };
         if let Some(index) = index {
-            let mut bytes = Vec::with_capacity(entry.size() as usize);
-            entry.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+            let size = entry.size();
+            wanted_bytes = wanted_bytes.saturating_add(size);
+            if wanted_bytes > max_bytes {
+                let name = entry.path().map(|p| p.display().to_string()).unwrap_or_default();
+                return Err(ArchiveError::TooLarge(match wanted_bytes == size {
+                    true => format!("entry {name} claims {size} bytes"),
+                    false => format!("entry {name} brings the CIFAR-10 entries to {wanted_bytes} bytes"),
+                }));
+            }
+            let mut bytes = Vec::with_capacity(size as usize);
+            (&mut entry).take(size).read_to_end(&mut bytes).map_err(unreadable)?;
             found[index] = Some(bytes);
         }
     }
@@ -446,12 +520,17 @@ fn read_archive<R: Read>(reader: R) -> std::result::Result<[Option<Vec<u8>>; 7],
 /// [`parse_batch`].
 #[cfg(feature = "cifar-archive")]
 pub fn load_tar_gz(path: &Path) -> Result<Cifar10> {
+    load_tar_gz_limited(path, DEFAULT_MAX_DATA_BYTES)
+}
+
+#[cfg(feature = "cifar-archive")]
+fn load_tar_gz_limited(path: &Path, max_bytes: u64) -> Result<Cifar10> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let official = size == OFFICIAL_ARCHIVE_BYTES;
     let mut reader = Md5Reader { inner: io::BufReader::with_capacity(1 << 20, file), hasher: official.then(Md5::new) };
 
-    let entries = read_archive(&mut reader);
+    let entries = read_archive(&mut reader, max_bytes);
 
     // Verify the official archive before trusting anything read from it, and before reporting a
     // decoding error: a corrupt download explains both.
@@ -468,12 +547,31 @@ pub fn load_tar_gz(path: &Path) -> Result<Cifar10> {
             )));
         }
     }
+    let note = if official { ", MD5 verified" } else { "" };
+    archive_files(entries, &path.display().to_string(), max_bytes, note)
+}
 
-    let mut found = entries.map_err(|e| {
-        Error::invalid(format!(
-            "{}: not a readable .tar.gz (corrupt or truncated gzip/tar stream: {e}); {HOW_TO_GET}",
-            path.display()
-        ))
+/// CIFAR-10 from a `.tar.gz` stream in memory (a download, a file a page was given), laid out as
+/// the official archive or with bare file names; `origin` names it in messages. It may expand to
+/// at most `max_bytes`. Errors as [`load_tar_gz`], without the MD5 check of the official file.
+#[cfg(feature = "cifar-archive")]
+pub fn from_tar_gz<R: Read>(reader: R, origin: &str, max_bytes: u64) -> Result<Cifar10> {
+    archive_files(read_archive(reader, max_bytes), origin, max_bytes, "")
+}
+
+/// The data set from what [`read_archive`] found, or the error naming what is wrong.
+#[cfg(feature = "cifar-archive")]
+fn archive_files(
+    entries: std::result::Result<[Option<Vec<u8>>; 7], ArchiveError>,
+    origin: &str,
+    max_bytes: u64,
+    note: &str,
+) -> Result<Cifar10> {
+    let mut found = entries.map_err(|e| match e {
+        ArchiveError::Unreadable(e) => Error::invalid(format!(
+            "{origin}: not a readable .tar.gz (corrupt or truncated gzip/tar stream: {e}); {HOW_TO_GET}"
+        )),
+        ArchiveError::TooLarge(what) => over_limit(format!("{origin}: {what}"), max_bytes),
     })?;
     let meta = found[6].take();
     let missing: Vec<String> = found[..6]
@@ -483,14 +581,10 @@ pub fn load_tar_gz(path: &Path) -> Result<Cifar10> {
         .map(|(_, name)| format!("{ARCHIVE_FOLDER}/{name}"))
         .collect();
     if !missing.is_empty() {
-        return Err(Error::invalid(format!(
-            "{}: the archive lacks {}; {HOW_TO_GET}",
-            path.display(),
-            missing.join(", ")
-        )));
+        return Err(Error::invalid(format!("{origin}: the archive lacks {}; {HOW_TO_GET}", missing.join(", "))));
     }
 
-    let entry_name = |file: &str| format!("{}:{ARCHIVE_FOLDER}/{file}", path.display());
+    let entry_name = |file: &str| format!("{origin}:{ARCHIVE_FOLDER}/{file}");
     let batches =
         found[..6].iter_mut().map(|bytes| Cow::Owned(bytes.take().expect("no batch is missing"))).collect::<Vec<_>>();
     let files = RawFiles {
@@ -498,22 +592,27 @@ pub fn load_tar_gz(path: &Path) -> Result<Cifar10> {
         names: std::array::from_fn(|i| entry_name(BATCH_FILES[i])),
         meta: meta.map(|bytes| (Cow::Owned(bytes), entry_name(META_FILE))),
     };
-    let note = if official { ", MD5 verified" } else { "" };
-    assemble(files, &path.display().to_string(), note)
+    assemble(files, origin, note)
 }
 
 /// Loads CIFAR-10 from `path`: a folder goes to [`load_dir`], a file ending in `.tar.gz` or
 /// `.tgz` to [`load_tar_gz`]. Errors: a missing path ([`Error::Io`] naming it); any other kind of
 /// file.
 pub fn load(path: &Path) -> Result<Cifar10> {
+    load_limited(path, DEFAULT_MAX_DATA_BYTES)
+}
+
+/// [`load`] reading at most `max_bytes` (files in a folder, or what an archive expands to);
+/// more is an error saying so, before anything of that size is allocated.
+pub fn load_limited(path: &Path, max_bytes: u64) -> Result<Cifar10> {
     let metadata = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if metadata.is_dir() {
-        return load_dir(path);
+        return load_dir_limited(path, max_bytes);
     }
     let name = path.file_name().map(|name| name.to_string_lossy().to_lowercase()).unwrap_or_default();
     if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
         #[cfg(feature = "cifar-archive")]
-        return load_tar_gz(path);
+        return load_tar_gz_limited(path, max_bytes);
         #[cfg(not(feature = "cifar-archive"))]
         return Err(Error::invalid(format!(
             "{}: reading a .tar.gz needs wgpu-cnn's cifar-archive feature; unpack it and pass the \

@@ -43,6 +43,12 @@ impl OutputLock {
     /// Then removes the temporary files [`write_atomic`] left there when a writer died mid-write:
     /// with the lock held, no other process of ours writes in this folder.
     pub fn acquire(folder: &Path) -> Result<Self> {
+        if folder.exists() && !folder.is_dir() {
+            return Err(Error::invalid(format!(
+                "{}: not a folder (a file of that name is there); choose another --out",
+                folder.display()
+            )));
+        }
         std::fs::create_dir_all(folder).map_err(|e| Error::io(folder, e))?;
         let path = folder.join(LOCK_FILE);
         let mut file = std::fs::OpenOptions::new()

@@ -71,6 +71,9 @@ impl Architecture {
         };
         let (mut hidden, mut head) = (Vec::new(), None);
         let tokens: Vec<&str> = text.split(',').map(str::trim).collect();
+        if tokens.len() > MAX_LAYERS {
+            return Err(bad(format!("{} layers, more than the {MAX_LAYERS} a model may have", tokens.len())));
+        }
         for (i, token) in tokens.iter().enumerate() {
             match parse_token(token).map_err(|why| bad(format!("layer {} '{token}': {why}", i + 1)))? {
                 Parsed::Hidden(layer) if head.is_none() => hidden.push(layer),
@@ -162,6 +165,13 @@ pub const CIFAR_INPUT: [usize; 3] = [32, 32, 3];
 /// the GPU.
 pub const MAX_TENSOR_LEN: usize = 1 << 28;
 
+/// The most trainable parameters a model may have (67 million, 256 MiB of f32; training holds
+/// four copies: weights, gradients and Adam's two moments). The assignment's nets have 37,146.
+pub const MAX_PARAMS: usize = 1 << 26;
+
+/// The most layers an architecture may have.
+pub const MAX_LAYERS: usize = 256;
+
 impl Model {
     pub fn new(architecture: &Architecture, input: [usize; 3]) -> Result<Self> {
         let mut counts = std::collections::HashMap::new();
@@ -193,6 +203,16 @@ impl Model {
             }
             let (trainable, non_trainable) = at.param_counts();
             (params, state, shape) = (params + trainable, state + non_trainable, at.output);
+            if params + state > MAX_PARAMS {
+                return Err(Error::invalid(format!(
+                    "architecture '{}': with layer {} ({}) it has {} parameters, more than the {} a model may have",
+                    architecture.name,
+                    index + 1,
+                    layer.token(),
+                    group_thousands(params + state),
+                    group_thousands(MAX_PARAMS)
+                )));
+            }
             Ok(at)
         };
         let hidden = architecture

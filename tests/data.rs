@@ -404,3 +404,33 @@ fn load_tar_gz_checks_the_md5_of_a_file_of_the_official_size() {
     // The MD5 of 170,052,171 zero bytes (Python: hashlib.md5(bytes(170052171)).hexdigest()).
     assert!(message.contains("ad7f7965c67e4514fb4ec73b04400de0"), "{message}");
 }
+
+#[test]
+fn loads_are_bounded_by_their_size_limit_before_anything_that_size_is_read() {
+    let temp = tempfile::tempdir().unwrap();
+    let path = temp.path().join("cifar-10-binary.tar.gz");
+    write_tar_gz(&path, &archive_entries());
+    let batches: u64 = archive_entries().iter().filter(|(n, _)| n.ends_with(".bin")).map(|(_, b)| b.len() as u64).sum();
+
+    // In memory as from a file, and at exactly its size.
+    let bytes = fs::read(&path).unwrap();
+    let cifar = data::from_tar_gz(&bytes[..], "download", 1 << 20).unwrap();
+    assert_eq!(cifar.train.len(), 15);
+    assert!(data::load_limited(&path, 1 << 20).is_ok());
+
+    // The wanted entries hold `batches` bytes: one byte less is refused, naming the entry that
+    // crossed the limit, the limit and the option that raises it.
+    let message = error_message(data::from_tar_gz(&bytes[..], "download", batches - 1));
+    assert!(message.starts_with("download: entry cifar-10-batches-bin/test_batch.bin brings"), "{message}");
+    assert!(message.contains("--max-data-mib"), "{message}");
+
+    // A folder is judged by its files' sizes.
+    let dir = temp.path().join("folder");
+    fs::create_dir(&dir).unwrap();
+    for (name, bytes) in archive_entries() {
+        fs::write(dir.join(name.rsplit('/').next().unwrap()), bytes).unwrap();
+    }
+    assert!(data::load_limited(&dir, 1 << 20).is_ok());
+    let message = error_message(data::load_limited(&dir, 100));
+    assert!(message.contains("files hold") && message.contains("more than the limit"), "{message}");
+}

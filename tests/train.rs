@@ -237,13 +237,21 @@ fn an_exploding_loss_gets_a_warning() {
     use wgpu_cnn::train::{explosion_warning, EpochRecord};
     let record =
         |epoch, loss| EpochRecord { epoch, loss, accuracy: 0.1, val_loss: None, val_accuracy: None, seconds: 1.0 };
-    let warning = explosion_warning(&record(1, 2.3), &record(4, 2e12)).expect("a warning");
+    let warning = explosion_warning(&record(1, 2.3), &record(4, 2e12), 10).expect("a warning");
     assert!(
         warning.contains("from 2.3000 (epoch 1) to 2.0000e12 in epoch 4") && warning.contains("lower learning rate"),
         "{warning}"
     );
-    assert_eq!(explosion_warning(&record(1, 2.3), &record(4, 1.9)), None);
-    assert_eq!(explosion_warning(&record(1, 0.01), &record(4, 5.0)), None, "small losses that grow are no explosion");
+    assert_eq!(explosion_warning(&record(1, 2.3), &record(4, 1.9), 10), None);
+    assert_eq!(
+        explosion_warning(&record(1, 0.01), &record(4, 5.0), 10),
+        None,
+        "small losses that grow are no explosion"
+    );
+    // Exploded in the first epoch already (--lr 1e3): judged against a fresh model's ln 10.
+    let warning = explosion_warning(&record(1, 9e22), &record(1, 9e22), 10).expect("a warning");
+    assert!(warning.contains("9.0000e22 in epoch 1, over 100 times a fresh model's (ln 10 = 2.30)"), "{warning}");
+    assert_eq!(explosion_warning(&record(1, 200.0), &record(1, 200.0), 10), None, "200 is under 100 × ln 10");
 }
 
 #[test]

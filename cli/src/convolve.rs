@@ -38,6 +38,9 @@ pub struct ConvolveArgs {
     /// Where to run the convolution; the CPU is always timed too, for comparison.
     #[arg(long, value_enum, default_value_t = Device::Auto)]
     pub device: Device,
+    /// The largest image accepted, in millions of pixels.
+    #[arg(long, default_value_t = picture::DEFAULT_MAX_MEGAPIXELS)]
+    pub max_megapixels: u64,
 }
 
 impl ConvolveArgs {
@@ -49,6 +52,7 @@ impl ConvolveArgs {
             channel: Channel::B,
             out: PathBuf::from("R_conv.jpg"),
             device: Device::Auto,
+            max_megapixels: picture::DEFAULT_MAX_MEGAPIXELS,
         }
     }
 }
@@ -61,10 +65,10 @@ pub fn convolve(gpu_args: &GpuArgs, args: &ConvolveArgs) -> Result<()> {
         args.kernels.iter().map(|k| Ok((k.clone(), Kernel3x3::parse(k)?))).collect::<Result<_>>()?
     };
     let (source, planes) = match &args.image {
-        Some(path) => (path.display().to_string(), picture::load_rgb(path)?),
+        Some(path) => (path.display().to_string(), picture::load_rgb(path, args.max_megapixels)?),
         None => (
             "assets/chelsea.png (embedded)".to_string(),
-            picture::decode_rgb(picture::DEMO_IMAGE).map_err(Error::invalid)?,
+            picture::decode_rgb(picture::DEMO_IMAGE, picture::DEFAULT_MAX_MEGAPIXELS).map_err(Error::invalid)?,
         ),
     };
     let [r, g, b] = &planes;
@@ -134,40 +138,45 @@ pub fn convolve(gpu_args: &GpuArgs, args: &ConvolveArgs) -> Result<()> {
         );
         results_per_kernel.push(results);
     }
-    figure(&args.out, &planes, &channels, &results_per_kernel)?;
+    let step = figure(&args.out, &planes, &channels, &results_per_kernel)?;
     let names: Vec<String> = kernels.iter().map(|(n, _)| format!("{channel_name}∗{n}")).collect();
-    println!("Wrote {} (top: R, G, B; bottom: {channel_name}, {})", args.out.display(), names.join(", "));
+    let shrunk = match step {
+        1 => String::new(),
+        _ => format!(", each panel shrunk 1/{step} to fit {} pixels", picture::MAX_CELL_SIDE),
+    };
+    println!("Wrote {} (top: R, G, B; bottom: {channel_name}, {}{shrunk})", args.out.display(), names.join(", "));
     Ok(())
 }
 
 /// The assignment's figure: R, G and B on top; below, the convolved channel(s) and one result per
-/// kernel (each a list of planes, one per channel).
+/// kernel (each a list of planes, one per channel). Returns the factor the panels were shrunk by
+/// ([`picture::save_grid`]).
 pub fn figure(
     path: &std::path::Path,
     [r, g, b]: &[Plane; 3],
     channels: &[&Plane],
     results: &[Vec<Plane>],
-) -> Result<()> {
-    let top = vec![Tile::Gray(r.clone()), Tile::Gray(g.clone()), Tile::Gray(b.clone())];
-    let mut bottom = vec![tile(&channels.iter().map(|p| (*p).clone()).collect::<Vec<_>>())];
-    bottom.extend(results.iter().map(|planes| tile(planes)));
+) -> Result<u32> {
+    let top = vec![Tile::Gray(r), Tile::Gray(g), Tile::Gray(b)];
+    let mut bottom = vec![tile(channels)];
+    bottom.extend(results.iter().map(|planes| tile(&planes.iter().collect::<Vec<_>>())));
     picture::save_grid(path, &[top, bottom])
 }
 
 /// Figure 1 of the assignment's write-up: the embedded photo's B channel and its convolutions
 /// with k1 and k2 (on the fast CPU path, bit-identical to the reference).
 pub fn assignment_figure(path: &std::path::Path) -> Result<()> {
-    let planes = picture::decode_rgb(picture::DEMO_IMAGE).map_err(Error::invalid)?;
+    let planes = picture::decode_rgb(picture::DEMO_IMAGE, picture::DEFAULT_MAX_MEGAPIXELS).map_err(Error::invalid)?;
     let b = &planes[2];
     let results: Vec<Vec<Plane>> =
         [Kernel3x3::K1, Kernel3x3::K2].iter().map(|k| vec![cpu::conv3x3_fast(b, k)]).collect();
-    figure(path, &planes, &[b], &results)
+    figure(path, &planes, &[b], &results).map(drop)
 }
 
-fn tile(planes: &[Plane]) -> Tile {
-    match planes {
-        [r, g, b] => Tile::Rgb([r.clone(), g.clone(), b.clone()]),
-        [p, ..] => Tile::Gray(p.clone()),
+fn tile<'a>(planes: &[&'a Plane]) -> Tile<'a> {
+    match *planes {
+        [r, g, b] => Tile::Rgb([r, g, b]),
+        [p, ..] => Tile::Gray(p),
         [] => unreachable!("a channel selection has at least one plane"),
     }
 }

@@ -8,11 +8,13 @@
 //! - [`train`]: Part II (`train`, `summary`, `evaluate`, `predict`, `bench train`, `experiment`).
 //! - [`experiment`]: the assignment's sweeps and their report; [`plot`] and [`picture`]: figures
 //!   and image files; [`assets`]: the embedded CIFAR-10 subset.
+//! - [`fuzzing`]: the parsers of user input as fuzz targets (`fuzz/`).
 
 pub mod args;
 pub mod assets;
 pub mod convolve;
 pub mod experiment;
+pub mod fuzzing;
 pub mod picture;
 pub mod plot;
 pub mod train;

@@ -23,13 +23,33 @@ use wgpu_cnn::train::reference::ReferenceEngine;
 use wgpu_cnn::train::{wait, EpochRecord, Event, Inference, Target, TrainConfig, Trainer};
 use wgpu_cnn::{Error, Result};
 
+/// Where the CIFAR-10 files come from, and how much of them may be read.
 #[derive(Args, Clone)]
-pub struct DataArgs {
+pub struct DataSource {
     /// CIFAR-10 in the official binary format: a folder with data_batch_{1..5}.bin and
     /// test_batch.bin, or cifar-10-binary.tar.gz. Default: the real subset embedded in the binary
     /// (4,660 training and 846 test images).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// The most MiB of CIFAR-10 files --data may hold (or its archive expand to); the official
+    /// release is 176 MiB.
+    #[arg(long, default_value_t = data::DEFAULT_MAX_DATA_BYTES >> 20)]
+    pub max_data_mib: u64,
+}
+
+impl DataSource {
+    pub fn load(&self) -> Result<Cifar10> {
+        match &self.data {
+            Some(path) => data::load_limited(path, self.max_data_mib.saturating_mul(1 << 20)),
+            None => Ok(assets::cifar10()),
+        }
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct DataArgs {
+    #[command(flatten)]
+    pub source: DataSource,
     /// Train on the first N training images only (as the assignment's x_train[:N]).
     #[arg(long)]
     pub train_size: Option<usize>,
@@ -37,10 +57,7 @@ pub struct DataArgs {
 
 impl DataArgs {
     pub fn load(&self) -> Result<Cifar10> {
-        let mut data = match &self.data {
-            Some(path) => data::load(path)?,
-            None => assets::cifar10(),
-        };
+        let mut data = self.source.load()?;
         if let Some(n) = self.train_size {
             if n == 0 {
                 return Err(Error::invalid("--train-size must be at least 1"));
@@ -134,13 +151,14 @@ pub fn keras_line(e: &EpochRecord) -> String {
     line
 }
 
-/// Prints Keras-style progress: a bar per epoch with live metrics, then one line per epoch.
-pub fn progress_printer() -> impl FnMut(Event) {
+/// Prints Keras-style progress: a bar per epoch with live metrics, then one line per epoch; warns
+/// (once) when the loss of a model of `classes` classes explodes.
+pub fn progress_printer(classes: usize) -> impl FnMut(Event) {
     let style = ProgressStyle::with_template("{pos:>4}/{len:<4} {bar:24.cyan/blue} {elapsed:>4} {msg}")
         .expect("the progress template is valid")
         .progress_chars("━━╸");
     let mut bar: Option<ProgressBar> = None;
-    let (mut steps, mut first_loss) = (0, None);
+    let (mut steps, mut first_loss, mut warned) = (0, None, false);
     move |event| match event {
         Event::EpochStart { epoch, epochs, steps: s } => {
             println!("Epoch {}/{}", epoch + 1, epochs);
@@ -162,14 +180,23 @@ pub fn progress_printer() -> impl FnMut(Event) {
             }
             println!("{steps}/{steps} - {} - {}", seconds(record.seconds), keras_line(&record));
             let first = first_loss.get_or_insert_with(|| record.clone());
-            if let Some(warning) = wgpu_cnn::train::explosion_warning(first, &record) {
-                eprintln!("{}", warning.replace("a lower learning rate (or L1 weight)", "a lower --lr (or --l1)"));
+            // Once a run: an exploding run would otherwise repeat it every epoch.
+            if !warned {
+                if let Some(warning) = wgpu_cnn::train::explosion_warning(first, &record, classes) {
+                    eprintln!("{}", warning.replace("a lower learning rate (or L1 weight)", "a lower --lr (or --l1)"));
+                    warned = true;
+                }
             }
         }
     }
 }
 
 pub fn train(gpu_args: &GpuArgs, args: &TrainArgs) -> Result<()> {
+    // The output is checked first, so that no work is done for a run that could not be saved:
+    // one writer per --out, and no run silently replacing another's checkpoint.
+    let _lock = wgpu_cnn::io::OutputLock::acquire(&args.out)?;
+    let checkpoint_path = args.out.join("model.safetensors");
+    check_replaces_no_run(&checkpoint_path, args)?;
     let resumed = args.resume.as_deref().map(|path| Checkpoint::load(path).map(|c| (c, path))).transpose()?;
     let data = args.data.load()?;
     let data_description = describe_data(&data, args.data.train_size);
@@ -191,6 +218,19 @@ pub fn train(gpu_args: &GpuArgs, args: &TrainArgs) -> Result<()> {
             (checkpoint.model()?, config, checkpoint.weights.clone())
         }
     };
+    // One unit per class, as Keras' sparse cross-entropy expects: more would train classes the
+    // data never has, and a model evaluate's report cannot describe.
+    if model.classes() != data.class_names.len() {
+        return Err(Error::invalid(format!(
+            "the model's final layer {} has {} units, but the data has {} classes ({}): end the \
+             architecture with f{}",
+            model.head.layer.token(),
+            model.classes(),
+            data.class_names.len(),
+            data.class_names.join(", "),
+            data.class_names.len()
+        )));
+    }
     let (train, validation) = data.train.split_validation(config.validation_split)?;
     println!("Model: {} — {} parameters", model.architecture, group_thousands(model.param_count));
     println!(
@@ -206,10 +246,6 @@ pub fn train(gpu_args: &GpuArgs, args: &TrainArgs) -> Result<()> {
         "Settings: {} epochs, batch {}, Adam lr {}, L1 {}, seed {}",
         config.epochs, config.batch_size, config.learning_rate, config.l1, config.seed
     );
-    // One writer per --out, and no run silently replacing another's checkpoint.
-    let _lock = wgpu_cnn::io::OutputLock::acquire(&args.out)?;
-    let checkpoint_path = args.out.join("model.safetensors");
-    check_replaces_no_run(&checkpoint_path, args)?;
 
     let start = Instant::now();
     let mut engine = target.engine(&model, &train, weights, &config)?;
@@ -224,7 +260,7 @@ pub fn train(gpu_args: &GpuArgs, args: &TrainArgs) -> Result<()> {
     let start = Instant::now();
     let mut save = Checkpoint::saver(&checkpoint_path, &model.architecture, &data_description, Some(&data_digest));
     let first_new_epoch = trainer.history().epochs.len();
-    let history = trainer.fit(&mut progress_printer(), &mut save)?;
+    let history = trainer.fit(&mut progress_printer(model.classes()), &mut save)?;
     drop(trainer);
     let training = start.elapsed().as_secs_f64();
     let epochs_run = (config.epochs - first_new_epoch).max(1);
@@ -394,13 +430,16 @@ pub struct PredictArgs {
     pub top: usize,
     #[arg(long, value_enum, default_value_t = Device::Auto)]
     pub device: Device,
+    /// The largest image accepted, in millions of pixels.
+    #[arg(long, default_value_t = picture::DEFAULT_MAX_MEGAPIXELS)]
+    pub max_megapixels: u64,
 }
 
 pub fn predict(gpu_args: &GpuArgs, args: &PredictArgs) -> Result<()> {
     let checkpoint = Checkpoint::load(&args.checkpoint)?;
     let mut images = Vec::new();
     for path in &args.images {
-        images.extend(picture::load_resized(path, data::WIDTH as u32, data::HEIGHT as u32)?);
+        images.extend(picture::load_resized(path, data::WIDTH as u32, data::HEIGHT as u32, args.max_megapixels)?);
     }
     let set = Dataset { labels: vec![0; args.images.len()], images };
     let (mut engine, _) = inference(gpu_args, args.device, &checkpoint)?;
@@ -600,9 +639,8 @@ pub struct ExperimentArgs {
     /// Which sweep to run.
     #[arg(value_enum)]
     pub which: ExperimentName,
-    /// CIFAR-10 binary folder or cifar-10-binary.tar.gz (default: the embedded subset).
-    #[arg(long)]
-    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataSource,
     /// Folder for report.md, results.json and the figures.
     #[arg(long, default_value = "experiments")]
     pub out: PathBuf,
@@ -634,7 +672,7 @@ pub fn experiment(gpu_args: &GpuArgs, args: &ExperimentArgs) -> Result<()> {
         ExperimentName::Architecture => vec![Sweep::Architecture],
         ExperimentName::All => Sweep::ALL.to_vec(),
     };
-    let data = DataArgs { data: args.data.clone(), train_size: None }.load()?;
+    let data = args.data.load()?;
     let (target, why) = choose(gpu_args, args.device, false)?;
     println!(
         "Experiments: {} on {}\nDevice: {why}",

@@ -109,11 +109,12 @@ fn bad_training_settings_are_rejected_before_any_work() {
         (&["train", "--model", "lrelu2,f10"][..], "the LeakyReLU slope must be a number in [0, 1)"),
         (
             &["train", "--model", "c4,f5", "--device", "cpu"][..],
-            "has label 6, but the model's final layer has 5 units (one per class): end the architecture with f10",
+            "the model's final layer f5 has 5 units, but the data has 10 classes (airplane, automobile, bird, cat, deer, \
+             dog, frog, horse, ship, truck): end the architecture with f10",
         ),
         (
             &["train", "--model", "bn,f5", "--device", "cpu-reference"][..],
-            "but the model's final layer has 5 units (one per class)",
+            "the model's final layer f5 has 5 units, but the data has 10 classes",
         ),
         (&["train", "--train-size", "0"][..], "--train-size must be at least 1"),
         (&["train", "--data", "no-such-folder"][..], "no-such-folder"),
@@ -302,7 +303,7 @@ fn an_image_larger_than_the_device_allows_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("huge.png");
     image::GrayImage::new(side, side).save(&path).unwrap();
-    let stderr = fails(dir.path(), &["convolve", "--device", "gpu", "huge.png"]);
+    let stderr = fails(dir.path(), &["convolve", "--device", "gpu", "--max-megapixels", "1000", "huge.png"]);
     assert!(stderr.contains(&format!("{side}×{side}")) && stderr.contains("storage binding"), "{stderr}");
 }
 

@@ -478,14 +478,25 @@ pub enum Event {
     EpochEnd(EpochRecord),
 }
 
-/// A warning when `record`'s loss is above 10 and more than 100 times `first`'s (an earlier
-/// epoch's, the first of the run or of this session): training is exploding before it diverges.
-pub fn explosion_warning(first: &EpochRecord, record: &EpochRecord) -> Option<String> {
-    (record.loss.is_finite() && record.loss > 10.0 && record.loss > 100.0 * first.loss).then(|| {
-        format!(
-            "warning: the loss grew from {:.4} (epoch {}) to {:.4e} in epoch {}: training is exploding; \
-             a lower learning rate (or L1 weight) would train",
+/// A warning when training is exploding before it diverges: `record`'s loss is above 10 and more
+/// than 100 times `first`'s (an earlier epoch's, the first of the run or of this session), or
+/// more than 100 times a fresh model's, ln(`classes`) (a run that exploded in its first epoch).
+pub fn explosion_warning(first: &EpochRecord, record: &EpochRecord, classes: usize) -> Option<String> {
+    let fresh = (classes.max(2) as f64).ln();
+    if !record.loss.is_finite() || record.loss <= 10.0 {
+        return None;
+    }
+    let advice = "training is exploding; a lower learning rate (or L1 weight) would train";
+    if record.loss > 100.0 * first.loss && first.loss <= 100.0 * fresh {
+        return Some(format!(
+            "warning: the loss grew from {:.4} (epoch {}) to {:.4e} in epoch {}: {advice}",
             first.loss, first.epoch, record.loss, record.epoch
+        ));
+    }
+    (record.loss > 100.0 * fresh).then(|| {
+        format!(
+            "warning: the loss is {:.4e} in epoch {}, over 100 times a fresh model's (ln {classes} = {fresh:.2}): {advice}",
+            record.loss, record.epoch
         )
     })
 }

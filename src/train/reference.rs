@@ -5,10 +5,14 @@
 use super::{DataId, Engine, HostState, Inference, Step, TrainConfig};
 use crate::adam;
 use crate::data::Dataset;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gather;
 use crate::layers::{Backward, Ctx, HeadOutputs, Pass};
 use crate::model::{Model, Weights};
+
+/// The most bytes of batch-sized buffers the reference engine allocates (4 GiB: batch 15,600 of
+/// the base net).
+pub const MAX_BATCH_BYTES: u64 = 4 << 30;
 
 /// A model, its optimiser state and its activations, on the CPU, in plain loops.
 pub struct ReferenceEngine {
@@ -30,8 +34,22 @@ pub struct ReferenceEngine {
 impl ReferenceEngine {
     /// An engine training `model` from `weights` on `train`.
     pub fn new(model: &Model, train: &Dataset, weights: Weights, config: &TrainConfig) -> Result<Self> {
-        let host = HostState::new(model, train, weights, config)?;
         let batch = config.batch_size;
+        // Every hidden layer's output and its gradient, for the whole batch.
+        let floats =
+            model.hidden.iter().map(|p| p.at.output_len()).sum::<usize>() * 2 + model.input.iter().product::<usize>();
+        let bytes = (batch as u64).saturating_mul(floats as u64 * 4);
+        if bytes > MAX_BATCH_BYTES {
+            return Err(Error::invalid(format!(
+                "the reference engine holds every layer's output and gradient for the whole batch: {} MiB for \
+                 batch {batch} of {}, more than its limit of {} MiB; use a smaller --batch-size, or --device cpu, \
+                 whose memory does not grow with the batch",
+                bytes >> 20,
+                model.architecture,
+                MAX_BATCH_BYTES >> 20
+            )));
+        }
+        let host = HostState::new(model, train, weights, config)?;
         let acts: Vec<Vec<f32>> = model.hidden.iter().map(|p| vec![0.0; batch * p.at.output_len()]).collect();
         let sample_len = model.input.iter().product();
         let classes = model.classes();
