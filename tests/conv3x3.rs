@@ -251,8 +251,9 @@ fn bad_kernel_strings_are_rejected_with_the_reason() {
         ("1,2,3;4,x,6;7,8,9", "'x' in row 2 is not a number"),
         ("1,2,3;4,inf,6;7,8,9", "not finite"),
         ("1,2,3;4,NaN,6;7,8,9", "not finite"),
-        ("", "found 1 row(s)"),
-        ("laplace", "found 1 row(s)"),
+        ("", "it is empty"),
+        ("laplace", "not a kernel name, nor numbers"),
+        ("5", "found 1 row(s)"),
     ] {
         let message = Kernel3x3::parse(text).unwrap_err().to_string();
         assert!(message.contains(reason), "'{text}': {message}");

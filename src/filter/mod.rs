@@ -111,6 +111,9 @@ impl Kernel3x3 {
             ))
         };
         let rows: Vec<&str> = text.split(';').collect();
+        if text.is_empty() {
+            return Err(bad("it is empty".into()));
+        }
         if !text.contains([';', ',']) && text.parse::<f32>().is_err() {
             return Err(bad("not a kernel name, nor numbers".into()));
         }
