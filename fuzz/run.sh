@@ -31,10 +31,9 @@ for target in "${targets[@]}"; do
     -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=2048 -max_len=65536 \
     -timeout=20 -fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 -print_final_stats=1 >"$log" 2>&1
   set -e
-  execs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' | awk '{s+=$1} END {print s+0}')
-  if [ "$execs" = 0 ]; then
-    execs=$(grep -oE '#[0-9]+' "$log" | tail -1 | tr -d '#')
-  fi
+  # Fork mode reports the executions of all jobs in its status lines ("#N: cov: …").
+  execs=$( (grep -oE '^#[0-9]+' "$log" || true) | tail -1 | tr -d '#')
+  execs=${execs:-0}
   crashes=0
   for found in artifacts/"$target"/{crash,oom,timeout,leak}-*; do
     [ -e "$found" ] || continue

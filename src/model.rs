@@ -192,8 +192,10 @@ impl Model {
                     ))
                 })?;
             flat = at.flat_output;
-            let too_large = std::iter::once(at.output_len()).chain(at.tensors.iter().map(|t| t.len()));
-            if too_large.into_iter().any(|len| len > MAX_TENSOR_LEN) {
+            // Products checked, not wrapped: a shape whose size overflows is too large too.
+            let len = |shape: &[usize]| shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+            let mut shapes = std::iter::once(&at.output[..]).chain(at.tensors.iter().map(|t| &t.spec.shape[..]));
+            if shapes.any(|shape| len(shape).is_none_or(|len| len > MAX_TENSOR_LEN)) {
                 return Err(Error::invalid(format!(
                     "architecture '{}': layer {} ({}) needs a tensor of more than {MAX_TENSOR_LEN} values",
                     architecture.name,

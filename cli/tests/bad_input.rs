@@ -248,7 +248,8 @@ const KERNELS: &str = "kernels that are not 3×3 numbers";
 const MODELS: &str = "architecture strings: unknown tokens, a convolution after a dense layer, a final layer \
                       whose units are not the data's classes (the library's engines also refuse labels \
                       outside the model's classes, naming the image), more \
-                      than 256 layers, a tensor over 2^28 values or a model over 2^26 parameters";
+                      than 256 layers, 1,024 filters or 65,536 units, a tensor over 2^28 values or a model \
+                      over 2^26 parameters";
 const SETTINGS: &str = "settings: zero epochs, a batch size of 0 or over 65,536 (or over the reference engine's \
                         4 GiB of activations), a validation split outside [0, 1), negative numbers (`--l1 -1` \
                         reads as a number and is refused as one), and settings given with `--resume`";

@@ -26,6 +26,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::gpu::{self, uniform_buffer, GpuContext};
 use crate::kernel::{arg, begin_pass, floats, read, read_write, uniform, Dispatch, EntryPoint, Grid, Shader};
+use crate::layers::dense::MAX_UNITS;
 use crate::layers::StepParams;
 use crate::rng::Rng;
 use crate::selftest::{self, Check};
@@ -48,7 +49,9 @@ pub static KIND: Kind = Kind {
 fn parse(token: &str) -> Option<std::result::Result<Parsed, String>> {
     let units = token.strip_prefix('f')?;
     Some(match positive(units) {
-        Some(units) => Ok(Parsed::Head(std::sync::Arc::new(DenseSoftmax { units }))),
+        Some(units) if units <= MAX_UNITS => Ok(Parsed::Head(std::sync::Arc::new(DenseSoftmax { units }))),
+        // Bounded like a hidden dense layer's, so that no shape arithmetic can overflow.
+        Some(_) => Err(format!("at most {MAX_UNITS} units")),
         None => Err("the unit count must be a positive whole number".into()),
     })
 }
