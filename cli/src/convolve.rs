@@ -192,6 +192,15 @@ pub fn parse_size(text: &str) -> std::result::Result<(u32, u32), String> {
     if w == 0 || h == 0 {
         return Err(bad());
     }
+    // The benchmark holds the input, the outputs and a copy of each on the GPU: about 4 bytes a
+    // pixel, 1 GiB at this limit.
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > 1 << 28 {
+        return Err(format!(
+            "{w}×{h} is {} megapixels, more than the 268 (16384×16384) a benchmark image may have",
+            pixels / 1_000_000
+        ));
+    }
     Ok((w, h))
 }
 

@@ -243,7 +243,8 @@ fn unchanged_checkpoint(dir: &Path, _: &str) {
 
 const IMAGES: &str = "images: missing, empty, not an image, truncated PNG or JPEG (a JPEG cut short is an error, \
                       not grey), a header that lies about its size, more pixels than `--max-megapixels` (64 by \
-                      default; the figure shrinks panels over 2048 pixels), and output formats other than PNG/JPEG";
+                      default; the figure shrinks panels over 2048 pixels), benchmark sizes over 16384×16384, \
+                      and output formats other than PNG/JPEG";
 const KERNELS: &str = "kernels that are not 3×3 numbers";
 const MODELS: &str = "architecture strings: unknown tokens, a convolution after a dense layer, a final layer \
                       whose units are not the data's classes (the library's engines also refuse labels \
@@ -318,6 +319,7 @@ const CASES: &[Case] = &[
         },
         max_mib: 1024,
     },
+    Case { group: IMAGES, what: "bench conv of 100000×100000 pixels", setup: nothing, args: &["bench", "conv", "--cpu-only", "--size", "100000x100000"], succeeds: false, check: no_check, max_mib: 256 },
     Case { group: IMAGES, what: "a figure named .bmp", setup: nothing, args: &["convolve", "--device", "cpu", "-o", "figure.bmp"], succeeds: false, check: no_check, max_mib: 256 },
     // Kernels.
     Case { group: KERNELS, what: "a kernel of 8 numbers", setup: nothing, args: &["convolve", "--device", "cpu", "-k", "1,2,3;4,5,6;7,8"], succeeds: false, check: no_check, max_mib: 256 },
