@@ -102,6 +102,8 @@ mod tests {
     use super::*;
 
     #[test]
+    // WASI has neither file locks nor processes; a page writes no folders.
+    #[cfg_attr(target_os = "wasi", ignore = "WASI has no file locks")]
     fn a_second_writer_is_refused_with_the_holder_s_process_id_and_stale_temporaries_go() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(".model.safetensors.99999999.tmp"), b"torn").unwrap();

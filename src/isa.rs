@@ -40,6 +40,8 @@ impl Isa {
     }
 
     /// Every instruction set this CPU runs, widest first (the portable one always last).
+    // What is pushed depends on the target: on some, nothing but the portable fallback.
+    #[allow(clippy::vec_init_then_push)]
     pub fn supported() -> Vec<Isa> {
         let mut all = Vec::new();
         #[cfg(target_arch = "x86_64")]

@@ -23,6 +23,8 @@
 //! - [`data`], [`metrics`], `checkpoint` (feature `checkpoint`): CIFAR-10, evaluation,
 //!   safetensors checkpoints.
 //! - [`selftest`]: every GPU kernel against its CPU reference, on any adapter.
+//! - [`isa`]: the one run-time choice of CPU instruction set (AVX-512, AVX2, NEON, SIMD128,
+//!   portable), for Part I's rows and the fast CPU kernels alike.
 //! - `fast` (feature `fast-cpu`): what the fast CPU kernels share; [`io`], [`rng`],
 //!   [`bench`](mod@bench): atomic writes, seeded randomness, timing helpers.
 //!
@@ -52,6 +54,7 @@ pub mod filter;
 pub mod gather;
 pub mod gpu;
 pub mod io;
+pub mod isa;
 pub mod kernel;
 pub mod layers;
 pub mod metrics;

@@ -271,6 +271,8 @@ fn fast_convolution_matches_on_the_base_nets_layers() {
 }
 
 #[test]
+// Where panics abort (wasm32-wasip1), one cannot be caught: the check is made on the others.
+#[cfg_attr(panic = "abort", ignore = "panics abort on this target")]
 fn a_plan_rejects_a_shape_it_was_not_built_for() {
     let plan = ConvPlan::new(&Conv2dShape::new(4, [8, 8, 3], 8, 1), Isa::portable(), 0);
     let other = Conv2dShape::new(4, [8, 8, 3], 8, 2);

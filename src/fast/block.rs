@@ -13,6 +13,10 @@
 //! `P`, `R` and `V` are const generics so that the tiles live in registers; [`with_p_v!`] and
 //! [`with_r_v!`] turn run-time sizes into those constants.
 
+#[cfg(target_arch = "aarch64")]
+use super::simd::Neon;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+use super::simd::Simd128;
 #[cfg(target_arch = "x86_64")]
 use super::simd::{Avx2, Avx512};
 use super::simd::{Portable, Simd};
@@ -55,6 +59,10 @@ macro_rules! tiles {
 tiles!(Avx512, "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma");
 #[cfg(target_arch = "x86_64")]
 tiles!(Avx2, "avx2,fma");
+#[cfg(target_arch = "aarch64")]
+tiles!(Neon, "neon");
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+tiles!(Simd128,);
 tiles!(Portable,);
 
 /// One tap of a [`dot_block`]: `len` consecutive source floats starting `src` floats after the

@@ -9,7 +9,7 @@
 //!
 //! # How they are fast
 //! - Two register-blocked micro-kernels (`block`) do all the multiply-adds, in AVX-512,
-//!   AVX2 + FMA or portable SIMD, chosen at run time ([`simd::Isa`]).
+//!   AVX2 + FMA, NEON, wasm SIMD128 or portable SIMD, chosen at run time ([`simd::Isa`]).
 //! - Convolutions are implicit GEMMs straight from NHWC: a 3×3 tap row `(kx, c)` of a padded
 //!   NHWC image is 3·C contiguous floats, and the HWIO kernel rows for it are contiguous too,
 //!   so the forward pass is `[N·OH·OW, 9C] × [9C, K]` without an im2col copy; the input

@@ -1,107 +1,14 @@
-//! The vector instructions the fast layers are written in, behind one small trait, and the choice
-//! of instruction set at run time.
+//! The vector instructions the fast layers are written in, behind one small trait.
 //!
 //! Every kernel of [`crate::fast`] is generic over `Simd` and marked `#[inline(always)]`; the
 //! `multiversion!` macro compiles it once per instruction set inside a `#[target_feature]`
-//! function and picks one from the [`Isa`] it is given. So one source gives AVX-512 (16 lanes,
-//! 32 registers), AVX2 + FMA (8 lanes, 16 registers) and a portable fallback (8 lanes of plain
-//! Rust that LLVM vectorises for whatever the target has: SSE2, NEON, ...).
-//!
-//! The crate is built without `-C target-cpu=native`, so detection happens here, once, with
-//! `is_x86_feature_detected!`; an [`Isa`] can only be obtained for a CPU that supports it, which
-//! is what makes calling the `#[target_feature]` functions sound.
+//! function and picks one from the [`Isa`] it is given (the crate's one instruction-set choice,
+//! [`crate::isa`], which Part I's rows use too). So one source gives AVX-512 (16 lanes,
+//! 32 registers), AVX2 + FMA (8 lanes, 16 registers), NEON (4 lanes, 32 registers, FMA),
+//! wasm SIMD128 (4 lanes) and a portable fallback (8 lanes of plain Rust that LLVM vectorises
+//! for whatever the target has).
 
-use std::fmt;
-
-/// An instruction set the fast kernels are compiled for. Only constructible for instruction sets
-/// the running CPU supports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Isa(Kind);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    Portable,
-}
-
-impl Isa {
-    /// The widest instruction set this CPU has.
-    pub fn best() -> Isa {
-        Isa::supported()[0]
-    }
-
-    /// Every instruction set this CPU runs, widest first (the portable one always last).
-    pub fn supported() -> Vec<Isa> {
-        let mut all = Vec::new();
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512vl")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-                && std::arch::is_x86_feature_detected!("avx512dq")
-                && std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                all.push(Isa(Kind::Avx512));
-            }
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                all.push(Isa(Kind::Avx2));
-            }
-        }
-        all.push(Isa(Kind::Portable));
-        all
-    }
-
-    /// The instruction set called `name` ("avx512", "avx2", "portable"), if this CPU runs it.
-    pub fn named(name: &str) -> Option<Isa> {
-        Isa::supported().into_iter().find(|isa| isa.name().eq_ignore_ascii_case(name))
-    }
-
-    /// The portable fallback (runs everywhere).
-    pub fn portable() -> Isa {
-        Isa(Kind::Portable)
-    }
-
-    pub fn name(&self) -> &'static str {
-        match self.0 {
-            #[cfg(target_arch = "x86_64")]
-            Kind::Avx512 => "avx512",
-            #[cfg(target_arch = "x86_64")]
-            Kind::Avx2 => "avx2",
-            Kind::Portable => "portable",
-        }
-    }
-
-    pub(crate) fn kind(&self) -> Kind {
-        self.0
-    }
-
-    /// f32 lanes per vector register.
-    pub fn lanes(&self) -> usize {
-        match self.0 {
-            #[cfg(target_arch = "x86_64")]
-            Kind::Avx512 => 16,
-            #[cfg(target_arch = "x86_64")]
-            Kind::Avx2 => 8,
-            Kind::Portable => 8,
-        }
-    }
-}
-
-impl fmt::Display for Isa {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self.0 {
-            #[cfg(target_arch = "x86_64")]
-            Kind::Avx512 => "AVX-512",
-            #[cfg(target_arch = "x86_64")]
-            Kind::Avx2 => "AVX2",
-            Kind::Portable => "portable SIMD",
-        })
-    }
-}
+pub use crate::isa::Isa;
 
 /// Defines `$vis fn $name(isa: Isa, args...)` that runs `$imp::<S>(args...)` for the [`Simd`]
 /// type of `isa`, compiled with that instruction set's target features. `$imp` and everything
@@ -124,13 +31,25 @@ macro_rules! multiversion {
             unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
                 $imp::<$crate::fast::simd::Avx2>($($arg),*)
             }
+            #[cfg(target_arch = "aarch64")]
+            #[target_feature(enable = "neon")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn neon($($arg: $ty),*) $(-> $ret)? {
+                $imp::<$crate::fast::simd::Neon>($($arg),*)
+            }
             match isa.kind() {
                 // SAFETY: an `Isa` naming these features exists only if the CPU has them.
                 #[cfg(target_arch = "x86_64")]
-                $crate::fast::simd::Kind::Avx512 => unsafe { avx512($($arg),*) },
+                $crate::isa::Kind::Avx512 => unsafe { avx512($($arg),*) },
                 #[cfg(target_arch = "x86_64")]
-                $crate::fast::simd::Kind::Avx2 => unsafe { avx2($($arg),*) },
-                $crate::fast::simd::Kind::Portable => $imp::<$crate::fast::simd::Portable>($($arg),*),
+                $crate::isa::Kind::Avx2 => unsafe { avx2($($arg),*) },
+                #[cfg(target_arch = "aarch64")]
+                $crate::isa::Kind::Neon => unsafe { neon($($arg),*) },
+                // SIMD128 is enabled for the whole module at build time (WebAssembly has no
+                // run-time detection), so no wrapper is needed.
+                #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+                $crate::isa::Kind::Simd128 => $imp::<$crate::fast::simd::Simd128>($($arg),*),
+                $crate::isa::Kind::Portable => $imp::<$crate::fast::simd::Portable>($($arg),*),
             }
         }
     };
@@ -279,6 +198,153 @@ mod x86 {
         #[inline(always)]
         unsafe fn where_positive(y: __m256, dy: __m256) -> __m256 {
             _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(y, _mm256_setzero_ps()), dy)
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) use arm::Neon;
+
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use std::arch::aarch64::*;
+
+    use super::Simd;
+
+    /// 4 lanes of a 128-bit `q` register, 32 registers, fused multiply-add (`fmla`) as baseline:
+    /// the register-rich tiles of AVX-512 (16 accumulators a tile and more), a quarter as wide.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct Neon;
+
+    impl Simd for Neon {
+        const LANES: usize = 4;
+        const REGISTERS: usize = 32;
+        type V = float32x4_t;
+        type Mask = usize;
+
+        #[inline(always)]
+        unsafe fn zero() -> float32x4_t {
+            vdupq_n_f32(0.0)
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> float32x4_t {
+            vdupq_n_f32(x)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> float32x4_t {
+            vld1q_f32(p)
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: float32x4_t) {
+            vst1q_f32(p, v)
+        }
+        #[inline(always)]
+        unsafe fn mask(n: usize) -> usize {
+            n
+        }
+        #[inline(always)]
+        unsafe fn load_masked(p: *const f32, n: usize) -> float32x4_t {
+            // NEON has no masked loads: the lanes go through memory, reading only the first n.
+            let mut lanes = [0f32; 4];
+            std::ptr::copy_nonoverlapping(p, lanes.as_mut_ptr(), n);
+            vld1q_f32(lanes.as_ptr())
+        }
+        #[inline(always)]
+        unsafe fn store_masked(p: *mut f32, v: float32x4_t, n: usize) {
+            let mut lanes = [0f32; 4];
+            vst1q_f32(lanes.as_mut_ptr(), v);
+            std::ptr::copy_nonoverlapping(lanes.as_ptr(), p, n);
+        }
+        #[inline(always)]
+        unsafe fn fma(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
+            vfmaq_f32(c, a, b)
+        }
+        #[inline(always)]
+        unsafe fn relu(v: float32x4_t) -> float32x4_t {
+            // fmaxnm returns the number when one operand is NaN: max(NaN, 0) = 0, as f32::max.
+            vmaxnmq_f32(v, vdupq_n_f32(0.0))
+        }
+        #[inline(always)]
+        unsafe fn where_positive(y: float32x4_t, dy: float32x4_t) -> float32x4_t {
+            let positive = vcgtq_f32(y, vdupq_n_f32(0.0));
+            vreinterpretq_f32_u32(vandq_u32(positive, vreinterpretq_u32_f32(dy)))
+        }
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub(crate) use wasm::Simd128;
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm {
+    use std::arch::wasm32::*;
+
+    use super::Simd;
+
+    /// 4 lanes of a `v128`. The engine JIT-compiles it to SSE/AVX or NEON registers; 16 is what
+    /// x86 gives it. `a·b + c` is the relaxed-SIMD fused multiply-add where the module is built
+    /// with `+relaxed-simd` (the engine may fuse it or not: the kernels that use `fma` are the
+    /// ones compared with a tolerance), else a multiply and an add.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct Simd128;
+
+    impl Simd for Simd128 {
+        const LANES: usize = 4;
+        const REGISTERS: usize = 16;
+        type V = v128;
+        type Mask = usize;
+
+        #[inline(always)]
+        unsafe fn zero() -> v128 {
+            f32x4_splat(0.0)
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> v128 {
+            f32x4_splat(x)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> v128 {
+            v128_load(p.cast())
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: v128) {
+            v128_store(p.cast(), v)
+        }
+        #[inline(always)]
+        unsafe fn mask(n: usize) -> usize {
+            n
+        }
+        #[inline(always)]
+        unsafe fn load_masked(p: *const f32, n: usize) -> v128 {
+            let mut lanes = [0f32; 4];
+            std::ptr::copy_nonoverlapping(p, lanes.as_mut_ptr(), n);
+            v128_load(lanes.as_ptr().cast())
+        }
+        #[inline(always)]
+        unsafe fn store_masked(p: *mut f32, v: v128, n: usize) {
+            let mut lanes = [0f32; 4];
+            v128_store(lanes.as_mut_ptr().cast(), v);
+            std::ptr::copy_nonoverlapping(lanes.as_ptr(), p, n);
+        }
+        #[inline(always)]
+        unsafe fn fma(a: v128, b: v128, c: v128) -> v128 {
+            #[cfg(target_feature = "relaxed-simd")]
+            {
+                f32x4_relaxed_madd(a, b, c)
+            }
+            #[cfg(not(target_feature = "relaxed-simd"))]
+            {
+                f32x4_add(f32x4_mul(a, b), c)
+            }
+        }
+        #[inline(always)]
+        unsafe fn relu(v: v128) -> v128 {
+            // pmax(0, v) is `0 < v ? v : 0`: 0 for NaN, as f32::max(v, 0).
+            f32x4_pmax(f32x4_splat(0.0), v)
+        }
+        #[inline(always)]
+        unsafe fn where_positive(y: v128, dy: v128) -> v128 {
+            v128_and(f32x4_gt(y, f32x4_splat(0.0)), dy)
         }
     }
 }

@@ -1,12 +1,13 @@
 //! CPU implementations of Part I: the reference (the assignment's loop, the test oracle) and a
-//! fast path (explicit AVX-512/AVX2 row kernels chosen at run time, 16-bit lanes for small
-//! integer kernels, rows in parallel; see [`conv3x3_fast`]). Both give the same bits for every
-//! kernel.
+//! fast path (explicit AVX-512, AVX2, NEON or SIMD128 row kernels, chosen at run time by the
+//! crate's one [`Isa`], 16-bit lanes for small integer kernels, rows in parallel; see
+//! [`conv3x3_fast`]). Both give the same bits for every kernel.
 
 #[cfg(feature = "fast-cpu")]
 use rayon::prelude::*;
 
 use super::{Kernel3x3, Plane};
+use crate::isa::{Isa, Kind};
 
 /// The assignment's loop, written as plainly as the NumPy original: pad with one pixel of zeros,
 /// for every output pixel sum the nine products of the window and the kernel, clip, store.
@@ -62,14 +63,15 @@ const ROWS_PER_TASK: usize = 16;
 ///   0 in (ky, kx) order, unfused, then clamped and truncated — the same bits.
 /// - Interior columns read the image rows directly (no padded copies); the two edge columns and
 ///   rows outside the image (zeros) take the same sums with the padding's zeros.
-/// - AVX-512 (BW) or AVX2 is chosen at run time; other CPUs run a portable loop.
+/// - AVX-512 (BW) or AVX2 is chosen at run time on x86-64, NEON on aarch64, SIMD128 in a wasm
+///   module built with it; other CPUs run a portable loop.
 /// - Rows run in parallel in tasks of `ROWS_PER_TASK` (rayon, with the `fast-cpu` feature;
 ///   `RAYON_NUM_THREADS` sets the count). With the vector kernels one thread nearly saturates memory bandwidth, so a second
 ///   one adds little, and nothing is lost when there is only one core.
 pub fn conv3x3_fast(input: &Plane, kernel: &Kernel3x3) -> Plane {
     let (w, h) = (input.width as usize, input.height as usize);
     let method = Method::for_kernel(kernel);
-    let isa = RowIsa::detect();
+    let isa = Isa::best();
     let zeros = vec![0u8; w];
     let mut output: Vec<u8> = Vec::with_capacity(w * h);
     let task = |(task, rows): (usize, &mut [std::mem::MaybeUninit<u8>])| {
@@ -153,37 +155,9 @@ impl Method {
     }
 }
 
-/// The vector instructions a row is computed with, detected once per call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum RowIsa {
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    Portable,
-}
-
-impl RowIsa {
-    fn detect() -> RowIsa {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-                && std::arch::is_x86_feature_detected!("avx512vl")
-            {
-                return RowIsa::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                return RowIsa::Avx2;
-            }
-        }
-        RowIsa::Portable
-    }
-}
-
 /// One output row from the three input rows around it (`window[1]` is the row itself; rows
 /// outside the image are zeros). Columns 0 and w − 1 see the padding; the others do not.
-fn conv_row(isa: RowIsa, method: &Method, out: &mut [u8], window: [&[u8]; 3]) {
+fn conv_row(isa: Isa, method: &Method, out: &mut [u8], window: [&[u8]; 3]) {
     let w = out.len();
     out[0] = method.pixel(window, 0);
     if w > 1 {
@@ -192,14 +166,18 @@ fn conv_row(isa: RowIsa, method: &Method, out: &mut [u8], window: [&[u8]; 3]) {
     if w <= 2 {
         return;
     }
-    let done = match isa {
-        // SAFETY: `detect` saw these features; the kernels read window[ky][x - 1 ..= x + 1] for
-        // interior x only and write out[1..w - 1].
+    let done = match isa.kind() {
+        // SAFETY: an `Isa` exists only for features the CPU has; the kernels read
+        // window[ky][x - 1 ..= x + 1] for interior x only and write out[1..w - 1].
         #[cfg(target_arch = "x86_64")]
-        RowIsa::Avx512 => unsafe { x86::interior_avx512(method, out, window) },
+        Kind::Avx512 => unsafe { x86::interior_avx512(method, out, window) },
         #[cfg(target_arch = "x86_64")]
-        RowIsa::Avx2 => unsafe { x86::interior_avx2(method, out, window) },
-        RowIsa::Portable => interior_portable(method, out, window),
+        Kind::Avx2 => unsafe { x86::interior_avx2(method, out, window) },
+        #[cfg(target_arch = "aarch64")]
+        Kind::Neon => unsafe { arm::interior_neon(method, out, window) },
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        Kind::Simd128 => unsafe { wasm::interior_simd128(method, out, window) },
+        Kind::Portable => interior_portable(method, out, window),
     };
     // Whatever the vector loop left (the portable path: everything).
     for x in done..w - 1 {
@@ -445,6 +423,162 @@ mod x86 {
     }
 }
 
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use std::arch::aarch64::*;
+
+    use super::Method;
+
+    /// Interior columns with NEON, 16 (i16) or 8 (i32, f32) at a time; returns the first column
+    /// it did not write (the rest, fewer than a vector, are left to the scalar loop).
+    pub(super) unsafe fn interior_neon(method: &Method, out: &mut [u8], window: [&[u8]; 3]) -> usize {
+        let w = out.len();
+        let rows = window.map(|r| r.as_ptr());
+        let dst = out.as_mut_ptr();
+        let mut x = 1;
+        match *method {
+            Method::I16(k) => {
+                let weights = k.map(|row| row.map(|v| vdupq_n_s16(v)));
+                while x + 16 < w {
+                    let (mut lo, mut hi) = (vdupq_n_s16(0), vdupq_n_s16(0));
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            let taps = vld1q_u8(rows[ky].add(x + kx - 1));
+                            lo = vmlaq_s16(lo, vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(taps))), weights[ky][kx]);
+                            hi = vmlaq_s16(hi, vreinterpretq_s16_u16(vmovl_high_u8(taps)), weights[ky][kx]);
+                        }
+                    }
+                    // The signed-to-unsigned saturating narrow clamps to 0..=255.
+                    vst1q_u8(dst.add(x), vcombine_u8(vqmovun_s16(lo), vqmovun_s16(hi)));
+                    x += 16;
+                }
+            }
+            Method::I32(k) => {
+                let weights = k.map(|row| row.map(|v| vdupq_n_s32(v)));
+                while x + 8 < w {
+                    let (mut lo, mut hi) = (vdupq_n_s32(0), vdupq_n_s32(0));
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            let taps = vmovl_u8(vld1_u8(rows[ky].add(x + kx - 1)));
+                            lo = vmlaq_s32(lo, vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(taps))), weights[ky][kx]);
+                            hi = vmlaq_s32(hi, vreinterpretq_s32_u32(vmovl_high_u16(taps)), weights[ky][kx]);
+                        }
+                    }
+                    // i32 → u16 → u8, saturating both times: negatives to 0, over 255 to 255.
+                    vst1_u8(dst.add(x), vqmovn_u16(vcombine_u16(vqmovun_s32(lo), vqmovun_s32(hi))));
+                    x += 8;
+                }
+            }
+            Method::F32(k) => {
+                let weights = k.map(|row| row.map(|v| vdupq_n_f32(v)));
+                while x + 8 < w {
+                    let (mut lo, mut hi) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            let taps = vmovl_u8(vld1_u8(rows[ky].add(x + kx - 1)));
+                            let p_lo = vcvtq_f32_u32(vmovl_u16(vget_low_u16(taps)));
+                            let p_hi = vcvtq_f32_u32(vmovl_high_u16(taps));
+                            // 0 + k·p, tap after tap, a multiply then an add (not fmla): the
+                            // reference's bits.
+                            lo = vaddq_f32(lo, vmulq_f32(weights[ky][kx], p_lo));
+                            hi = vaddq_f32(hi, vmulq_f32(weights[ky][kx], p_hi));
+                        }
+                    }
+                    let words = vcombine_u16(vmovn_u32(f32_to_u32(lo)), vmovn_u32(f32_to_u32(hi)));
+                    vst1_u8(dst.add(x), vmovn_u16(words));
+                    x += 8;
+                }
+            }
+        }
+        x
+    }
+
+    /// Clamps to 0..=255 (fmaxnm gives 0 for NaN, as `NaN as u8` is 0) and truncates.
+    #[inline(always)]
+    unsafe fn f32_to_u32(sum: float32x4_t) -> uint32x4_t {
+        vcvtq_u32_f32(vminnmq_f32(vmaxnmq_f32(sum, vdupq_n_f32(0.0)), vdupq_n_f32(255.0)))
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm {
+    use std::arch::wasm32::*;
+
+    use super::Method;
+
+    /// Interior columns with SIMD128, 16 (i16) or 8 (i32, f32) at a time; returns the first
+    /// column it did not write.
+    pub(super) unsafe fn interior_simd128(method: &Method, out: &mut [u8], window: [&[u8]; 3]) -> usize {
+        let w = out.len();
+        let rows = window.map(|r| r.as_ptr());
+        let dst = out.as_mut_ptr();
+        let mut x = 1;
+        match *method {
+            Method::I16(k) => {
+                let weights = k.map(|row| row.map(|v| i16x8_splat(v)));
+                while x + 16 < w {
+                    let (mut lo, mut hi) = (i16x8_splat(0), i16x8_splat(0));
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            let taps = v128_load(rows[ky].add(x + kx - 1).cast());
+                            lo = i16x8_add(lo, i16x8_mul(u16x8_extend_low_u8x16(taps), weights[ky][kx]));
+                            hi = i16x8_add(hi, i16x8_mul(u16x8_extend_high_u8x16(taps), weights[ky][kx]));
+                        }
+                    }
+                    // The signed-to-unsigned saturating narrow clamps to 0..=255.
+                    v128_store(dst.add(x).cast(), u8x16_narrow_i16x8(lo, hi));
+                    x += 16;
+                }
+            }
+            Method::I32(k) => {
+                let weights = k.map(|row| row.map(|v| i32x4_splat(v)));
+                while x + 8 < w {
+                    let (mut lo, mut hi) = (i32x4_splat(0), i32x4_splat(0));
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            let taps = u16x8_extend_low_u8x16(v128_load64_zero(rows[ky].add(x + kx - 1).cast()));
+                            lo = i32x4_add(lo, i32x4_mul(u32x4_extend_low_u16x8(taps), weights[ky][kx]));
+                            hi = i32x4_add(hi, i32x4_mul(u32x4_extend_high_u16x8(taps), weights[ky][kx]));
+                        }
+                    }
+                    store8(dst.add(x), lo, hi);
+                    x += 8;
+                }
+            }
+            Method::F32(k) => {
+                let weights = k.map(|row| row.map(|v| f32x4_splat(v)));
+                while x + 8 < w {
+                    let (mut lo, mut hi) = (f32x4_splat(0.0), f32x4_splat(0.0));
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            let taps = u16x8_extend_low_u8x16(v128_load64_zero(rows[ky].add(x + kx - 1).cast()));
+                            let p_lo = f32x4_convert_u32x4(u32x4_extend_low_u16x8(taps));
+                            let p_hi = f32x4_convert_u32x4(u32x4_extend_high_u16x8(taps));
+                            // 0 + k·p, a multiply then an add: the reference's bits.
+                            lo = f32x4_add(lo, f32x4_mul(weights[ky][kx], p_lo));
+                            hi = f32x4_add(hi, f32x4_mul(weights[ky][kx], p_hi));
+                        }
+                    }
+                    // pmax(0, s) is `0 < s ? s : 0` (0 for NaN); pmin(255, s) is `s < 255 ? s : 255`.
+                    let clamp =
+                        |s| i32x4_trunc_sat_f32x4(f32x4_pmin(f32x4_splat(255.0), f32x4_pmax(f32x4_splat(0.0), s)));
+                    store8(dst.add(x), clamp(lo), clamp(hi));
+                    x += 8;
+                }
+            }
+        }
+        x
+    }
+
+    /// Eight i32 lanes clamped to 0..=255, as bytes.
+    #[inline(always)]
+    unsafe fn store8(dst: *mut u8, lo: v128, hi: v128) {
+        let clamp = |v| i32x4_min(i32x4_max(v, i32x4_splat(0)), i32x4_splat(255));
+        let words = i16x8_narrow_i32x4(clamp(lo), clamp(hi));
+        v128_store64_lane::<0>(u8x16_narrow_i16x8(words, words), dst.cast());
+    }
+}
+
 #[cfg(test)]
 mod fast_row_tests {
     use super::*;
@@ -453,16 +587,7 @@ mod fast_row_tests {
     /// kernels (saturating both ways), widths around the vector lengths, 1- and 2-pixel rows.
     #[test]
     fn fast_rows_equal_the_reference_on_every_instruction_set() {
-        let mut isas = vec![RowIsa::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2") {
-                isas.push(RowIsa::Avx2);
-            }
-            if RowIsa::detect() == RowIsa::Avx512 {
-                isas.push(RowIsa::Avx512);
-            }
-        }
+        let isas = Isa::supported();
         let kernels = [
             Kernel3x3::K1,
             Kernel3x3::new([[3.0, -7.0, 1.0], [0.0, 9.0, -2.0], [5.0, 0.0, -4.0]]),

@@ -220,6 +220,8 @@ impl FastCpuEngine {
         let micro = if whole_batch { batch } else { MICRO_BATCH.min(batch) };
         // Whole-batch passes split each layer's images between the threads instead.
         let threads = options.threads.clamp(1, if whole_batch { batch } else { batch.div_ceil(micro) });
+        // WebAssembly without shared memory (a browser tab's default, WASI) has no threads.
+        let threads = if cfg!(all(target_family = "wasm", not(target_feature = "atomics"))) { 1 } else { threads };
         let pool = if threads > 1 {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
             Some(pool.map_err(|e| Error::invalid(format!("cannot start {threads} CPU threads: {e}")))?)
@@ -438,6 +440,7 @@ impl FastCpuEngine {
 #[derive(Clone, Copy, Debug)]
 pub struct FastOptions {
     pub isa: Isa,
+    /// Worker threads (1 in WebAssembly without threads, whatever is asked).
     pub threads: usize,
     /// Every layer through its reference (as a layer without fast kernels runs).
     pub reference_only: bool,
