@@ -99,7 +99,12 @@ pub fn convolve(gpu_args: &GpuArgs, args: &ConvolveArgs) -> Result<()> {
             Some(conv)
         }
         None => {
-            println!("Device: {why} — {}, {} thread(s)", bench::cpu_name(), bench::cpu_threads());
+            println!(
+                "Device: {why} — {}, {}, {} thread(s)",
+                bench::cpu_name(),
+                wgpu_cnn::isa::Isa::best(),
+                bench::cpu_threads()
+            );
             None
         }
     };
@@ -224,7 +229,12 @@ pub fn bench_conv(gpu_args: &GpuArgs, args: &BenchConvArgs) -> Result<()> {
     args.outputs.check()?;
     let budget = Duration::from_millis(args.budget_ms);
     let ctx = if args.cpu_only { None } else { Some(GpuContext::new(&gpu_args.options()?)?) };
-    println!("CPU: {} ({} rayon thread(s); set RAYON_NUM_THREADS to change)", bench::cpu_name(), bench::cpu_threads());
+    println!(
+        "CPU: {}, fast path {} ({} rayon thread(s); set RAYON_NUM_THREADS to change)",
+        bench::cpu_name(),
+        wgpu_cnn::isa::Isa::best(),
+        bench::cpu_threads()
+    );
     if let Some(ctx) = &ctx {
         println!("GPU: {}, driver {} {}", ctx.describe(), ctx.info.driver, ctx.info.driver_info);
         if ctx.is_software() {
