@@ -623,8 +623,8 @@ fn the_readme_lists_the_bad_input_the_suite_covers() {
         _ => panic!("README.md has no {BEGIN:?} … {END:?} section"),
     };
     let list = format!(
-        "{}\n{} cases in all (one more, a second run into a held `--out`, needs a lock held by the test); \
-         their exact messages are in [cli/tests/bad_input.expected](cli/tests/bad_input.expected).\n",
+        "{}\n{} cases in all (one of them, a second run into a held `--out`, runs beside the table: the test \
+         holds the lock); their exact messages are in [cli/tests/bad_input.expected](cli/tests/bad_input.expected).\n",
         readme_list(),
         CASES.len() + 1
     );
