@@ -45,19 +45,14 @@ pub fn decode_rgb(bytes: &[u8], max_megapixels: u64) -> std::result::Result<[Pla
 /// decoder's own allocations bounded to match (a header that lies cannot make it allocate more),
 /// and refuses a truncated JPEG (which decoders otherwise fill with grey).
 fn decode(bytes: &[u8], max_megapixels: u64) -> std::result::Result<image::DynamicImage, String> {
-    let reader = || -> std::result::Result<_, String> {
-        let reader = image::ImageReader::new(Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| format!("cannot read: {e}"))?;
-        match reader.format() {
-            Some(_) => Ok(reader),
-            None => Err("not a PNG or JPEG image (unrecognised file contents)".to_string()),
-        }
-    };
-    let format = reader()?.format();
-    let header = reader()?.into_decoder().map_err(|e| format!("not a valid image: {e}"))?;
-    let (width, height) = image::ImageDecoder::dimensions(&header);
-    let decoded_bytes = image::ImageDecoder::total_bytes(&header);
+    use image::ImageDecoder;
+    let mut reader =
+        image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| format!("cannot read: {e}"))?;
+    let format = reader.format().ok_or("not a PNG or JPEG image (unrecognised file contents)")?;
+    // The decoder reads the header only; its allocations are limited below, from what it says.
+    reader.no_limits();
+    let mut decoder = reader.into_decoder().map_err(|e| format!("not a valid image: {e}"))?;
+    let (width, height) = decoder.dimensions();
     if width == 0 || height == 0 {
         return Err(format!("the image is empty ({width}×{height} pixels)"));
     }
@@ -72,6 +67,7 @@ fn decode(bytes: &[u8], max_megapixels: u64) -> std::result::Result<image::Dynam
     // Neither format packs more than about 1,000 decoded bytes into one (deflate's limit is
     // 1,032; PNG's 1-bit pixels decode to 8 bits): a header claiming more than that lies, and
     // is refused before the decoder allocates what it claims.
+    let decoded_bytes = decoder.total_bytes();
     let plausible = (bytes.len() as u64).saturating_mul(16_384).saturating_add(1 << 20);
     if decoded_bytes > plausible {
         return Err(format!(
@@ -85,10 +81,9 @@ fn decode(bytes: &[u8], max_megapixels: u64) -> std::result::Result<image::Dynam
     limits.max_image_height = Some(height);
     // 16-bit RGBA is the widest pixel the formats decode to, plus the decoder's working rows.
     limits.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(64 << 20));
-    let mut reader = reader()?;
-    reader.limits(limits);
-    let decoded = reader.decode().map_err(|e| format!("not a valid image: {e}"))?;
-    if format == Some(image::ImageFormat::Jpeg) {
+    decoder.set_limits(limits).map_err(|e| format!("not a valid image: {e}"))?;
+    let decoded = image::DynamicImage::from_decoder(decoder).map_err(|e| format!("not a valid image: {e}"))?;
+    if format == image::ImageFormat::Jpeg {
         check_jpeg_complete(bytes)?;
     }
     Ok(decoded)
