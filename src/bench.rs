@@ -1,7 +1,14 @@
 //! Timing helpers shared by the CLI's `bench` reports and the criterion benchmarks, and the
 //! Part I comparison (reference CPU, fast CPU, GPU kernel, GPU end to end) measured in one run.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+/// The clock every timing of the crate reads: std's `Instant`, or in a browser (where std's
+/// panics) `performance.now()` through `web-time`.
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+pub use std::time::Instant;
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+pub use web_time::Instant;
 
 use crate::error::Result;
 use crate::filter::{cpu, Conv3x3, Kernel3x3, Plane};

@@ -163,9 +163,15 @@ impl Checkpoint {
     /// for the layout). Refuses parameter vectors of the wrong length and non-finite values, which
     /// [`Checkpoint::load`] would reject.
     pub fn save(&self, path: &Path) -> Result<()> {
+        write_atomic(path, &self.to_bytes(&path.display().to_string())?)
+    }
+
+    /// The `.safetensors` file [`Checkpoint::save`] writes, as bytes (a web page's download);
+    /// `name` is how error messages call it.
+    pub fn to_bytes(&self, name: &str) -> Result<Vec<u8>> {
         let model = self.model()?;
         let slots = tensor_slots(&model);
-        let cannot = |why: String| Error::invalid(format!("{}: cannot save the checkpoint: {why}", path.display()));
+        let cannot = |why: String| Error::invalid(format!("{name}: cannot save the checkpoint: {why}"));
         let count = model.param_count;
         if self.weights.params.len() != count || self.weights.state.len() != model.state_count {
             return Err(cannot(format!(
@@ -228,8 +234,7 @@ impl Checkpoint {
             encoded.iter().map(|(name, _, bytes)| (name.as_str(), digest(bytes))).collect();
         metadata.insert("digests".to_string(), json("digests", serde_json::to_string(&digests))?);
         metadata.insert("metadata_digest".to_string(), metadata_digest(&metadata));
-        let bytes = safetensors::tensor::serialize(views, Some(metadata)).map_err(|e| cannot(e.to_string()))?;
-        write_atomic(path, &bytes)
+        safetensors::tensor::serialize(views, Some(metadata)).map_err(|e| cannot(e.to_string()))
     }
 
     /// Reads and validates a checkpoint written by [`Checkpoint::save`]: every error names the

@@ -92,7 +92,8 @@ On Linux without a GPU, install Mesa's software Vulkan driver (lavapipe): \
 `wgpu-cnn info` lists the adapters that were found.";
 
 /// The device and queue every GPU part of the CLI works on, what its adapter is, and the device's
-/// pipelines (built once, shared by every engine on the context).
+/// pipelines (built once, shared by every engine on the context). Cloning shares all of them.
+#[derive(Clone)]
 pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
@@ -146,29 +147,33 @@ pub fn is_software(info: &wgpu::AdapterInfo) -> bool {
 impl GpuContext {
     /// Opens the best adapter matching `options`, with every limit the adapter offers (the full
     /// CIFAR-10 training set as u8 is larger than WebGPU's default 128 MiB binding), and timestamp
-    /// queries and Bgra8Unorm storage where available.
+    /// queries and Bgra8Unorm storage where available. Blocks: native targets only (a browser
+    /// awaits [`GpuContext::open`]).
     pub fn new(options: &GpuOptions) -> Result<Self> {
-        let adapters = enumerate_adapters(options.backend);
-        let wanted = options.adapter.as_deref().map(str::to_lowercase);
-        let adapter = adapters
-            .into_iter()
-            .find(|a| match &wanted {
-                Some(name) => a.get_info().name.to_lowercase().contains(name),
-                None => true,
-            })
-            .ok_or_else(|| no_adapter_error(options))?;
+        pollster::block_on(Self::open(options))
+    }
+
+    /// [`GpuContext::new`] as a future, which a browser's event loop can await. In a browser the
+    /// adapter is the one `navigator.gpu.requestAdapter()` offers (high-performance preferred),
+    /// and the device gets the adapter's limits rather than WebGPU's defaults: 8 storage buffers
+    /// per stage (the training kernels bind up to 8, within the default, since each entry point's
+    /// layout has only its own bindings), 128 MiB per binding (the training set is bound whole).
+    pub async fn open(options: &GpuOptions) -> Result<Self> {
+        let adapter = choose_adapter(options).await?;
         let info = adapter.get_info();
         // Timestamps for `bench train --profile`; Bgra8Unorm storage for the texture convolution's
         // Bgra8Unorm output. Both only where the adapter has them.
         let required_features =
             adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::BGRA8UNORM_STORAGE);
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("wgpu-cnn"),
-            required_features,
-            required_limits: adapter.limits(),
-            ..Default::default()
-        }))
-        .map_err(|source| Error::RequestDevice { adapter: info.name.clone(), source })?;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("wgpu-cnn"),
+                required_features,
+                required_limits: adapter.limits(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|source| Error::RequestDevice { adapter: info.name.clone(), source })?;
         let kernels = crate::kernel::Kernels::new(&device);
         Ok(GpuContext { device, queue, info, kernels })
     }
@@ -205,6 +210,37 @@ impl GpuContext {
     }
 }
 
+/// The first adapter of [`enumerate_adapters`] whose name matches.
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+async fn choose_adapter(options: &GpuOptions) -> Result<wgpu::Adapter> {
+    let wanted = options.adapter.as_deref().map(str::to_lowercase);
+    enumerate_adapters(options.backend)
+        .into_iter()
+        .find(|a| match &wanted {
+            Some(name) => a.get_info().name.to_lowercase().contains(name),
+            None => true,
+        })
+        .ok_or_else(|| no_adapter_error(options))
+}
+
+/// What the user should do when a browser offers no WebGPU adapter.
+pub const NO_WEBGPU_HINT: &str = "this browser offers no WebGPU adapter: use Chrome or Edge 113 or later, \
+Safari 26, or Firefox 141 or later on Windows (on Linux, Chrome needs --enable-unsafe-webgpu; without a GPU it \
+offers its software adapter, SwiftShader, only with that flag)";
+
+/// A browser has no adapter list: the one `requestAdapter` gives.
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+async fn choose_adapter(options: &GpuOptions) -> Result<wgpu::Adapter> {
+    let instance = new_instance(options.backend);
+    let request =
+        wgpu::RequestAdapterOptions { power_preference: wgpu::PowerPreference::HighPerformance, ..Default::default() };
+    instance
+        .request_adapter(&request)
+        .await
+        .map_err(|e| Error::NoAdapter { wanted: String::new(), hint: format!("{NO_WEBGPU_HINT} ({e})") })
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 fn no_adapter_error(options: &GpuOptions) -> Error {
     let mut wanted = String::new();
     if let Some(name) = &options.adapter {
@@ -506,7 +542,22 @@ pub fn wait_idle(device: &wgpu::Device) -> Result<()> {
 
 /// Runs `work` inside validation and out-of-memory error scopes and turns a captured error into
 /// [`Error::Gpu`] instead of wgpu's default of panicking.
+///
+/// In a browser, where popping a scope is a promise that only the event loop resolves, `work`
+/// runs without scopes and errors reach the device's uncaptured-error handler (the web page
+/// shows them).
 pub fn with_error_scope<T>(device: &wgpu::Device, context: &str, work: impl FnOnce() -> T) -> Result<T> {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    {
+        let _ = (device, context);
+        Ok(work())
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+    with_error_scopes(device, context, work)
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+fn with_error_scopes<T>(device: &wgpu::Device, context: &str, work: impl FnOnce() -> T) -> Result<T> {
     let out_of_memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let value = work();

@@ -252,6 +252,9 @@ impl std::fmt::Debug for Kernels {
 
 impl Kernels {
     /// An empty cache for `device`: nothing is compiled until asked for.
+    // A browser's wgpu handles are neither Send nor Sync; there the cache is shared by the
+    // clones of one thread only.
+    #[cfg_attr(all(target_arch = "wasm32", target_os = "unknown"), allow(clippy::arc_with_non_send_sync))]
     pub fn new(device: &wgpu::Device) -> Self {
         Kernels {
             inner: Arc::new(KernelsInner {

@@ -87,7 +87,9 @@ pub const SKIP_GPU_TESTS: &str = "WGPU_CNN_SKIP_GPU_TESTS";
 /// The GPU context a test binary's GPU tests share, on the adapter `WGPU_BACKEND` and
 /// `WGPU_ADAPTER_NAME` pick; `None` when the user opted out with `WGPU_CNN_SKIP_GPU_TESTS=1`.
 /// Test support: without an adapter (and without the opt-out) it panics, saying how to get one,
-/// so that a missing driver fails the tests instead of skipping them.
+/// so that a missing driver fails the tests instead of skipping them. (Native targets: a browser's
+/// GPU handles cannot be shared between threads.)
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 pub fn test_context() -> Option<&'static GpuContext> {
     static CONTEXT: std::sync::OnceLock<Option<GpuContext>> = std::sync::OnceLock::new();
     CONTEXT

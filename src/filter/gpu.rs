@@ -153,8 +153,20 @@ impl Conv3x3 {
         Ok(Conv3x3Dispatch { dispatch, _params: params_buffer, exact: rows.exact })
     }
 
-    /// Convenience for whole planes: upload, convolve, read back. Blocks until done.
+    /// Convenience for whole planes: upload, convolve, read back. Blocks until done (native
+    /// targets; a browser awaits [`Conv3x3::run_async`]).
     pub fn run(&self, device: &wgpu::Device, queue: &wgpu::Queue, input: &Plane, kernel: &Kernel3x3) -> Result<Plane> {
+        pollster::block_on(self.run_async(device, queue, input, kernel))
+    }
+
+    /// [`Conv3x3::run`] as a future: upload, convolve, and the readback's future.
+    pub async fn run_async(
+        &self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        input: &Plane,
+        kernel: &Kernel3x3,
+    ) -> Result<Plane> {
         Self::check_fits(device, input.width, input.height)?;
         let input_buffer = gpu::upload(device, "conv3x3 input", &input.pixels, wgpu::BufferUsages::empty())?;
         let output_buffer = gpu::storage_buffer(device, "conv3x3 output", input.pixels.len() as u64)?;
@@ -162,7 +174,7 @@ impl Conv3x3 {
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("conv3x3") });
         dispatch.encode(&mut encoder);
         queue.submit([encoder.finish()]);
-        let mut pixels = gpu::read_buffer(device, queue, &output_buffer)?;
+        let mut pixels = gpu::read_buffer_async(device, queue, &output_buffer).await?;
         pixels.truncate(input.pixels.len());
         Plane::new(input.width, input.height, pixels)
     }

@@ -27,9 +27,9 @@ pub use target::{Device, Target};
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Instant;
 
 use crate::adam::{AdamConfig, AdamShape};
+use crate::bench::Instant;
 use crate::data::{epoch_order, Dataset};
 use crate::error::{DivergenceCause, Error, Result};
 use crate::layers::RunSettings;
@@ -522,7 +522,7 @@ struct EpochRun {
 /// Keras' `model.fit(x, y, batch_size, epochs, validation_data=(x_val, y_val), shuffle=True)`
 /// on an engine built on `train`: the one training loop.
 pub struct Trainer<'e> {
-    engine: &'e mut dyn Engine,
+    engine: Held<'e>,
     config: TrainConfig,
     adam: AdamConfig,
     train_labels: Vec<u8>,
@@ -531,6 +531,34 @@ pub struct Trainer<'e> {
     steps: u64,
     epoch: Option<EpochRun>,
     last_metrics: Option<RawMetrics>,
+}
+
+/// The engine a [`Trainer`] drives: the caller's, or its own (a web page's run outlives every
+/// borrow it could take).
+enum Held<'e> {
+    Borrowed(&'e mut dyn Engine),
+    Owned(Box<dyn Engine>),
+}
+
+impl Held<'_> {
+    fn get(&mut self) -> &mut dyn Engine {
+        match self {
+            Held::Borrowed(engine) => &mut **engine,
+            Held::Owned(engine) => engine.as_mut(),
+        }
+    }
+}
+
+impl Trainer<'static> {
+    /// [`Trainer::new`] on an engine the trainer owns.
+    pub fn owning(
+        engine: Box<dyn Engine>,
+        train: &Dataset,
+        validation: &Dataset,
+        config: &TrainConfig,
+    ) -> Result<Self> {
+        Self::with_engine(Held::Owned(engine), train, validation, config)
+    }
 }
 
 impl<'e> Trainer<'e> {
@@ -542,13 +570,17 @@ impl<'e> Trainer<'e> {
         validation: &Dataset,
         config: &TrainConfig,
     ) -> Result<Self> {
+        Self::with_engine(Held::Borrowed(engine), train, validation, config)
+    }
+
+    fn with_engine(mut engine: Held<'e>, train: &Dataset, validation: &Dataset, config: &TrainConfig) -> Result<Self> {
         config.validate()?;
         if train.is_empty() {
             return Err(Error::invalid("there are no training images left after the validation split"));
         }
         let validation = match validation.is_empty() {
             true => None,
-            false => Some((engine.prepare(validation)?, validation.labels.clone())),
+            false => Some((engine.get().prepare(validation)?, validation.labels.clone())),
         };
         Ok(Trainer {
             engine,
@@ -567,7 +599,7 @@ impl<'e> Trainer<'e> {
     /// uninterrupted run would have gone on (epochs keep their numbers, so the shuffles match).
     /// The engine holds the run's weights (it was built from the checkpoint's).
     pub fn resume(mut self, history: History, state: &OptimizerState) -> Result<Self> {
-        self.engine.set_moments(&Moments { m: state.m.clone(), v: state.v.clone() })?;
+        self.engine.get().set_moments(&Moments { m: state.m.clone(), v: state.v.clone() })?;
         self.steps = state.steps;
         self.history = history;
         Ok(self)
@@ -597,7 +629,7 @@ impl<'e> Trainer<'e> {
     }
 
     pub fn engine(&mut self) -> &mut dyn Engine {
-        self.engine
+        self.engine.get()
     }
 
     /// The next piece of work: starts an epoch, or runs one training step (on the GPU: records
@@ -610,7 +642,7 @@ impl<'e> Trainer<'e> {
                 return Ok(None);
             }
             let order = epoch_order(self.train_labels.len(), self.config.seed, epoch as u64);
-            self.engine.begin_epoch(&order)?;
+            self.engine.get().begin_epoch(&order)?;
             let steps = order.len().div_ceil(self.config.batch_size);
             self.epoch = Some(EpochRun { order, steps, next: 0, start: Instant::now(), reported: 0 });
             return Ok(Some(Event::EpochStart { epoch, epochs: self.config.epochs, steps }));
@@ -626,9 +658,9 @@ impl<'e> Trainer<'e> {
                 t: self.steps,
                 alpha: self.adam.alpha(self.steps),
             };
-            self.engine.train_step(&step)?;
+            self.engine.get().train_step(&step)?;
             run.next += 1;
-            let progress = self.engine.progress();
+            let progress = self.engine.get().progress();
             let running = progress.metrics.map(|raw| {
                 let labels = run.order[..raw.losses.len()].iter().map(|&r| self.train_labels[r as usize]);
                 raw.summarise(labels, batch)
@@ -638,7 +670,7 @@ impl<'e> Trainer<'e> {
             return Ok(Some(Event::Step { progress, steps: run.steps }));
         }
         let run = self.epoch.take().expect("an epoch is in progress");
-        let raw = self.engine.epoch_metrics().await?;
+        let raw = self.engine.get().epoch_metrics().await?;
         let labels = run.order.iter().map(|&r| self.train_labels[r as usize]);
         let (loss, accuracy) = raw.summarise(labels, self.config.batch_size);
         let epoch = self.history.epochs.len() + 1;
@@ -648,7 +680,7 @@ impl<'e> Trainer<'e> {
         let (val_loss, val_accuracy) = match &self.validation {
             None => (None, None),
             Some((id, labels)) => {
-                let (l, a) = self.engine.evaluate(*id).await?.summarise(labels.iter().copied(), usize::MAX);
+                let (l, a) = self.engine.get().evaluate(*id).await?.summarise(labels.iter().copied(), usize::MAX);
                 (Some(l), Some(a))
             }
         };
@@ -714,8 +746,8 @@ impl<'e> Trainer<'e> {
 
     /// The weights, Adam's state, the settings and the history, for a checkpoint.
     pub async fn snapshot_async(&mut self) -> Result<Snapshot> {
-        let weights = self.engine.weights().await?;
-        let Moments { m, v } = self.engine.moments().await?;
+        let weights = self.engine.get().weights().await?;
+        let Moments { m, v } = self.engine.get().moments().await?;
         Ok(Snapshot {
             weights,
             optimizer: OptimizerState { m, v, steps: self.steps },
