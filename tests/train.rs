@@ -279,6 +279,12 @@ fn a_training_loop_can_be_driven_step_by_step() {
         .unwrap();
     let losses = |h: &History| h.epochs.iter().map(|e| e.loss).collect::<Vec<_>>();
     assert_eq!(losses(&history), losses(trainer.history()));
+    // And so does a trainer that owns its engine (a web page's run).
+    let engine = reference(&model, &train, model.init(config.seed), &config).unwrap();
+    let mut owning = Trainer::owning(engine, &train, &Dataset::default(), &config).unwrap();
+    let history = owning.fit(&mut |_| {}, &mut |_| Ok(())).unwrap();
+    assert_eq!(losses(&history), losses(trainer.history()));
+    assert_eq!(wait(owning.engine().weights()).unwrap(), wait(trainer.engine().weights()).unwrap());
 }
 
 #[test]

@@ -384,10 +384,11 @@ pub fn evaluate(gpu_args: &GpuArgs, args: &EvaluateArgs) -> Result<()> {
         })).expect("the report serialises"));
     } else {
         println!(
-            "Model: {} from {} ({} epochs)",
+            "Model: {} from {} ({} epoch{})",
             checkpoint.architecture,
             args.checkpoint.display(),
-            checkpoint.epochs_done
+            checkpoint.epochs_done,
+            if checkpoint.epochs_done == 1 { "" } else { "s" }
         );
         println!("Data: {}\nDevice: {why}", data.source);
         for (name, r, secs) in &sets {

@@ -6,7 +6,8 @@
 //!   native decode and the native CPU reference byte for byte;
 //! - one epoch of the base net on 384 images, on WebGPU and on the page's CPU path, matches the
 //!   native CPU reference's history and weights within the GPU tests' tolerances;
-//! - the downloaded `model.safetensors` loads here and `wgpu-cnn evaluate` reads it;
+//! - the downloaded `model.safetensors` loads here, `wgpu-cnn evaluate` reads it and
+//!   `wgpu-cnn train --resume` continues it;
 //! - a picture classified on the page gets the native reference's probabilities;
 //! - a screenshot of the finished page is written to `target/web-test/screenshot.png`.
 //!
@@ -410,6 +411,21 @@ fn the_web_page_runs_part_one_and_training_in_headless_chromium() {
         );
         let accuracy = format!("{:.4}", test["accuracy"].as_f64().unwrap());
         assert!(stdout.contains(&accuracy), "{device}: evaluate gives the page's test accuracy {accuracy}:\n{stdout}");
+        // The page describes its data as the tool does, so the tool continues the page's run.
+        let resumed = common::wgpu_cnn(
+            &out,
+            &["train", "--resume", file.to_str().unwrap(), "--epochs", "2", "--train-size", &TRAIN_SIZE.to_string()]
+                .into_iter()
+                .chain(["--device", "cpu", "--out", "resumed", "--overwrite"])
+                .collect::<Vec<_>>(),
+        );
+        let stdout = String::from_utf8_lossy(&resumed.stdout);
+        assert!(
+            resumed.status.success(),
+            "wgpu-cnn train --resume: {stdout}{}",
+            String::from_utf8_lossy(&resumed.stderr)
+        );
+        assert!(stdout.contains("Resuming after epoch 1"), "{stdout}");
     }
 
     // Classify a test picture with the model just trained (the CPU run's).
