@@ -5,7 +5,8 @@
 //! - Part I's input plane and convolved planes, on WebGPU and on the page's CPU path, equal the
 //!   native decode and the native CPU reference byte for byte;
 //! - one epoch of the base net on 384 images, on WebGPU and on the page's CPU path, matches the
-//!   native CPU reference's history and weights within the GPU tests' tolerances;
+//!   native CPU reference's history and weights within the GPU tests' tolerances, and so does
+//!   one epoch of every other named network on 256 images on WebGPU;
 //! - the downloaded `model.safetensors` loads here, `wgpu-cnn evaluate` reads it and
 //!   `wgpu-cnn train --resume` continues it;
 //! - a picture classified on the page gets the native reference's probabilities;
@@ -26,7 +27,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use wgpu_cnn::checkpoint::Checkpoint;
 use wgpu_cnn::filter::{cpu, Kernel3x3};
-use wgpu_cnn::model::{Architecture, Model, Weights, CIFAR_INPUT};
+use wgpu_cnn::model::{Architecture, Model, Weights, CIFAR_INPUT, NAMED_ARCHITECTURES};
 use wgpu_cnn::train::reference::ReferenceEngine;
 use wgpu_cnn::train::{wait, Engine, Inference, TrainConfig, Trainer};
 use wgpu_cnn_cli::{assets, picture};
@@ -232,11 +233,11 @@ fn decode(value: &Value) -> Vec<u8> {
 }
 
 /// The native CPU reference's run of what the page trains: its history and weights.
-fn reference_run(architecture: &str) -> (Value, Weights, Model) {
+fn reference_run(architecture: &str, rows: usize) -> (Value, Weights, Model) {
     let data = assets::cifar10();
     let model = Model::new(&Architecture::parse(architecture).unwrap(), CIFAR_INPUT).unwrap();
     let config = TrainConfig { epochs: 1, seed: SEED, ..TrainConfig::default() };
-    let (train, validation) = data.train.take_first(TRAIN_SIZE).split_validation(config.validation_split).unwrap();
+    let (train, validation) = data.train.take_first(rows).split_validation(config.validation_split).unwrap();
     let mut engine = ReferenceEngine::new(&model, &train, model.init(config.seed), &config).unwrap();
     let history = {
         let mut trainer = Trainer::new(&mut engine, &train, &validation, &config).unwrap();
@@ -354,7 +355,7 @@ fn the_web_page_runs_part_one_and_training_in_headless_chromium() {
     }
 
     // Part II: one epoch on WebGPU, then on the page's CPU path, each against the reference.
-    let (reference, reference_weights, model) = reference_run("base");
+    let (reference, reference_weights, model) = reference_run("base", TRAIN_SIZE);
     let validation = TRAIN_SIZE - TRAIN_SIZE * 9 / 10;
     browser.type_into("train-size", &TRAIN_SIZE.to_string());
     browser.type_into("train-epochs", "1");
@@ -445,6 +446,21 @@ fn the_web_page_runs_part_one_and_training_in_headless_chromium() {
         let class = data.class_names.iter().position(|c| pair[0] == c.as_str()).expect("a class name");
         let (page, native) = (pair[1].as_f64().unwrap(), f64::from(probabilities[class]));
         assert!((page - native).abs() < 1e-4, "{}: {page} on the page, {native} natively", pair[0]);
+    }
+
+    // Every other named network on WebGPU, on fewer images (max-pooling, the deeper net, batch
+    // normalisation with LeakyReLU), typed into the page's network field.
+    let others: Vec<&str> = NAMED_ARCHITECTURES.iter().map(|a| a.0).filter(|&n| n != "base").collect();
+    browser.type_into("train-size", "256");
+    for (n, name) in others.iter().enumerate() {
+        let (reference, _, _) = reference_run(name, 256);
+        browser.type_into("train-arch", name);
+        browser.click("train-gpu");
+        let script = format!("return window.wgpuCnn.runs[{}] || null", n + 2);
+        let run = browser.wait_for_value(&format!("{name} on WebGPU"), Duration::from_secs(600), &script);
+        assert_eq!(run["architecture"], json!(name));
+        assert_history_matches(name, &run["history"], &reference, (230, 256 - 230));
+        eprintln!("{name} on WebGPU: {:.1} images/s", run["images_per_second"].as_f64().unwrap());
     }
 
     browser.assert_no_errors();

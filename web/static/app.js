@@ -79,9 +79,7 @@ async function main() {
     $('model-device').value = 'cpu';
   }
   for (const [name, tokens, what] of JSON.parse(Lab.architectures())) {
-    const option = new Option(`${name} — ${what}`, name);
-    option.title = tokens;
-    $('train-arch').append(option);
+    $('architectures').append(new Option(`${what}: ${tokens}`, name));
   }
 
   const dataStart = performance.now();
@@ -323,7 +321,7 @@ function showTest(test) {
 }
 
 async function train(device) {
-  const arch = $('train-arch').value;
+  const arch = $('train-arch').value.trim();
   const size = Number($('train-size').value);
   const epochs = Number($('train-epochs').value);
   const seed = Number($('train-seed').value);
