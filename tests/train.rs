@@ -8,7 +8,7 @@ use common::{cifar_sample, gpu};
 use wgpu_cnn::data::Dataset;
 use wgpu_cnn::error::DivergenceCause;
 use wgpu_cnn::model::{Architecture, Model, Weights, CIFAR_INPUT};
-use wgpu_cnn::train::gpu::{GpuEngine, GpuInference};
+use wgpu_cnn::train::gpu::{GpuEngine, GpuInference, STEPS_PER_SUBMIT};
 use wgpu_cnn::train::reference::ReferenceEngine;
 use wgpu_cnn::train::{wait, Engine, History, Inference, RawMetrics, TrainConfig, Trainer};
 use wgpu_cnn::{Error, Result};
@@ -107,7 +107,8 @@ fn a_gpu_training_epoch_matches_the_cpu_reference_with_batch_norm_and_a_hidden_d
 
 #[test]
 fn the_same_seed_gives_the_same_run_on_the_gpu() {
-    // Batch norm's per-channel sums are fixed-order trees, as the weight gradients are.
+    // Batch norm's per-channel sums are fixed-order trees, as the weight gradients are; and
+    // however many steps one submission holds, the same kernels run in the same order.
     for arch in ["c4s2,d0.5,f10", "c4n,bn,lrelu,c4s2,h8,d0.2,f10"] {
         same_run_twice_on_the_gpu(arch);
     }
@@ -118,15 +119,20 @@ fn same_run_twice_on_the_gpu(arch: &str) {
     let model = model(arch);
     let train = subset(40);
     let config = TrainConfig { epochs: 2, batch_size: 16, ..Default::default() };
-    let run = || {
+    let run = |steps_per_submit: usize| {
         let mut gpu = GpuEngine::new(ctx, &model, &train, &model.init(config.seed), &config).unwrap();
+        gpu.set_steps_per_submit(steps_per_submit).unwrap();
         let mut trainer = Trainer::new(&mut gpu, &train, &Dataset::default(), &config).unwrap();
         let history = trainer.fit(&mut |_| {}, &mut |_| Ok(())).unwrap();
         drop(trainer);
         (history.epochs.iter().map(|e| e.loss).collect::<Vec<_>>(), wait(gpu.weights()).unwrap())
     };
-    let (first, second) = (run(), run());
-    assert_eq!(first, second, "{arch}: a seeded run is bit-for-bit reproducible on one device");
+    let first = run(STEPS_PER_SUBMIT);
+    assert_eq!(first, run(STEPS_PER_SUBMIT), "{arch}: a seeded run is bit-for-bit reproducible on one device");
+    // 3 steps an epoch: one submission each, one for two and one for the last, one for all.
+    for steps_per_submit in [1, 2, 3] {
+        assert_eq!(first, run(steps_per_submit), "{arch}: {steps_per_submit} steps per submission");
+    }
 }
 
 /// An engine for a run, from its initial weights.

@@ -18,7 +18,7 @@ use wgpu_cnn::io::write_atomic;
 use wgpu_cnn::metrics::baseline_accuracy;
 use wgpu_cnn::model::{group_thousands, Architecture, Model, CIFAR_INPUT};
 use wgpu_cnn::train::fast::FastCpuEngine;
-use wgpu_cnn::train::gpu::GpuEngine;
+use wgpu_cnn::train::gpu::{GpuEngine, STEPS_PER_SUBMIT};
 use wgpu_cnn::train::reference::ReferenceEngine;
 use wgpu_cnn::train::{wait, EpochRecord, Event, Inference, Target, TrainConfig, Trainer};
 use wgpu_cnn::{Error, Result};
@@ -520,8 +520,14 @@ pub fn bench_train(gpu_args: &GpuArgs, args: &BenchTrainArgs) -> Result<()> {
         let mut rows: Vec<(String, f64)> = Vec::new();
         if let Some(ctx) = &ctx {
             let mut gpu = GpuEngine::new(ctx, model, &data, &weights, &config)?;
-            println!("GPU step: {} dispatches, 1 submit", gpu.dispatches_per_step());
-            rows.push((gpu.describe(), bench::train_images_per_second(&mut gpu, &data, &config, budget)?));
+            println!("GPU step: {} dispatches; {STEPS_PER_SUBMIT} steps a submission", gpu.dispatches_per_step());
+            // Side by side: the host's gap between submissions after every step, and after 8.
+            for steps in [1, STEPS_PER_SUBMIT] {
+                gpu.set_steps_per_submit(steps)?;
+                let rate = bench::train_images_per_second(&mut gpu, &data, &config, budget)?;
+                let per = if steps == 1 { "1 step".to_string() } else { format!("{steps} steps") };
+                rows.push((format!("{}, {per} a submission", gpu.describe()), rate));
+            }
             if args.profile {
                 let order: Vec<u32> = (0..data.len() as u32).collect();
                 wgpu_cnn::train::Engine::begin_epoch(&mut gpu, &order)?;
@@ -542,11 +548,12 @@ pub fn bench_train(gpu_args: &GpuArgs, args: &BenchTrainArgs) -> Result<()> {
             let mut reference = ReferenceEngine::new(model, &data, weights.clone(), &config)?;
             rows.push((reference.describe(), bench::train_images_per_second(&mut reference, &data, &config, budget)?));
         }
-        println!("\n{:<60} {:>10} {:>10} {:>12}", "engine", "images/s", "GFLOP/s", "vs first");
+        let width = rows.iter().map(|(name, _)| name.chars().count()).max().unwrap_or(0).max(60);
+        println!("\n{:<width$} {:>10} {:>10} {:>12}", "engine", "images/s", "GFLOP/s", "vs first");
         let first = rows[0].1;
         for (name, rate) in &rows {
             let gflops = rate * flop / 1e9;
-            println!("{name:<60} {rate:>10.1} {gflops:>10.2} {:>11.2}×", rate / first);
+            println!("{name:<width$} {rate:>10.1} {gflops:>10.2} {:>11.2}×", rate / first);
             json_rows.push(serde_json::json!({
                 "model": model.architecture.to_string(), "engine": name, "images_per_second": rate,
                 "gflops": gflops, "vs_first": rate / first,

@@ -324,7 +324,18 @@ pub struct GpuEngine {
     finished: Arc<AtomicUsize>,
     live: LiveMetrics,
     _adam_shape: wgpu::Buffer,
+    /// The per-step uniforms of one submission, [`MAX_STEPS_PER_SUBMIT`] of them: each step's is
+    /// copied into the step uniform before its pass, in the same encoder.
+    step_table: wgpu::Buffer,
+    steps_per_submit: usize,
 }
+
+/// Training steps the GPU engine records into one submission by default: the host's gap between
+/// submissions comes once per this many steps. Results are bit-identical for any count.
+pub const STEPS_PER_SUBMIT: usize = 8;
+
+/// The most steps one submission can hold ([`GpuEngine::set_steps_per_submit`]).
+pub const MAX_STEPS_PER_SUBMIT: usize = 64;
 
 impl GpuEngine {
     /// Builds every pipeline (or takes it from `ctx.kernels`) and buffer for training `model`
@@ -369,6 +380,12 @@ impl GpuEngine {
         let v = f32_buffer(device, "adam v", count)?;
         let buffers = AdamBuffers { step: &net.step, params: &net.params, grads: &grads.grads, m: &m, v: &v };
         let (adam, adam_shape) = adam::bind(&ctx.kernels, &config.adam().shape(count), &buffers)?;
+        let step_table = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("step table"),
+            size: (MAX_STEPS_PER_SUBMIT * std::mem::size_of::<StepParams>()) as u64,
+            usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         Ok(GpuEngine {
             net,
             _grads: grads,
@@ -382,6 +399,8 @@ impl GpuEngine {
             finished: Arc::new(AtomicUsize::new(0)),
             live: LiveMetrics::default(),
             _adam_shape: adam_shape,
+            step_table,
+            steps_per_submit: STEPS_PER_SUBMIT,
         })
     }
 
@@ -403,6 +422,19 @@ impl GpuEngine {
         1 + self.net.hidden.iter().map(LayerPass::dispatches).sum::<usize>() + self.net.head.dispatches() + 1
     }
 
+    /// Sets how many training steps the engine records into one submission (1 to
+    /// [`MAX_STEPS_PER_SUBMIT`]; default [`STEPS_PER_SUBMIT`]).
+    pub fn set_steps_per_submit(&mut self, steps: usize) -> Result<()> {
+        if !(1..=MAX_STEPS_PER_SUBMIT).contains(&steps) {
+            return Err(Error::Setting {
+                setting: "steps_per_submit",
+                message: format!("must be between 1 and {MAX_STEPS_PER_SUBMIT}, got {steps}"),
+            });
+        }
+        self.steps_per_submit = steps;
+        Ok(())
+    }
+
     /// Pipelines compiled on the device so far.
     pub fn pipelines(&self) -> usize {
         self.net.kernels.pipeline_count()
@@ -419,6 +451,43 @@ impl GpuEngine {
             layer.record_backward(pass);
         }
         self.adam.record(pass);
+    }
+
+    /// One submission of at most [`MAX_STEPS_PER_SUBMIT`] consecutive steps (see
+    /// [`Engine::train_steps`]).
+    fn submit_steps(&mut self, steps: &[Step]) -> Result<()> {
+        for step in steps {
+            if step.start + step.len > self.epoch_rows || step.len > self.net.batch {
+                return Err(Error::invalid(format!(
+                    "step {} asks for positions {}..{} of an epoch of {} (batch {})",
+                    step.batch,
+                    step.start,
+                    step.start + step.len,
+                    self.epoch_rows,
+                    self.net.batch
+                )));
+            }
+        }
+        let Some(last) = steps.last() else { return Ok(()) };
+        let net = &self.net;
+        let table: Vec<StepParams> = steps.iter().map(Self::step_params).collect();
+        net.queue.write_buffer(&self.step_table, 0, bytemuck::cast_slice(&table));
+        let row = std::mem::size_of::<StepParams>() as u64;
+        let mut encoder =
+            net.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train steps") });
+        for k in 0..steps.len() as u64 {
+            encoder.copy_buffer_to_buffer(&self.step_table, k * row, &net.step, 0, row);
+            self.record_step(&mut begin_pass(&mut encoder, "train step"));
+        }
+        (self.positions, self.submitted) = (last.start + last.len, self.submitted + steps.len());
+        self.live.request(&net.device, &mut encoder, &net.metrics, &net.penalties, self.positions, self.submitted);
+        net.queue.submit([encoder.finish()]);
+        self.live.map_if_requested();
+        let (counter, done) = (self.finished.clone(), steps.len());
+        net.queue.on_submitted_work_done(move || {
+            counter.fetch_add(done, Ordering::Relaxed);
+        });
+        Ok(())
     }
 
     fn step_params(step: &Step) -> StepParams {
@@ -523,30 +592,20 @@ impl Engine for GpuEngine {
     }
 
     fn train_step(&mut self, step: &Step) -> Result<()> {
-        if step.start + step.len > self.epoch_rows || step.len > self.net.batch {
-            return Err(Error::invalid(format!(
-                "step {} asks for positions {}..{} of an epoch of {} (batch {})",
-                step.batch,
-                step.start,
-                step.start + step.len,
-                self.epoch_rows,
-                self.net.batch
-            )));
+        self.train_steps(std::slice::from_ref(step))
+    }
+
+    /// Records `steps` into one submission: the step table is written once, and before each
+    /// step's pass a copy puts its row into the step uniform, so no host work comes between them.
+    fn train_steps(&mut self, steps: &[Step]) -> Result<()> {
+        for chunk in steps.chunks(MAX_STEPS_PER_SUBMIT) {
+            self.submit_steps(chunk)?;
         }
-        let net = &self.net;
-        net.write_step(&Self::step_params(step));
-        let mut encoder =
-            net.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train step") });
-        self.record_step(&mut begin_pass(&mut encoder, "train step"));
-        (self.positions, self.submitted) = (step.start + step.len, self.submitted + 1);
-        self.live.request(&net.device, &mut encoder, &net.metrics, &net.penalties, self.positions, self.submitted);
-        net.queue.submit([encoder.finish()]);
-        self.live.map_if_requested();
-        let counter = self.finished.clone();
-        net.queue.on_submitted_work_done(move || {
-            counter.fetch_add(1, Ordering::Relaxed);
-        });
         Ok(())
+    }
+
+    fn steps_per_call(&self) -> usize {
+        self.steps_per_submit
     }
 
     fn progress(&mut self) -> EpochProgress {

@@ -210,6 +210,16 @@ pub trait Engine: Inference {
     /// with `step.alpha`; its per-sample metrics at those positions, its penalty at `step.batch`.
     /// The GPU records and submits it and returns at once.
     fn train_step(&mut self, step: &Step) -> Result<()>;
+    /// Consecutive steps, as [`Engine::train_step`] runs each one after the other; the GPU
+    /// records them into one submission.
+    fn train_steps(&mut self, steps: &[Step]) -> Result<()> {
+        steps.iter().try_for_each(|step| self.train_step(step))
+    }
+    /// How many steps the loop hands to [`Engine::train_steps`] at once: 1 on the CPU, the
+    /// steps of one submission on the GPU.
+    fn steps_per_call(&self) -> usize {
+        1
+    }
     /// What is known of the epoch so far, without waiting.
     fn progress(&mut self) -> EpochProgress;
     /// The epoch's metrics, once its steps are done.
@@ -632,8 +642,8 @@ impl<'e> Trainer<'e> {
         self.engine.get()
     }
 
-    /// The next piece of work: starts an epoch, or runs one training step (on the GPU: records
-    /// and submits it), or finishes an epoch (reads its metrics back and validates). `None` once
+    /// The next piece of work: starts an epoch, or runs the engine's next training steps (one on
+    /// the CPU; on the GPU, one submission's worth, recorded and submitted), or finishes an epoch (reads its metrics back and validates). `None` once
     /// every epoch is done.
     pub async fn advance(&mut self) -> Result<Option<Event>> {
         let Some(run) = &mut self.epoch else {
@@ -649,17 +659,17 @@ impl<'e> Trainer<'e> {
         };
         if run.next < run.steps {
             let batch = self.config.batch_size;
-            let start = run.next * batch;
-            self.steps += 1;
-            let step = Step {
-                batch: run.next,
-                start,
-                len: (run.order.len() - start).min(batch),
-                t: self.steps,
-                alpha: self.adam.alpha(self.steps),
-            };
-            self.engine.get().train_step(&step)?;
-            run.next += 1;
+            let count = self.engine.get().steps_per_call().clamp(1, run.steps - run.next);
+            let steps: Vec<Step> = (run.next..run.next + count)
+                .map(|b| {
+                    self.steps += 1;
+                    let start = b * batch;
+                    let len = (run.order.len() - start).min(batch);
+                    Step { batch: b, start, len, t: self.steps, alpha: self.adam.alpha(self.steps) }
+                })
+                .collect();
+            self.engine.get().train_steps(&steps)?;
+            run.next += count;
             let progress = self.engine.get().progress();
             let running = progress.metrics.map(|raw| {
                 let labels = run.order[..raw.losses.len()].iter().map(|&r| self.train_labels[r as usize]);
