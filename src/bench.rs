@@ -83,8 +83,9 @@ pub fn random_plane(width: u32, height: u32, seed: u64) -> Plane {
 }
 
 /// Times the Part I convolution of a random `width × height` plane with `kernel` on the CPU
-/// (reference and fast) and, when `gpu` is given, on the GPU (kernel alone on device-resident
-/// buffers, and end to end with upload and readback).
+/// (reference and fast) and, when `gpu` is given, on the GPU: the kernel alone on
+/// device-resident buffers; end to end with upload and readback, one plane at a time and three in
+/// flight; and the bound of one plane's upload plus its readback, each alone.
 pub fn conv_timings(
     gpu: Option<&GpuContext>,
     width: u32,
@@ -132,8 +133,96 @@ pub fn conv_timings(
                 Ok(())
             })?,
         );
+        // write_buffer takes whole words: the plane padded as its buffers are.
+        let mut words = input.pixels.clone();
+        words.resize(gpu::padded_size(words.len() as u64) as usize, 0);
+        let expected = cpu::conv3x3_fast(&input, kernel).pixels;
+        let pipelined = measure(budget, 2, || conv_pipelined(ctx, &conv, &input, &words, kernel, &expected))?;
+        push("GPU end to end, 3 in flight", pipelined / PIPELINED_PLANES as u32);
+        let (upload, readback) = transfer_times(ctx, &input_buffer, &output_buffer, &words, budget)?;
+        push("bound: upload + readback", upload + readback);
     }
     Ok(rows)
+}
+
+/// Planes [`conv_pipelined`] convolves per call.
+const PIPELINED_PLANES: usize = 12;
+
+/// Part I end to end as a stream of planes would run it: three planes in flight, each in a slot
+/// of its own (input, output and a mapped staging buffer), so that while one plane's result is
+/// read back the next is uploaded and convolved. Each wait is for one submission only. Every
+/// result is compared with `expected` (a memcmp, small beside the transfers), so the timing is
+/// of the right work.
+fn conv_pipelined(
+    ctx: &GpuContext,
+    conv: &Conv3x3,
+    input: &Plane,
+    words: &[u8],
+    kernel: &Kernel3x3,
+    expected: &[u8],
+) -> Result<()> {
+    let (device, queue) = (&ctx.device, &ctx.queue);
+    let bytes = words.len() as u64;
+    struct Slot {
+        input: wgpu::Buffer,
+        output: wgpu::Buffer,
+        dispatch: crate::filter::Conv3x3Dispatch,
+        pending: Option<(gpu::Readback, wgpu::SubmissionIndex)>,
+    }
+    let mut slots = (0..3)
+        .map(|_| {
+            let input_buffer = gpu::storage_buffer(device, "stream input", bytes)?;
+            let output = gpu::storage_buffer(device, "stream output", bytes)?;
+            let dispatch = conv.prepare(device, &input_buffer, &output, input.width, input.height, kernel)?;
+            Ok(Slot { input: input_buffer, output, dispatch, pending: None })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let finish = |pending: Option<(gpu::Readback, wgpu::SubmissionIndex)>| -> Result<()> {
+        let Some((mut readback, submission)) = pending else { return Ok(()) };
+        let wait = wgpu::PollType::Wait { submission_index: Some(submission), timeout: None };
+        device.poll(wait).map_err(|e| crate::Error::Readback(e.to_string()))?;
+        loop {
+            if let Some(result) = readback.try_take() {
+                return match result?.get(..expected.len()) == Some(expected) {
+                    true => Ok(()),
+                    false => Err(crate::Error::Readback("a pipelined plane differs from the CPU's result".into())),
+                };
+            }
+        }
+    };
+    for plane in 0..PIPELINED_PLANES {
+        let slot = &mut slots[plane % 3];
+        finish(slot.pending.take())?;
+        queue.write_buffer(&slot.input, 0, words);
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("stream") });
+        slot.dispatch.encode(&mut encoder);
+        let mut readback = gpu::Readback::record(device, &mut encoder, &[(&slot.output, 0, bytes)]);
+        let submission = queue.submit([encoder.finish()]);
+        readback.map();
+        slot.pending = Some((readback, submission));
+    }
+    slots.iter_mut().try_for_each(|slot| finish(slot.pending.take()))
+}
+
+/// The plane's way to the device and back alone, each timed end to end: a `write_buffer` of its
+/// bytes and a submit, and a copy into a staging buffer that is mapped and read.
+fn transfer_times(
+    ctx: &GpuContext,
+    input: &wgpu::Buffer,
+    output: &wgpu::Buffer,
+    words: &[u8],
+    budget: Duration,
+) -> Result<(Duration, Duration)> {
+    let upload = measure(budget, 3, || {
+        ctx.queue.write_buffer(input, 0, words);
+        ctx.queue.submit([]);
+        gpu::wait_idle(&ctx.device)
+    })?;
+    let readback = measure(budget, 3, || {
+        std::hint::black_box(ctx.read_buffer(output)?);
+        Ok(())
+    })?;
+    Ok((upload, readback))
 }
 
 /// Training throughput of an engine built on `data`, in images/s: whole epochs of the training

@@ -243,7 +243,7 @@ pub fn bench_conv(gpu_args: &GpuArgs, args: &BenchConvArgs) -> Result<()> {
     }
     let kernel = Kernel3x3::K1;
     println!("Kernel k1 {kernel}, u8 in, u8 out; each figure is the mean over at least {} ms.\n", budget.as_millis());
-    println!("{:<12} {:<16} {:>12} {:>12} {:>12}", "size", "method", "time", "Mpx/s", "vs CPU fast");
+    println!("{:<12} {:<28} {:>12} {:>12} {:>12}", "size", "method", "time", "Mpx/s", "vs CPU fast");
     let (mut groups, mut json_rows) = (Vec::new(), Vec::new());
     for &(width, height) in &args.sizes {
         let rows = bench::conv_timings(ctx.as_ref(), width, height, &kernel, budget)?;
@@ -251,7 +251,7 @@ pub fn bench_conv(gpu_args: &GpuArgs, args: &BenchConvArgs) -> Result<()> {
         for row in &rows {
             let ConvTiming { width, height, method, seconds } = row;
             println!(
-                "{:<12} {:<16} {:>12} {:>12.1} {:>11.2}×",
+                "{:<12} {:<28} {:>12} {:>12.1} {:>11.2}×",
                 format!("{width}×{height}"),
                 method,
                 ms(Duration::from_secs_f64(*seconds)),
@@ -267,7 +267,7 @@ pub fn bench_conv(gpu_args: &GpuArgs, args: &BenchConvArgs) -> Result<()> {
         groups.push(crate::plot::BarGroup { label: format!("{width}×{height}"), bars });
     }
     println!(
-        "\n'vs CPU fast' > 1 means faster than the fast CPU path. GPU kernel = device-resident buffers, {} dispatches per submit; end to end adds upload and readback.",
+        "\n'vs CPU fast' > 1 means faster than the fast CPU path. GPU kernel = device-resident buffers, {} dispatches per submit; end to end adds upload and readback; 3 in flight overlaps one plane's upload and kernel with another's readback. bound = one plane's upload alone plus its readback alone: a pixel is a byte each way, so twice its Mpx/s is the measured host-device MB/s, and a stream of planes at best takes the larger of the kernel and this per plane.",
         bench::DISPATCHES_PER_SUBMIT
     );
     let fields = serde_json::Map::from_iter([("kernel".into(), "k1".into()), ("results".into(), json_rows.into())]);

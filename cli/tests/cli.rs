@@ -182,14 +182,16 @@ fn bench_conv_prints_a_table_with_ratios() {
     let out = wgpu_cnn(dir.path(), &args);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    for method in ["CPU reference", "CPU fast", "GPU kernel", "GPU end to end", "Mpx/s", "GPU:"] {
+    for method in
+        ["CPU reference", "CPU fast", "GPU kernel", "GPU end to end", "3 in flight", "bound:", "Mpx/s", "GPU:"]
+    {
         assert!(stdout.contains(method), "bench lacks '{method}': {stdout}");
     }
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("conv.json")).unwrap()).unwrap();
     assert_eq!(json["unit"], "Mpx/s");
     let results = json["results"].as_array().unwrap();
-    assert_eq!(results.len(), 4, "{json}");
+    assert_eq!(results.len(), 6, "{json}");
     for row in results {
         assert!(row["megapixels_per_second"].as_f64().unwrap() > 0.0, "{row}");
     }
