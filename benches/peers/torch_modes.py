@@ -1,6 +1,6 @@
 """PyTorch's fastest ways to train the same nets, for `wgpu-cnn bench train` on the same card.
 
-The nets of `bench_torch_cuda.py` (Keras 'same' padding, Glorot-uniform kernels, zero biases, Adam
+The nets of `bench_torch_cuda.py`, imported from it (Keras 'same' padding, Glorot-uniform kernels, zero biases, Adam
 lr 1e-3, betas (0.9, 0.999), eps 1e-7, CE + 1e-4 * sum|W_dense|, Dropout(0.5)), batch 128, the data
 resident on the device and each batch gathered there from a shuffled index (as our gather does),
 trained in four modes, each timed as PyTorch's documentation recommends for it:
@@ -26,44 +26,10 @@ import platform
 import time
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-
-class SameConv(nn.Module):
-    """3x3 conv with Keras 'same' padding (input sizes even), then ReLU."""
-
-    def __init__(self, cin, cout, stride=1):
-        super().__init__()
-        self.stride = stride
-        self.conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1 if stride == 1 else 0)
-        nn.init.xavier_uniform_(self.conv.weight)
-        nn.init.zeros_(self.conv.bias)
-
-    def forward(self, x):
-        if self.stride == 2:
-            x = F.pad(x, (0, 1, 0, 1))
-        return F.relu(self.conv(x))
-
-
-def build(name):
-    if name == "base":
-        body = [SameConv(3, 16), SameConv(16, 16, 2), SameConv(16, 32), SameConv(32, 32, 2)]
-        flat = 32 * 8 * 8
-    elif name == "maxpool":
-        body = [SameConv(3, 16), SameConv(16, 16), nn.MaxPool2d(2),
-                SameConv(16, 32), SameConv(32, 32), nn.MaxPool2d(2)]
-        flat = 32 * 8 * 8
-    elif name == "deep":
-        body = [SameConv(3, 8), SameConv(8, 8, 2), SameConv(8, 16), SameConv(16, 16, 2),
-                SameConv(16, 32), SameConv(32, 32, 2)]
-        flat = 32 * 4 * 4
-    else:
-        raise ValueError(name)
-    dense = nn.Linear(flat, 10)
-    nn.init.xavier_uniform_(dense.weight)
-    nn.init.zeros_(dense.bias)
-    return nn.Sequential(*body, nn.Dropout(0.5), nn.Flatten(), dense), dense
+# The same nets as the eager peer (this script's folder is on sys.path when run as a script).
+from bench_torch_cuda import build
 
 
 class Clock:
