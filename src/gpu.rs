@@ -155,9 +155,9 @@ impl GpuContext {
 
     /// [`GpuContext::new`] as a future, which a browser's event loop can await. In a browser the
     /// adapter is the one `navigator.gpu.requestAdapter()` offers (high-performance preferred),
-    /// and the device gets the adapter's limits rather than WebGPU's defaults: 8 storage buffers
-    /// per stage (the training kernels bind up to 8, within the default, since each entry point's
-    /// layout has only its own bindings), 128 MiB per binding (the training set is bound whole).
+    /// and the device asks for the adapter's limits rather than WebGPU's defaults (8 storage
+    /// buffers per stage, 128 MiB per binding): no entry point binds more than 8, but the
+    /// training set is bound whole, over 128 MiB for all of CIFAR-10.
     pub async fn open(options: &GpuOptions) -> Result<Self> {
         let adapter = choose_adapter(options).await?;
         let info = adapter.get_info();
@@ -237,7 +237,7 @@ async fn choose_adapter(options: &GpuOptions) -> Result<wgpu::Adapter> {
     instance
         .request_adapter(&request)
         .await
-        .map_err(|e| Error::NoAdapter { wanted: String::new(), hint: format!("{NO_WEBGPU_HINT} ({e})") })
+        .map_err(|_| Error::NoAdapter { wanted: String::new(), hint: NO_WEBGPU_HINT.to_string() })
 }
 
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
