@@ -9,7 +9,8 @@
 //!   one epoch of every other named network on 256 images on WebGPU;
 //! - the downloaded `model.safetensors` loads here, `wgpu-cnn evaluate` reads it and
 //!   `wgpu-cnn train --resume` continues it;
-//! - a picture classified on the page gets the native reference's probabilities;
+//! - a picture classified on the page gets the native reference's probabilities, with the
+//!   model just trained (WebGPU) and with a checkpoint the tool wrote (the page's CPU path);
 //! - a screenshot of the finished page is written to `target/web-test/screenshot.png`.
 //!
 //! Chromium offers WebGPU here only with `--enable-unsafe-webgpu` (its CPU adapter, SwiftShader,
@@ -438,15 +439,40 @@ fn the_web_page_runs_part_one_and_training_in_headless_chromium() {
     browser.session_call("POST", &format!("/element/{element}/value"), Some(&json!({ "text": picture })));
     let classified =
         browser.wait_for_value("the classification", Duration::from_secs(60), "return window.wgpuCnn.classified");
-    let mut engine =
-        ReferenceEngine::new(&model, &Default::default(), reference_weights, &TrainConfig::default()).unwrap();
-    let id = engine.prepare(&data.test.take_first(1)).unwrap();
-    let probabilities = wait(engine.probabilities(id)).unwrap();
-    for pair in classified["ranked"].as_array().unwrap() {
-        let class = data.class_names.iter().position(|c| pair[0] == c.as_str()).expect("a class name");
-        let (page, native) = (pair[1].as_f64().unwrap(), f64::from(probabilities[class]));
-        assert!((page - native).abs() < 1e-4, "{}: {page} on the page, {native} natively", pair[0]);
-    }
+    let assert_probabilities = |classified: &Value, weights: Weights, image: usize| {
+        let mut engine = ReferenceEngine::new(&model, &Default::default(), weights, &TrainConfig::default()).unwrap();
+        let id = engine.prepare(&data.test.take_first(image + 1)).unwrap();
+        let probabilities = wait(engine.probabilities(id)).unwrap();
+        for pair in classified["ranked"].as_array().unwrap() {
+            let class = data.class_names.iter().position(|c| pair[0] == c.as_str()).expect("a class name");
+            let (page, native) = (pair[1].as_f64().unwrap(), f64::from(probabilities[10 * image + class]));
+            assert!((page - native).abs() < 1e-4, "{}: {page} on the page, {native} natively", pair[0]);
+        }
+    };
+    assert_probabilities(&classified, reference_weights, 0);
+
+    // A checkpoint the tool wrote (the resumed run, 2 epochs), loaded through the page's file
+    // input, classifying on the page's CPU path.
+    let tool_checkpoint = out.join("resumed/model.safetensors");
+    browser.script("document.getElementById('model-device').value = 'cpu'; window.wgpuCnn.classified = null");
+    let element = browser.element("model-file");
+    browser.session_call("POST", &format!("/element/{element}/value"), Some(&json!({ "text": tool_checkpoint })));
+    let status = browser.wait_for_value(
+        "the tool's checkpoint to load",
+        Duration::from_secs(60),
+        "const s = document.getElementById('model-status').textContent; return s.includes('2 epochs') ? s : null",
+    );
+    assert!(status.as_str().unwrap().contains("CPU fast"), "{status}");
+    let picture = out.join("test-image-1.png");
+    image::RgbImage::from_raw(32, 32, data.test.image(1).to_vec()).unwrap().save(&picture).unwrap();
+    let element = browser.element("picture-file");
+    browser.session_call("POST", &format!("/element/{element}/value"), Some(&json!({ "text": picture })));
+    let classified = browser.wait_for_value(
+        "the second classification",
+        Duration::from_secs(60),
+        "return window.wgpuCnn.classified",
+    );
+    assert_probabilities(&classified, Checkpoint::load(&tool_checkpoint).unwrap().weights, 1);
 
     // Every other named network on WebGPU, on fewer images (max-pooling, the deeper net, batch
     // normalisation with LeakyReLU), typed into the page's network field.
