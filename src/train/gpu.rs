@@ -457,16 +457,7 @@ impl GpuEngine {
     /// [`Engine::train_steps`]).
     fn submit_steps(&mut self, steps: &[Step]) -> Result<()> {
         for step in steps {
-            if step.start + step.len > self.epoch_rows || step.len > self.net.batch {
-                return Err(Error::invalid(format!(
-                    "step {} asks for positions {}..{} of an epoch of {} (batch {})",
-                    step.batch,
-                    step.start,
-                    step.start + step.len,
-                    self.epoch_rows,
-                    self.net.batch
-                )));
-            }
+            super::check_step(step, self.epoch_rows, self.net.batch)?;
         }
         let Some(last) = steps.last() else { return Ok(()) };
         let net = &self.net;

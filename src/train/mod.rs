@@ -254,6 +254,19 @@ pub fn check_labels(data: &Dataset, classes: usize, what: &str) -> Result<()> {
     }
 }
 
+/// Fails unless `step` is 1 to `batch` positions of an epoch of `epoch_rows`.
+pub(crate) fn check_step(step: &Step, epoch_rows: usize, batch: usize) -> Result<()> {
+    if step.start + step.len > epoch_rows || step.len == 0 || step.len > batch {
+        return Err(Error::invalid(format!(
+            "step {} asks for positions {}..{} of an epoch of {epoch_rows} (batch {batch})",
+            step.batch,
+            step.start,
+            step.start + step.len,
+        )));
+    }
+    Ok(())
+}
+
 /// Fails when `moments` do not fit a model of `count` parameters.
 pub fn check_moments(moments: &Moments, count: usize) -> Result<()> {
     if moments.m.len() != count || moments.v.len() != count {
@@ -331,17 +344,7 @@ impl HostState {
 
     /// Fails unless `step`'s positions are in the epoch.
     pub fn check_step(&self, step: &Step) -> Result<()> {
-        if step.start + step.len > self.order.len() || step.len == 0 || step.len > self.batch {
-            return Err(Error::invalid(format!(
-                "step {} asks for positions {}..{} of an epoch of {} (batch {})",
-                step.batch,
-                step.start,
-                step.start + step.len,
-                self.order.len(),
-                self.batch
-            )));
-        }
-        Ok(())
+        check_step(step, self.order.len(), self.batch)
     }
 
     /// The dataset rows of `step`.
