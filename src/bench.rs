@@ -181,13 +181,14 @@ fn conv_pipelined(
         let Some((mut readback, submission)) = pending else { return Ok(()) };
         let wait = wgpu::PollType::Wait { submission_index: Some(submission), timeout: None };
         device.poll(wait).map_err(|e| crate::Error::Readback(e.to_string()))?;
-        loop {
-            if let Some(result) = readback.try_take() {
-                return match result?.get(..expected.len()) == Some(expected) {
-                    true => Ok(()),
-                    false => Err(crate::Error::Readback("a pipelined plane differs from the CPU's result".into())),
-                };
-            }
+        // The wait ran the map's callback; should it not have, wait for everything instead.
+        let bytes = match readback.try_take() {
+            Some(bytes) => bytes?,
+            None => pollster::block_on(readback.bytes())?,
+        };
+        match bytes.get(..expected.len()) == Some(expected) {
+            true => Ok(()),
+            false => Err(crate::Error::Readback("a pipelined plane differs from the CPU's result".into())),
         }
     };
     for plane in 0..PIPELINED_PLANES {
