@@ -11,6 +11,7 @@
 //!   `wgpu-cnn train --resume` continues it;
 //! - a picture classified on the page gets the native reference's probabilities, with the
 //!   model just trained (WebGPU) and with a checkpoint the tool wrote (the page's CPU path);
+//! - a file that is no picture gets an error naming it;
 //! - a screenshot of the finished page is written to `target/web-test/screenshot.png`.
 //!
 //! Chromium offers WebGPU here only with `--enable-unsafe-webgpu` (its CPU adapter, SwiftShader,
@@ -321,6 +322,15 @@ fn the_web_page_runs_part_one_and_training_in_headless_chromium() {
         assert_eq!(k1["gpu"], Value::Null);
         assert!(decode(&k1["cpu"]) == cpu::conv3x3_reference(&b, &Kernel3x3::K1).pixels, "k1 on the CPU alone");
         eprintln!("without WebGPU: {shown}");
+        // A file that is no picture: the page names it, and nothing else breaks.
+        let bad = out.join("not-a-picture.png");
+        std::fs::write(&bad, "not a picture").unwrap();
+        let element = browser.element("conv-file");
+        browser.session_call("POST", &format!("/element/{element}/value"), Some(&json!({ "text": bad })));
+        let errors = wait_for("the page's error", Duration::from_secs(30), || {
+            Some(browser.script("return window.wgpuCnn.errors")).filter(|e| e.as_array().is_some_and(|a| !a.is_empty()))
+        });
+        assert!(errors[0].as_str().unwrap().starts_with("not-a-picture.png: not a picture"), "{errors}");
     }
 
     let browser = Browser::start(&downloads, true);

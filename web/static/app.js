@@ -120,8 +120,17 @@ async function loadData() {
 
 // ---------------------------------------------------------------- Part I
 
+// The browser's decoder says only "could not be decoded": name the file.
+async function bitmapOf(blob, name, options) {
+  try {
+    return await createImageBitmap(blob, options);
+  } catch (e) {
+    throw new Error(`${name}: not a picture this browser can decode (${e.message})`);
+  }
+}
+
 async function decodePicture(blob, name) {
-  const bitmap = await createImageBitmap(blob, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
+  const bitmap = await bitmapOf(blob, name, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
   const { width, height } = bitmap;
   if (width * height > MAX_MEGAPIXELS * 1e6) {
     throw new Error(`${name}: ${width}×${height} is over ${MAX_MEGAPIXELS} megapixels`);
@@ -436,7 +445,7 @@ function loadModel(bytes, name) {
 
 async function classify(blob, name) {
   if (!model) throw new Error('load a checkpoint first (or train a model and use it)');
-  const bitmap = await createImageBitmap(blob);
+  const bitmap = await bitmapOf(blob, name);
   const canvas = $('picture');
   const context = canvas.getContext('2d', { willReadFrequently: true });
   context.imageSmoothingQuality = 'high';
