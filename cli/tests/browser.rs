@@ -11,7 +11,8 @@
 //!   `wgpu-cnn train --resume` continues it;
 //! - a picture classified on the page gets the native reference's probabilities, with the
 //!   model just trained (WebGPU) and with a checkpoint the tool wrote (the page's CPU path);
-//! - a file that is no picture gets an error naming it;
+//! - without WebGPU (no flag) the page says so and convolves on the CPU, and a file that is no
+//!   picture gets an error naming it;
 //! - a screenshot of the finished page is written to `target/web-test/screenshot.png`.
 //!
 //! Chromium offers WebGPU here only with `--enable-unsafe-webgpu` (its CPU adapter, SwiftShader,
