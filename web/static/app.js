@@ -60,8 +60,8 @@ async function main() {
   // Browsers leave GPUAdapterInfo.description (wgpu's adapter name) empty; vendor and
   // architecture name the adapter.
   const adapter = await navigator.gpu?.requestAdapter({ powerPreference: 'high-performance' });
-  const info = adapter?.info;
-  lab = await Lab.open(adapter ? [info.vendor, info.architecture].filter(Boolean).join('/') || 'WebGPU adapter' : undefined);
+  const name = adapter && ([adapter.info.vendor, adapter.info.architecture].filter(Boolean).join('/') || 'WebGPU adapter');
+  lab = await Lab.open(adapter ? name : undefined);
   $('cpu').textContent = lab.cpu();
   const gpu = lab.gpu();
   if (gpu) {
