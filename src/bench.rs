@@ -137,7 +137,8 @@ pub fn conv_timings(
         let mut words = input.pixels.clone();
         words.resize(gpu::padded_size(words.len() as u64) as usize, 0);
         let expected = cpu::conv3x3_fast(&input, kernel).pixels;
-        let pipelined = measure(budget, 2, || conv_pipelined(ctx, &conv, &input, &words, kernel, &expected))?;
+        let mut slots = stream_slots(ctx, &conv, &input, words.len() as u64, kernel)?;
+        let pipelined = measure(budget, 2, || conv_pipelined(ctx, &mut slots, &words, &expected))?;
         push("GPU end to end, 3 in flight", pipelined / PIPELINED_PLANES as u32);
         let (upload, readback) = transfer_times(ctx, &input_buffer, &output_buffer, &words, budget)?;
         push("bound: upload + readback", upload + readback);
@@ -148,35 +149,41 @@ pub fn conv_timings(
 /// Planes [`conv_pipelined`] convolves per call.
 const PIPELINED_PLANES: usize = 12;
 
+/// One plane's place in [`conv_pipelined`]'s stream: its input, output and bound kernel, and
+/// the readback in flight with its submission.
+struct StreamSlot {
+    input: wgpu::Buffer,
+    output: wgpu::Buffer,
+    dispatch: crate::filter::Conv3x3Dispatch,
+    pending: Option<(gpu::Readback, wgpu::SubmissionIndex)>,
+}
+
+/// Three slots of `bytes`-long buffers for planes of `input`'s size, built once, before timing.
+fn stream_slots(
+    ctx: &GpuContext,
+    conv: &Conv3x3,
+    input: &Plane,
+    bytes: u64,
+    kernel: &Kernel3x3,
+) -> Result<Vec<StreamSlot>> {
+    (0..3)
+        .map(|_| {
+            let input_buffer = gpu::storage_buffer(&ctx.device, "stream input", bytes)?;
+            let output = gpu::storage_buffer(&ctx.device, "stream output", bytes)?;
+            let dispatch = conv.prepare(&ctx.device, &input_buffer, &output, input.width, input.height, kernel)?;
+            Ok(StreamSlot { input: input_buffer, output, dispatch, pending: None })
+        })
+        .collect()
+}
+
 /// Part I end to end as a stream of planes would run it: three planes in flight, each in a slot
 /// of its own (input, output and a mapped staging buffer), so that while one plane's result is
 /// read back the next is uploaded and convolved. Each wait is for one submission only. Every
 /// result is compared with `expected` (a memcmp, small beside the transfers), so the timing is
 /// of the right work.
-fn conv_pipelined(
-    ctx: &GpuContext,
-    conv: &Conv3x3,
-    input: &Plane,
-    words: &[u8],
-    kernel: &Kernel3x3,
-    expected: &[u8],
-) -> Result<()> {
+fn conv_pipelined(ctx: &GpuContext, slots: &mut [StreamSlot], words: &[u8], expected: &[u8]) -> Result<()> {
     let (device, queue) = (&ctx.device, &ctx.queue);
     let bytes = words.len() as u64;
-    struct Slot {
-        input: wgpu::Buffer,
-        output: wgpu::Buffer,
-        dispatch: crate::filter::Conv3x3Dispatch,
-        pending: Option<(gpu::Readback, wgpu::SubmissionIndex)>,
-    }
-    let mut slots = (0..3)
-        .map(|_| {
-            let input_buffer = gpu::storage_buffer(device, "stream input", bytes)?;
-            let output = gpu::storage_buffer(device, "stream output", bytes)?;
-            let dispatch = conv.prepare(device, &input_buffer, &output, input.width, input.height, kernel)?;
-            Ok(Slot { input: input_buffer, output, dispatch, pending: None })
-        })
-        .collect::<Result<Vec<_>>>()?;
     let finish = |pending: Option<(gpu::Readback, wgpu::SubmissionIndex)>| -> Result<()> {
         let Some((mut readback, submission)) = pending else { return Ok(()) };
         let wait = wgpu::PollType::Wait { submission_index: Some(submission), timeout: None };
@@ -192,7 +199,7 @@ fn conv_pipelined(
         }
     };
     for plane in 0..PIPELINED_PLANES {
-        let slot = &mut slots[plane % 3];
+        let slot = &mut slots[plane % slots.len()];
         finish(slot.pending.take())?;
         queue.write_buffer(&slot.input, 0, words);
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("stream") });
