@@ -217,6 +217,12 @@ impl Browser {
         self.session_call("POST", &format!("/element/{element}/value"), Some(&json!({ "text": text })));
     }
 
+    /// Gives file input `id` the file at `path`, as choosing it in the dialog would.
+    fn choose_file(&self, id: &str, path: &Path) {
+        let element = self.element(id);
+        self.session_call("POST", &format!("/element/{element}/value"), Some(&json!({ "text": path })));
+    }
+
     fn screenshot(&self) -> Vec<u8> {
         let png = self.session_call("GET", "/screenshot", None);
         base64::engine::general_purpose::STANDARD.decode(png.as_str().expect("a base64 screenshot")).expect("base64")
@@ -326,8 +332,7 @@ fn the_web_page_runs_part_one_and_training_in_headless_chromium() {
         // A file that is no picture: the page names it, and nothing else breaks.
         let bad = out.join("not-a-picture.png");
         std::fs::write(&bad, "not a picture").unwrap();
-        let element = browser.element("conv-file");
-        browser.session_call("POST", &format!("/element/{element}/value"), Some(&json!({ "text": bad })));
+        browser.choose_file("conv-file", &bad);
         let errors = wait_for("the page's error", Duration::from_secs(30), || {
             Some(browser.script("return window.wgpuCnn.errors")).filter(|e| e.as_array().is_some_and(|a| !a.is_empty()))
         });
@@ -446,8 +451,7 @@ fn the_web_page_runs_part_one_and_training_in_headless_chromium() {
     let data = assets::cifar10();
     let picture = out.join("test-image-0.png");
     image::RgbImage::from_raw(32, 32, data.test.image(0).to_vec()).unwrap().save(&picture).unwrap();
-    let element = browser.element("picture-file");
-    browser.session_call("POST", &format!("/element/{element}/value"), Some(&json!({ "text": picture })));
+    browser.choose_file("picture-file", &picture);
     let classified =
         browser.wait_for_value("the classification", Duration::from_secs(60), "return window.wgpuCnn.classified");
     let assert_probabilities = |classified: &Value, weights: Weights, image: usize| {
@@ -466,8 +470,7 @@ fn the_web_page_runs_part_one_and_training_in_headless_chromium() {
     // input, classifying on the page's CPU path.
     let tool_checkpoint = out.join("resumed/model.safetensors");
     browser.script("document.getElementById('model-device').value = 'cpu'; window.wgpuCnn.classified = null");
-    let element = browser.element("model-file");
-    browser.session_call("POST", &format!("/element/{element}/value"), Some(&json!({ "text": tool_checkpoint })));
+    browser.choose_file("model-file", &tool_checkpoint);
     let status = browser.wait_for_value(
         "the tool's checkpoint to load",
         Duration::from_secs(60),
@@ -476,8 +479,7 @@ fn the_web_page_runs_part_one_and_training_in_headless_chromium() {
     assert!(status.as_str().unwrap().contains("CPU fast"), "{status}");
     let picture = out.join("test-image-1.png");
     image::RgbImage::from_raw(32, 32, data.test.image(1).to_vec()).unwrap().save(&picture).unwrap();
-    let element = browser.element("picture-file");
-    browser.session_call("POST", &format!("/element/{element}/value"), Some(&json!({ "text": picture })));
+    browser.choose_file("picture-file", &picture);
     let classified = browser.wait_for_value(
         "the second classification",
         Duration::from_secs(60),

@@ -57,6 +57,11 @@ struct Gpu {
     errors: Arc<Mutex<Vec<String>>>,
 }
 
+/// The device's errors since the last look, as one error (none without WebGPU).
+fn check_gpu(gpu: Option<&Rc<Gpu>>) -> Result<(), JsValue> {
+    gpu.map_or(Ok(()), |gpu| gpu.check())
+}
+
 impl Gpu {
     /// The device's errors since the last look, as one error.
     fn check(&self) -> Result<(), JsValue> {
@@ -215,9 +220,7 @@ impl Lab {
         let engine = target.engine(&model, &train, model.init(config.seed), &config).map_err(js_error)?;
         let describe = engine.describe();
         let trainer = Trainer::owning(engine, &train, &validation, &config).map_err(js_error)?;
-        if let Some(gpu) = &self.gpu {
-            gpu.check()?;
-        }
+        check_gpu(self.gpu.as_ref())?;
         let info = json!({
             "engine": describe,
             "summary": model.summary(),
@@ -292,12 +295,6 @@ struct RunState {
     gpu: Option<Rc<Gpu>>,
 }
 
-impl RunState {
-    fn check_gpu(&self) -> Result<(), JsValue> {
-        self.gpu.as_ref().map_or(Ok(()), |gpu| gpu.check())
-    }
-}
-
 /// A training run in progress, stepped by the page.
 #[wasm_bindgen]
 pub struct Run {
@@ -319,7 +316,7 @@ impl Run {
         future_to_promise(async move {
             let mut state = state.try_borrow_mut().map_err(|_| busy())?;
             let event = state.trainer.advance().await.map_err(js_error)?;
-            state.check_gpu()?;
+            check_gpu(state.gpu.as_ref())?;
             let event = match event {
                 None => return Ok(JsValue::NULL),
                 Some(Event::EpochStart { epoch, epochs, steps }) => {
@@ -350,7 +347,7 @@ impl Run {
             let engine = state.trainer.engine();
             let id = engine.prepare(&data.test).map_err(js_error)?;
             let raw = engine.evaluate(id).await.map_err(js_error)?;
-            state.check_gpu()?;
+            check_gpu(state.gpu.as_ref())?;
             let seconds = start.elapsed().as_secs_f64();
             let (loss, accuracy) = raw.summarise(data.test.labels.iter().copied(), usize::MAX);
             let matrix =
@@ -376,7 +373,7 @@ impl Run {
         future_to_promise(async move {
             let mut state = state.try_borrow_mut().map_err(|_| busy())?;
             let snapshot = state.trainer.snapshot_async().await.map_err(js_error)?;
-            state.check_gpu()?;
+            check_gpu(state.gpu.as_ref())?;
             let checkpoint = Checkpoint::from_snapshot(&state.architecture, snapshot, &state.description)
                 .with_data_digest(Some(&state.digest));
             let bytes = checkpoint.to_bytes("model.safetensors").map_err(js_error)?;
@@ -420,9 +417,7 @@ impl LoadedModel {
             let mut inference = state.try_borrow_mut().map_err(|_| busy())?;
             let id = inference.prepare(&Dataset { labels: vec![0], images: image }).map_err(js_error)?;
             let probabilities = inference.probabilities(id).await.map_err(js_error)?;
-            if let Some(gpu) = &gpu {
-                gpu.check()?;
-            }
+            check_gpu(gpu.as_ref())?;
             let mut ranked: Vec<(String, f32)> = probabilities
                 .iter()
                 .enumerate()
