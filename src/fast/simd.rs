@@ -244,16 +244,11 @@ mod arm {
         }
         #[inline(always)]
         unsafe fn load_masked(p: *const f32, n: usize) -> float32x4_t {
-            // NEON has no masked loads: the lanes go through memory, reading only the first n.
-            let mut lanes = [0f32; 4];
-            std::ptr::copy_nonoverlapping(p, lanes.as_mut_ptr(), n);
-            vld1q_f32(lanes.as_ptr())
+            super::load_first::<Self>(p, n)
         }
         #[inline(always)]
         unsafe fn store_masked(p: *mut f32, v: float32x4_t, n: usize) {
-            let mut lanes = [0f32; 4];
-            vst1q_f32(lanes.as_mut_ptr(), v);
-            std::ptr::copy_nonoverlapping(lanes.as_ptr(), p, n);
+            super::store_first::<Self>(p, v, n)
         }
         #[inline(always)]
         unsafe fn fma(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
@@ -317,15 +312,11 @@ mod wasm {
         }
         #[inline(always)]
         unsafe fn load_masked(p: *const f32, n: usize) -> v128 {
-            let mut lanes = [0f32; 4];
-            std::ptr::copy_nonoverlapping(p, lanes.as_mut_ptr(), n);
-            v128_load(lanes.as_ptr().cast())
+            super::load_first::<Self>(p, n)
         }
         #[inline(always)]
         unsafe fn store_masked(p: *mut f32, v: v128, n: usize) {
-            let mut lanes = [0f32; 4];
-            v128_store(lanes.as_mut_ptr().cast(), v);
-            std::ptr::copy_nonoverlapping(lanes.as_ptr(), p, n);
+            super::store_first::<Self>(p, v, n)
         }
         #[inline(always)]
         unsafe fn fma(a: v128, b: v128, c: v128) -> v128 {
@@ -341,6 +332,26 @@ mod wasm {
             v128_and(f32x4_gt(y, f32x4_splat(0.0)), dy)
         }
     }
+}
+
+/// [`Simd::load_masked`] where the mask is a lane count `n` and there are no masked loads (NEON,
+/// SIMD128, portable): the first `n` floats go through a stack copy, so nothing past them is read,
+/// and the other lanes are 0.
+#[inline(always)]
+unsafe fn load_first<S: Simd>(p: *const f32, n: usize) -> S::V {
+    debug_assert!(n <= S::LANES && S::LANES <= 16);
+    let mut lanes = [0f32; 16];
+    std::ptr::copy_nonoverlapping(p, lanes.as_mut_ptr(), n);
+    S::load(lanes.as_ptr())
+}
+
+/// [`Simd::store_masked`] the same way: the vector goes to a stack copy, its first `n` floats on.
+#[inline(always)]
+unsafe fn store_first<S: Simd>(p: *mut f32, v: S::V, n: usize) {
+    debug_assert!(n <= S::LANES && S::LANES <= 16);
+    let mut lanes = [0f32; 16];
+    S::store(lanes.as_mut_ptr(), v);
+    std::ptr::copy_nonoverlapping(lanes.as_ptr(), p, n);
 }
 
 /// Eight lanes of plain Rust; LLVM maps the arrays to whatever vectors the target has. `a·b + c`
@@ -377,17 +388,11 @@ impl Simd for Portable {
     }
     #[inline(always)]
     unsafe fn load_masked(p: *const f32, n: usize) -> [f32; 8] {
-        let mut v = [0.0; 8];
-        for (i, lane) in v.iter_mut().enumerate().take(n) {
-            *lane = *p.add(i);
-        }
-        v
+        load_first::<Self>(p, n)
     }
     #[inline(always)]
     unsafe fn store_masked(p: *mut f32, v: [f32; 8], n: usize) {
-        for (i, lane) in v.iter().enumerate().take(n) {
-            *p.add(i) = *lane;
-        }
+        store_first::<Self>(p, v, n)
     }
     #[inline(always)]
     unsafe fn fma(a: [f32; 8], b: [f32; 8], c: [f32; 8]) -> [f32; 8] {
