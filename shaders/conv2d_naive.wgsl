@@ -5,7 +5,8 @@
 //
 // Bindings (group 0)                                                      used by
 //   0  step      uniform Step                                             all
-//   2  x         storage, read        input [N, H, W, C]                  naive_forward, naive_backward_weight
+//   2  x         storage, read        input [N, H, W, C]                  naive_forward, naive_backward_weight,
+//                                                                         naive_backward_input (MASK_DX)
 //   3  params    storage, read        flat parameters: kernel [3, 3, C,   naive_forward, naive_backward_input
 //                                     K] at KERNEL_OFFSET, bias [K] at
 //                                     BIAS_OFFSET
@@ -103,7 +104,7 @@ fn naive_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
             }
         }
     }
-    dx[i] = sum;
+    dx[i] = masked_dx(sum, x[i]);
 }
 
 // dkernel[ky, kx, c, k] = Σ_{n, oy, ox} dpre[n, oy, ox, k] · x[n, iy, ix, c]

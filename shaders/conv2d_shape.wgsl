@@ -33,10 +33,18 @@ override BIAS_OFFSET: u32;
 override CHUNK_LEN: u32;   // output positions (n, oy, ox) per partial-sum chunk
 override CHUNKS: u32;      // ceil(BATCH · OUT_H · OUT_W / CHUNK_LEN)
 override CHUNK_LANES: u32; // invocations that share one chunk (a power of two dividing WORKGROUP_SIZE)
+override INPUT_WORKGROUPS: u32; // workgroups of the tiled `backward` that write dx (the rest: partial sums)
 override RELU: bool;       // y = relu(pre), else y = pre (a convolution without activation)
+override MASK_DX: bool;    // write dx·(x > 0): the layer before is a ReLU and takes its dL/d(pre) ready-made
 override X_VEC4: bool;     // IN_C % 4 == 0: a pixel's channels of x start on a vec4
 override K_VEC4: bool;     // OUT_C, KERNEL_OFFSET and BIAS_OFFSET multiples of 4: so do kernel rows, the
                            // bias and dpre's pixels
+
+// dx as the layer before wants it: dL/d(its pre-activation) when MASK_DX (its output x is
+// relu(pre), so x > 0 ⇔ pre > 0), else dL/dx.
+fn masked_dx(gradient: f32, x_value: f32) -> f32 {
+    return select(gradient, select(0.0, gradient, x_value > 0.0), MASK_DX);
+}
 
 // Input coordinate read by output coordinate `o` through tap `k`, or -1 in the padding.
 fn input_coord(o: u32, k: u32, pad: u32, size: u32) -> i32 {

@@ -5,34 +5,42 @@
 //
 // Bindings (group 0)                                                      used by
 //   0  step      uniform Step                                             all but backward_weight_reduce
-//   2  x         storage, read        input [N, H, W, C]                  forward, backward_weight_partial
-//   3  params    storage, read        flat parameters: kernel [3, 3, C,   forward, backward_input
+//   2  x         storage, read        input [N, H, W, C]                  forward, backward,
+//                                                                         backward_weight_partial
+//   3  params    storage, read        flat parameters: kernel [3, 3, C,   forward, backward
 //                                     K] at KERNEL_OFFSET, bias [K] at
 //                                     BIAS_OFFSET
 //   4  y         storage, read_write  output after ReLU [N, OH, OW, K]    forward writes, relu_backward reads
 //                                     (y > 0 ⇔ pre-activation > 0), or
 //                                     the pre-activation when !RELU
 //   5  dy        storage, read        dL/dy, shaped like y                relu_backward
-//   6  dx        storage, read_write  dL/dx, shaped like x                backward_input
+//   6  dx        storage, read_write  dL/dx, shaped like x (·(x > 0)      backward
+//                                     when MASK_DX)
 //   7  grads     storage, read_write  flat gradients, laid out like       backward_weight_reduce
 //                                     params
 //   8  dpre_out  storage, read_write  dL/d(pre-activation) = dy·(y > 0)   relu_backward writes
 //                                     (dy when !RELU),
 //                                     shaped like y
-//   9  partials  storage, read_write  [CHUNKS, 9·C·K + K] partial sums    backward_weight_partial writes,
+//   9  partials  storage, read_write  [CHUNKS, 9·C·K + K] partial sums    backward, backward_weight_partial write,
 //                                     of dkernel and dbias per chunk of   backward_weight_reduce reads
 //                                     CHUNK_LEN output positions
-//  10  x4        storage, read        x as vec4s (binding 2's buffer)     forward, backward_weight_partial
-//  11  params4   storage, read        params as vec4s (binding 3's)       forward, backward_input
-//  12  dpre      storage, read        dpre_out's buffer, read             backward_input, backward_weight_partial
-//  13  dpre4     storage, read        the same as vec4s                   backward_input, backward_weight_partial
+//  10  x4        storage, read        x as vec4s (binding 2's buffer)     forward, backward, backward_weight_partial
+//  11  params4   storage, read        params as vec4s (binding 3's)       forward, backward
+//  12  dpre      storage, read        dL/d(pre-activation): dpre_out's    backward, backward_weight_partial
+//                                     buffer, or dy's when the layer
+//                                     after wrote it masked (or !RELU)
+//  13  dpre4     storage, read        the same as vec4s                   backward, backward_weight_partial
 //
-// relu_backward first, so the backward kernels read one value instead of two; then forward /
-// backward_input as 4×4 register tiles (4 channels × 4 pixels per invocation: 8 loads, or 2 to 5
-// vec4 loads, feed 16 multiply-adds, where the naive kernels load 2–3 values per multiply-add),
-// and dkernel/dbias as a split reduction: partial sums per chunk of positions (thousands of
-// invocations even for the 432 weights of the first layer), then a fixed-order sum over the
-// chunks (deterministic, no atomics).
+// dL/d(pre-activation) first: written masked by the layer after this one (its dx kernel's
+// MASK_DX), equal to dy without the activation, or else by relu_backward, so the backward kernels
+// read one value instead of two. Then forward / dx as 4×4 register tiles (4 channels × 4 pixels
+// per invocation: 8 loads, or 2 to 5 vec4 loads, feed 16 multiply-adds, where the naive kernels
+// load 2–3 values per multiply-add), and dkernel/dbias as a split reduction: partial sums per
+// chunk of positions (thousands of invocations even for the 432 weights of the first layer),
+// then a fixed-order sum over the chunks (deterministic, no atomics). dx and the partial sums
+// read the same dpre and neither reads what the other writes: `backward` runs both in one
+// dispatch, its first INPUT_WORKGROUPS workgroups the one, the rest the other (a first layer,
+// with no dx, runs backward_weight_partial alone).
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
@@ -179,9 +187,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
 // all four lanes busy on every tap. The phase varies slower than the column group, so that
 // neighbouring invocations (run together in SIMD lanes) take the same taps: interleaved phases
 // made every tap run masked on half the lanes (conv2d_1's dx: 44 → 31 ms per step on lavapipe).
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = linear_index(gid, groups);
+fn input_gradient(i: u32) {
     let c_blocks = (IN_C + 3u) / 4u;
     let x_slots = STRIDE * ((IN_W + 4u * STRIDE - 1u) / (4u * STRIDE));
     if (i >= step.batch_size * IN_H * x_slots * c_blocks) {
@@ -254,9 +260,13 @@ fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
             break;
         }
         let at = ((n * IN_H + iy) * IN_W + ix) * IN_C;
+        var x_here = vec4<f32>(0.0);
+        if (MASK_DX) {
+            x_here = x_quad(at, c0);
+        }
         for (var j = 0u; j < 4u; j++) {
             if (c0 + j < IN_C) {
-                dx[at + c0 + j] = acc[p][j];
+                dx[at + c0 + j] = masked_dx(acc[p][j], x_here[j]);
             }
         }
     }
@@ -288,10 +298,9 @@ fn team_sum(t: u32, lane: u32, v: vec4<f32>) -> vec4<f32> {
     return sum;
 }
 
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn backward_weight_partial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-                           @builtin(local_invocation_index) t: u32) {
-    let i = linear_index(gid, groups);
+// Invocation i's share of the partial sums; t is its index in the workgroup. Called by every
+// invocation of the workgroup (it holds barriers).
+fn weight_partials(i: u32, t: u32) {
     let lane = i % CHUNK_LANES;   // a team never straddles workgroups: WORKGROUP_SIZE % CHUNK_LANES == 0
     let team = i / CHUNK_LANES;
     let k_blocks = (OUT_C + 3u) / 4u;
@@ -349,6 +358,26 @@ fn backward_weight_partial(@builtin(global_invocation_id) gid: vec3<u32>, @built
                 partials[slot + 9u * IN_C * OUT_C + k0 + b] = bias[b];
             }
         }
+    }
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn backward_weight_partial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+                           @builtin(local_invocation_index) t: u32) {
+    weight_partials(linear_index(gid, groups), t);
+}
+
+// dx on workgroups 0..INPUT_WORKGROUPS, the partial sums on the rest. The branch is on the
+// workgroup, so each workgroup takes one side whole (the partial sums' barriers stay in uniform
+// control flow).
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn backward(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+            @builtin(local_invocation_index) t: u32) {
+    let w = workgroup.x + workgroup.y * groups.x;
+    if (w < INPUT_WORKGROUPS) {
+        input_gradient(w * WORKGROUP_SIZE + t);
+    } else {
+        weight_partials((w - INPUT_WORKGROUPS) * WORKGROUP_SIZE + t, t);
     }
 }
 

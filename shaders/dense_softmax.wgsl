@@ -6,22 +6,25 @@
 // Bindings (group 0)                                                          used by
 //   0  step       uniform Step                                                all
 //   1  shape      uniform DenseShape                                          all
-//   2  x          storage, read        input [N, F], F = H·W·C in NHWC order  logits, backward_weight
+//   2  x          storage, read        input [N, F], F = H·W·C in NHWC order  all
 //                                      (Flatten is free: NHWC is already that order)
-//   3  params     storage, read        kernel [F, K] at shape.kernel_offset,  logits, backward_*, l1_penalty
+//   3  params     storage, read        kernel [F, K] at shape.kernel_offset,  all
 //                                      bias [K] at shape.bias_offset
-//   4  labels     storage, read        u32 class of each sample [N]           softmax_cross_entropy
-//   5  probs      storage, read_write  [N, K]: logits, then softmax in place  logits, softmax_cross_entropy
-//   6  dlogits    storage, read_write  dL/dlogits of the batch-mean loss      softmax_cross_entropy writes,
-//                                      [N, K]                                 backward_* read
-//   7  metrics    storage, read_write  per sample, at position batch_start    softmax_cross_entropy
+//   4  labels     storage, read        u32 class of each sample [N]           forward, forward_backward
+//   5  probs      storage, read_write  [N, K]: logits, then softmax in place  forward, forward_backward
+//   6  dlogits    storage, read_write  dL/dlogits of the batch-mean loss      forward* write, backward_weight
+//                                      [N, K]                                 reads
+//   7  metrics    storage, read_write  per sample, at position batch_start    forward, forward_backward
 //                                      + n of the epoch: [loss, predicted class]
 //   8  grads      storage, read_write  flat gradients                         backward_weight
-//   9  dx         storage, read_write  dL/dx [N, F]                           backward_input
-//  10  penalties  storage, read_write  λ·Σ|W|, at step.penalty_slot         l1_penalty
+//   9  dx         storage, read_write  dL/dx [N, F] (·(x > 0) when            forward_backward
+//                                      shape.mask_dx)
+//  10  penalties  storage, read_write  λ·Σ|W|, at step.penalty_slot           forward, forward_backward
 //
-// Forward = `logits` then `softmax_cross_entropy`; backward = `backward_weight` (kernel and
-// bias in one dispatch) and `backward_input`. All gathers, gradients overwritten.
+// One dispatch for everything per sample: `forward` is a workgroup per sample (the logits, then
+// softmax, loss and dlogits), plus one workgroup for the L1 penalty; `forward_backward` also
+// writes the sample's dx in training steps. Then `backward_weight` (kernel and bias, a sum over
+// the batch) is the second and last. All gathers, gradients overwritten.
 
 struct DenseShape {
     batch: u32,
@@ -30,8 +33,8 @@ struct DenseShape {
     kernel_offset: u32,
     bias_offset: u32,
     l1: f32,
-    _pad0: u32,
-    _pad1: u32,
+    mask_dx: u32,   // 1: write dx·(x > 0), the ReLU before's dL/d(pre-activation)
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -46,30 +49,26 @@ struct DenseShape {
 @group(0) @binding(9) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(10) var<storage, read_write> penalties: array<f32>;
 
-// logits[n, j] = bias[j] + Σ_f x[n, f] · kernel[f, j]: one workgroup per (n, j) (dense_dot.wgsl).
-@compute @workgroup_size(DOT_LANES)
-fn logits(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-          @builtin(local_invocation_index) t: u32) {
-    let i = workgroup.x + workgroup.y * groups.x;   // the same for the whole workgroup
-    if (i >= step.batch_size * shape.classes) {
-        return;
+// Per sample: the logits (dense_dot.wgsl, one after the other over the workgroup's lanes), then,
+// in lane 0, softmax_cross_entropy: softmax in place, cross-entropy loss = logsumexp(logits) − logits[label], the
+// predicted class (the first arg-max, as np.argmax), dlogits = (softmax − one_hot) / batch_size.
+// Called by every invocation of the workgroup (it holds barriers).
+fn sample_forward(n: u32, t: u32) {
+    let base = n * shape.classes;
+    for (var j = 0u; j < shape.classes; j++) {
+        let logit = dense_dot(t, n, j, shape.features, shape.classes, shape.kernel_offset, shape.bias_offset);
+        if (t == 0u) {
+            probs[base + j] = logit;
+        }
+        workgroupBarrier();   // every lane has read dot_part before the next product writes it
     }
-    let j = i % shape.classes;
-    let n = i / shape.classes;
-    let logit = dense_dot(t, n, j, shape.features, shape.classes, shape.kernel_offset, shape.bias_offset);
     if (t == 0u) {
-        probs[i] = logit;
+        softmax_cross_entropy(n);
     }
 }
 
-// Per sample: softmax in place, cross-entropy loss = logsumexp(logits) − logits[label], the
-// predicted class (the first arg-max, as np.argmax), dlogits = (softmax − one_hot) / batch_size.
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn softmax_cross_entropy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let n = linear_index(gid, groups);
-    if (n >= step.batch_size) {
-        return;
-    }
+// In one invocation, from the sample's logits in probs.
+fn softmax_cross_entropy(n: u32) {
     let base = n * shape.classes;
     let label = labels[n];
     var top = probs[base];
@@ -97,6 +96,75 @@ fn softmax_cross_entropy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin
     metrics[2u * position + 1u] = f32(top_class);
 }
 
+// penalties[slot] = λ·Σ|kernel|: one workgroup, a fixed-order tree (deterministic). Reuses
+// dense_dot's lanes and scratch.
+fn l1_penalty(t: u32) {
+    var sum = 0.0;
+    for (var i = t; i < shape.features * shape.classes; i += DOT_LANES) {
+        sum += abs(params[shape.kernel_offset + i]);
+    }
+    dot_part[t] = sum;
+    workgroupBarrier();
+    for (var half = DOT_LANES / 2u; half > 0u; half >>= 1u) {
+        if (t < half) {
+            dot_part[t] += dot_part[t + half];
+        }
+        workgroupBarrier();
+    }
+    if (t == 0u) {
+        penalties[step.penalty_slot] = shape.l1 * dot_part[0];
+    }
+}
+
+// The workgroup's index: samples 0..shape.batch, then the penalty's. The same for the whole
+// workgroup, so the branches on it keep the barriers in uniform control flow.
+fn workgroup_index(workgroup: vec3<u32>, groups: vec3<u32>) -> u32 {
+    return workgroup.x + workgroup.y * groups.x;
+}
+
+@compute @workgroup_size(DOT_LANES)
+fn forward(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+           @builtin(local_invocation_index) t: u32) {
+    let w = workgroup_index(workgroup, groups);
+    if (w == shape.batch) {
+        l1_penalty(t);
+    } else if (w < step.batch_size) {
+        sample_forward(w, t);
+    }
+}
+
+// forward, then in training steps dx[n, f] = Σ_j dlogits[n, j] · kernel[f, j] for the sample's
+// features, a lane every DOT_LANES-th (same order of the sum as a gather per element).
+@compute @workgroup_size(DOT_LANES)
+fn forward_backward(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+                    @builtin(local_invocation_index) t: u32) {
+    let n = workgroup_index(workgroup, groups);
+    if (n == shape.batch) {
+        l1_penalty(t);
+        return;
+    }
+    if (n >= step.batch_size) {
+        return;
+    }
+    sample_forward(n, t);
+    if (step.training == 0u) {
+        return;
+    }
+    storageBarrier();   // lane 0's dlogits, visible to the workgroup
+    let logits = n * shape.classes;
+    for (var f = t; f < shape.features; f += DOT_LANES) {
+        var sum = 0.0;
+        for (var j = 0u; j < shape.classes; j++) {
+            sum += dlogits[logits + j] * params[shape.kernel_offset + f * shape.classes + j];
+        }
+        let i = n * shape.features + f;
+        if (shape.mask_dx != 0u && !(x[i] > 0.0)) {
+            sum = 0.0;
+        }
+        dx[i] = sum;
+    }
+}
+
 // dkernel[f, j] = Σ_n x[n, f] · dlogits[n, j] + λ·sign(kernel[f, j]) for i < F·K;
 // dbias[j] = Σ_n dlogits[n, j] for the K invocations after those.
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -121,44 +189,5 @@ fn backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
             sum += dlogits[n * shape.classes + j];
         }
         grads[shape.bias_offset + j] = sum;
-    }
-}
-
-// dx[n, f] = Σ_j dlogits[n, j] · kernel[f, j]
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = linear_index(gid, groups);
-    if (i >= step.batch_size * shape.features) {
-        return;
-    }
-    let f = i % shape.features;
-    let n = i / shape.features;
-    var sum = 0.0;
-    for (var j = 0u; j < shape.classes; j++) {
-        sum += dlogits[n * shape.classes + j] * params[shape.kernel_offset + f * shape.classes + j];
-    }
-    dx[i] = sum;
-}
-
-// penalties[slot] = λ·Σ|kernel|, one workgroup, fixed-order tree reduction (deterministic).
-const REDUCE_SIZE: u32 = 256u;
-var<workgroup> partial: array<f32, REDUCE_SIZE>;
-
-@compute @workgroup_size(REDUCE_SIZE)
-fn l1_penalty(@builtin(local_invocation_index) t: u32) {
-    var sum = 0.0;
-    for (var i = t; i < shape.features * shape.classes; i += REDUCE_SIZE) {
-        sum += abs(params[shape.kernel_offset + i]);
-    }
-    partial[t] = sum;
-    workgroupBarrier();
-    for (var half = REDUCE_SIZE / 2u; half > 0u; half >>= 1u) {
-        if (t < half) {
-            partial[t] += partial[t + half];
-        }
-        workgroupBarrier();
-    }
-    if (t == 0u) {
-        penalties[step.penalty_slot] = shape.l1 * partial[0];
     }
 }

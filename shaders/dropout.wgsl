@@ -5,10 +5,10 @@
 // Bindings (group 0)                                                    used by
 //   0  step    uniform Step                                             all
 //   1  shape   uniform DropoutShape                                     all
-//   2  x       storage, read        input [N, ...]                      forward
+//   2  x       storage, read        input [N, ...]                      forward, backward_input (mask_dx)
 //   3  y       storage, read_write  output, shaped like x               forward
 //   4  dy      storage, read        dL/dy                               backward_input
-//   5  dx      storage, read_write  dL/dx                               backward_input
+//   5  dx      storage, read_write  dL/dx (·(x > 0) when shape.mask_dx)  backward_input
 //
 // The mask is never stored: element i of step s keeps iff uniform_at(dropout_key(seed, s,
 // layer), i) >= rate, a counter-based hash that the backward pass (and the CPU reference,
@@ -21,8 +21,8 @@ struct DropoutShape {
     seed: u32,         // the run's seed
     rate: f32,
     scale: f32,        // 1 / (1 − rate), computed once on the host
-    _pad0: u32,
-    _pad1: u32,
+    mask_dx: u32,      // 1: write dx·(x > 0), the ReLU before's dL/d(pre-activation)
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -56,5 +56,9 @@ fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     if (i >= step.batch_size * shape.sample_len) {
         return;
     }
-    dx[i] = dy[i] * factor(i);
+    var gradient = dy[i] * factor(i);
+    if (shape.mask_dx != 0u && !(x[i] > 0.0)) {
+        gradient = 0.0;
+    }
+    dx[i] = gradient;
 }

@@ -7,7 +7,8 @@
 //   2  x       storage, read        input [N, H, W, C]                  both
 //   3  y       storage, read_write  output [N, H/2, W/2, C]             forward
 //   4  dy      storage, read        dL/dy, shaped like y                backward_input
-//   5  dx      storage, read_write  dL/dx, shaped like x                backward_input
+//   5  dx      storage, read_write  dL/dx, shaped like x (·(x > 0) when   backward_input
+//                                       shape.mask_dx)
 //
 // The gradient goes to the window's maximum; on ties, to the first in row-major order (as
 // TensorFlow). The backward pass recomputes the arg-max from x instead of storing indices.
@@ -20,8 +21,8 @@ struct PoolShape {
     channels: u32,
     out_h: u32,
     out_w: u32,
-    _pad0: u32,
-    _pad1: u32,
+    mask_dx: u32,   // 1: write dx·(x > 0), the ReLU before's dL/d(pre-activation)
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -73,6 +74,10 @@ fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     var gradient = 0.0;
     if (oy < shape.out_h && ox < shape.out_w && argmax(n, oy, ox, c) == i) {
         gradient = dy[((n * shape.out_h + oy) * shape.out_w + ox) * shape.channels + c];
+        // At the arg-max x is the window's output: x > 0 ⇔ the ReLU before passed it.
+        if (shape.mask_dx != 0u && !(x[i] > 0.0)) {
+            gradient = 0.0;
+        }
     }
     dx[i] = gradient;
 }

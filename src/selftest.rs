@@ -12,8 +12,8 @@ use crate::filter::{cpu as filter_cpu, Conv3x3, Kernel3x3, Plane};
 use crate::gpu::{uniform_buffer, GpuContext};
 use crate::kernel::{begin_pass, Kernels};
 use crate::layers::{
-    Backward, Ctx, GpuGrads, GpuLayer, HiddenLayer, Init, LayerAt, Pass, Reference, RunSettings, StepParams, Tuning,
-    REGISTRY,
+    Backward, Ctx, GpuFusion, GpuGrads, GpuLayer, HiddenLayer, Init, LayerAt, Pass, Reference, RunSettings, StepParams,
+    Tuning, REGISTRY,
 };
 use crate::rng::Rng;
 
@@ -193,7 +193,9 @@ pub struct HiddenCheck<'a> {
 /// `c.layer`'s forward pass and, from the GPU's own forward output, its backward pass in training
 /// step 9, on the GPU through [`HiddenLayer::bind_gpu`] against [`Reference`]: y (and y past the
 /// batch untouched), dx (or none for a first layer), every tensor's gradient, and the gradients
-/// outside the layer's tensors untouched. Every output starts as NaN.
+/// outside the layer's tensors untouched. Every output starts as NaN. A layer that fuses with its
+/// neighbours ([`HiddenLayer::gpu_fusion`]) is checked again as the engine binds it beside them:
+/// dy given masked by the ReLU, dx written masked by x > 0.
 pub fn hidden_layer(ctx: &GpuContext, c: &HiddenCheck<'_>) -> Result<Vec<Check>> {
     let at = c.at;
     let mut rng = Rng::new(c.seed);
@@ -223,13 +225,65 @@ pub fn hidden_layer(ctx: &GpuContext, c: &HiddenCheck<'_>) -> Result<Vec<Check>>
     let backward = Backward { x: &x, y: &y, dy: &dy, dx: Some(&mut dx), params: &params, grads: &mut grads };
     Reference::<f32>::backward(c.layer, &ctx_used, pass, backward);
 
+    let reference = Outputs { y, dx, grads, state: reference_state };
+    let inputs = Inputs { x: &x, params: &params, state: &state, dy: &dy };
+    let mut checks = hidden_layer_bound(ctx, c, &inputs, &reference, GpuFusion::default())?;
+    // The binding the engine uses beside a layer that fuses with it: dy arrives masked by the
+    // ReLU (the reference's output is the same from either dy), dx leaves masked by x > 0.
+    let fusion = GpuFusion { masks_dx: c.layer.gpu_fusion().masks_dx && !c.first, ..c.layer.gpu_fusion() };
+    if fusion != GpuFusion::default() {
+        let dy_masked: Vec<f32> = if fusion.relu_output {
+            dy.iter().zip(&reference.y).map(|(&d, &y)| if y > 0.0 { d } else { 0.0 }).collect()
+        } else {
+            dy.clone()
+        };
+        let dx_masked = if fusion.masks_dx {
+            reference.dx.iter().zip(&x).map(|(&d, &x)| if x > 0.0 { d } else { 0.0 }).collect()
+        } else {
+            reference.dx.clone()
+        };
+        let fused = Outputs { dx: dx_masked, ..reference };
+        let inputs = Inputs { dy: &dy_masked, ..inputs };
+        checks.extend(hidden_layer_bound(ctx, c, &inputs, &fused, fusion)?);
+    }
+    Ok(checks)
+}
+
+/// A hidden layer's inputs in a check.
+struct Inputs<'a> {
+    x: &'a [f32],
+    params: &'a [f32],
+    state: &'a [f32],
+    dy: &'a [f32],
+}
+
+/// What the reference computed from [`Inputs`].
+struct Outputs {
+    y: Vec<f32>,
+    dx: Vec<f32>,
+    grads: Vec<f32>,
+    state: Vec<f32>,
+}
+
+/// One binding of `c.layer` (plain, or `fusion`'s: dy masked, dx masked) against `reference`.
+fn hidden_layer_bound(
+    ctx: &GpuContext,
+    c: &HiddenCheck<'_>,
+    inputs: &Inputs<'_>,
+    reference: &Outputs,
+    fusion: GpuFusion,
+) -> Result<Vec<Check>> {
+    let at = c.at;
+    let (x_len, y_len, params_end, state_len) =
+        (inputs.x.len(), reference.y.len(), inputs.params.len(), inputs.state.len());
+    let (y, dx, grads, reference_state) = (&reference.y, &reference.dx, &reference.grads, &reference.state);
     let step = uniform_buffer(
         &ctx.device,
         "selftest step",
         &StepParams { batch_size: c.used as u32, step: 9, training: 1, ..Default::default() },
     );
-    let (x_b, params_b, dy_b) = (upload(ctx, &x)?, upload(ctx, &params)?, upload(ctx, &dy)?);
-    let state_b = upload(ctx, &state)?;
+    let (x_b, params_b, dy_b) = (upload(ctx, inputs.x)?, upload(ctx, inputs.params)?, upload(ctx, inputs.dy)?);
+    let state_b = upload(ctx, inputs.state)?;
     let (y_b, dx_b, grads_b) = (sentinel(ctx, y_len)?, sentinel(ctx, x_len)?, sentinel(ctx, params_end)?);
     let kernels = Kernels::new(&ctx.device);
     let gpu = GpuLayer {
@@ -241,13 +295,25 @@ pub fn hidden_layer(ctx: &GpuContext, c: &HiddenCheck<'_>) -> Result<Vec<Check>>
         state: &state_b,
         x: &x_b,
         y: &y_b,
-        backward: Some(GpuGrads { dy: &dy_b, dx: (!c.first).then_some(&dx_b), grads: &grads_b }),
+        backward: Some(GpuGrads {
+            dy: &dy_b,
+            dx: (!c.first).then_some(&dx_b),
+            grads: &grads_b,
+            dy_masked: fusion.relu_output,
+            mask_dx: fusion.masks_dx,
+        }),
     };
     let bound = c.layer.bind_gpu(&Ctx { at, batch: c.batch, run: c.run }, &gpu)?;
     run(ctx, |pass| bound.record_forward(pass));
     run(ctx, |pass| bound.record_backward(pass));
 
-    let what = &c.name;
+    let what = match (fusion.relu_output, fusion.masks_dx) {
+        (false, false) => c.name.clone(),
+        (true, false) => format!("{}, dy masked by the layer after", c.name),
+        (false, true) => format!("{}, dx masked for the ReLU before", c.name),
+        (true, true) => format!("{}, dy masked by the layer after, dx masked for the ReLU before", c.name),
+    };
+    let what = &what;
     let (used_y, used_x) = (c.used * at.output_len(), c.used * at.input_len());
     let gpu_y = read(ctx, &y_b, y_len)?;
     let gpu_grads = read(ctx, &grads_b, params_end)?;
@@ -273,7 +339,7 @@ pub fn hidden_layer(ctx: &GpuContext, c: &HiddenCheck<'_>) -> Result<Vec<Check>>
         checks.push(Check::compare(
             format!("{what}: state after a training step"),
             &gpu_state,
-            &reference_state,
+            reference_state,
             ya,
             yr,
         ));

@@ -189,19 +189,19 @@ fn training_uniforms_match_their_wgsl_structs() {
         shader("maxpool2d.wgsl").source,
         "PoolShape",
         PoolShape,
-        [batch, in_h, in_w, channels, out_h, out_w, _pad, _pad + 4]
+        [batch, in_h, in_w, channels, out_h, out_w, mask_dx, _pad]
     );
     assert_layout!(
         shader("dropout.wgsl").source,
         "DropoutShape",
         DropoutShape,
-        [batch, sample_len, layer, seed, rate, scale, _pad, _pad + 4]
+        [batch, sample_len, layer, seed, rate, scale, mask_dx, _pad]
     );
     assert_layout!(
         shader("dense_softmax.wgsl").source,
         "DenseShape",
         DenseShape,
-        [batch, features, classes, kernel_offset, bias_offset, l1, _pad, _pad + 4]
+        [batch, features, classes, kernel_offset, bias_offset, l1, mask_dx, _pad]
     );
     assert_layout!(
         shader("adam.wgsl").source,
@@ -279,8 +279,8 @@ fn the_manifest_gives_every_shader_with_its_workgroup_sizes_bindings_and_overrid
     let tiled = find("conv2d_tiled");
     let batch = tiled.overrides.iter().find(|o| o.name == "BATCH").unwrap();
     assert_eq!((batch.ty.as_str(), batch.default), ("u32", None));
-    // A size fixed by a WGSL `const` is a number (the logits kernel's 64 lanes).
+    // A size fixed by a WGSL `const` is a number (the head's 64 lanes per sample).
     let softmax = find("dense_softmax");
-    let logits = softmax.entry_points.iter().find(|e| e.name == "logits").unwrap();
-    assert_eq!(logits.workgroup_size[0], WorkgroupDimension::Fixed(64));
+    let forward = softmax.entry_points.iter().find(|e| e.name == "forward").unwrap();
+    assert_eq!(forward.workgroup_size[0], WorkgroupDimension::Fixed(64));
 }

@@ -429,9 +429,29 @@ pub struct GpuGrads<'a> {
     pub dx: Option<&'a wgpu::Buffer>,
     /// Flat gradients, laid out like `params`.
     pub grads: &'a wgpu::Buffer,
+    /// dy arrives as dL/dy·(y > 0), the gradient of the ReLU's input: the layer after this one
+    /// masked it as it wrote it (only given to a layer whose [`GpuFusion::relu_output`] is set).
+    pub dy_masked: bool,
+    /// Write dx·(x > 0): the layer before this one has a ReLU output and takes its dy masked
+    /// (only asked of a layer whose [`GpuFusion::masks_dx`] is set).
+    pub mask_dx: bool,
+}
+
+/// How a layer's GPU kernels meet its neighbours': the engine fuses a ReLU's backward into the
+/// kernel that writes its input gradient when one side has `relu_output` and the other
+/// `masks_dx`, which saves the producer a dispatch (dL/dpre = dy·(y > 0)) and is bit-identical
+/// (a select, no arithmetic).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GpuFusion {
+    /// y = relu(pre): the backward pass starts from dy·(y > 0), and can take it ready-made
+    /// ([`GpuGrads::dy_masked`]).
+    pub relu_output: bool,
+    /// The kernel that writes dx can write dx·(x > 0) ([`GpuGrads::mask_dx`]).
+    pub masks_dx: bool,
 }
 
 /// What the head binds its GPU kernels to.
+#[derive(Clone, Copy)]
 pub struct GpuHead<'a> {
     pub kernels: &'a Kernels,
     pub tuning: Tuning,
@@ -449,6 +469,8 @@ pub struct GpuHead<'a> {
     pub penalties: &'a wgpu::Buffer,
     /// For training: dL/dx (None when the head is the only layer) and the flat gradients.
     pub backward: Option<(Option<&'a wgpu::Buffer>, &'a wgpu::Buffer)>,
+    /// Write dx·(x > 0) (see [`GpuGrads::mask_dx`]); only asked when [`HeadLayer::gpu_masks_dx`].
+    pub mask_dx: bool,
 }
 
 /// A layer bound to its buffers: the dispatches it records, in order, and the buffers it made
@@ -512,6 +534,11 @@ pub trait HiddenLayer: LayerInfo + Reference<f32> + Reference<f64> {
     /// batches of up to `c.batch` samples.
     fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuLayer<'_>) -> Result<LayerPass>;
 
+    /// How this layer's GPU kernels meet its neighbours' (no fusion by default).
+    fn gpu_fusion(&self) -> GpuFusion {
+        GpuFusion::default()
+    }
+
     /// How this layer meets its neighbours in the fast CPU engine (see [`crate::fast::Fusion`]).
     #[cfg(feature = "fast-cpu")]
     fn fast_fusion(&self) -> crate::fast::Fusion {
@@ -539,6 +566,11 @@ pub trait HeadLayer: LayerInfo + HeadReference<f32> + HeadReference<f64> {
 
     /// Builds and binds the head's GPU kernels for batches of up to `c.batch` samples.
     fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuHead<'_>) -> Result<LayerPass>;
+
+    /// Whether the kernel that writes the head's dx can write dx·(x > 0) ([`GpuFusion::masks_dx`]).
+    fn gpu_masks_dx(&self) -> bool {
+        false
+    }
 
     /// The fast CPU kernels of the head for micro-batches of up to `c.batch`; None runs the
     /// reference in its place.

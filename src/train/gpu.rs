@@ -3,8 +3,10 @@
 //! writes the 32-byte step uniform, records every layer's dispatches into one compute pass of one
 //! command encoder, and submits:
 //!
-//! gather → hidden layers forward → head forward (logits, softmax, CE, dlogits) → L1 penalty →
-//! head backward → hidden layers backward (reversed) → Adam over the flat parameter buffer.
+//! gather → hidden layers forward → head forward (logits, softmax, CE, dlogits, L1 penalty, and
+//! dx) → head backward (its weights) → hidden layers backward (reversed) → Adam over the flat
+//! parameter buffer. A ReLU's backward is a mask in the kernel that writes its input gradient
+//! ([`crate::layers::GpuFusion`]).
 //!
 //! Nothing is read back during an epoch but the live metrics for the progress bar, through a
 //! copy that never stalls the queue: the per-sample loss and prediction land in a metrics buffer
@@ -125,6 +127,16 @@ impl GpuNet {
         let metrics = f32_buffer(device, "metrics", 2 * metrics_capacity)?;
         let penalties = f32_buffer(device, "penalties", penalty_slots + 1)?;
 
+        // Layer i takes its dy masked by the ReLU when the layer after it can write it so.
+        let relu_fused: Vec<bool> = (0..model.hidden.len())
+            .map(|i| {
+                let next_masks = match model.hidden.get(i + 1) {
+                    Some(next) => next.layer.gpu_fusion().masks_dx,
+                    None => model.head.layer.gpu_masks_dx(),
+                };
+                model.hidden[i].layer.gpu_fusion().relu_output && next_masks
+            })
+            .collect();
         let hidden = model
             .hidden
             .iter()
@@ -143,6 +155,8 @@ impl GpuNet {
                         dy: &g.dacts[i],
                         dx: i.checked_sub(1).map(|before| &g.dacts[before]),
                         grads: &g.grads,
+                        dy_masked: relu_fused[i],
+                        mask_dx: i.checked_sub(1).is_some_and(|before| relu_fused[before]),
                     }),
                 };
                 p.layer.bind_gpu(&Ctx { at: &p.at, batch, run }, &gpu)
@@ -159,6 +173,7 @@ impl GpuNet {
             metrics: &metrics,
             penalties: &penalties,
             backward: grads.map(|g| (g.dacts.last(), &g.grads)),
+            mask_dx: relu_fused.last().copied().unwrap_or(false),
         };
         let head = model.head.layer.bind_gpu(&Ctx { at: &model.head.at, batch, run }, &gpu_head)?;
         Ok(GpuNet {
@@ -511,9 +526,14 @@ impl GpuEngine {
         for (layer, name) in net.hidden.iter().zip(&net.hidden_names) {
             stages.push((format!("{name} forward"), Box::new(move |p| layer.record_forward(p))));
         }
-        stages.push(("head forward (logits, softmax, CE)".into(), Box::new(|p| net.head.record_forward(p))));
-        stages.push(("head L1 penalty".into(), Box::new(|p| net.head.record_penalty(p))));
-        stages.push(("head backward".into(), Box::new(|p| net.head.record_backward(p))));
+        // The head's kernels each on their own: what each fuses is in its entry point's name.
+        for (part, dispatches) in
+            [("forward", &net.head.forward), ("penalty", &net.head.penalty), ("backward", &net.head.backward)]
+        {
+            for dispatch in dispatches {
+                stages.push((format!("head {part}: {}", dispatch.entry_point()), each(dispatch)));
+            }
+        }
         for (layer, name) in net.hidden.iter().zip(&net.hidden_names).rev() {
             // A layer's backward may be several kernels (a convolution's is most of a step):
             // each is timed on its own.

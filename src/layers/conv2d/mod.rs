@@ -20,6 +20,7 @@ pub mod fast;
 use num_traits::Float;
 
 use super::{
+    GpuFusion,
     positive, Backward, Ctx, GpuLayer, HiddenLayer, Init, Kind, LayerAt, LayerInfo, LayerPass, Parsed, Pass,
     Reference, TensorSpec, Tuning,
 };
@@ -121,6 +122,8 @@ pub struct Conv2dShape {
     pub chunk_lanes: u32,
     /// The fused ReLU: `y = relu(pre)`; without it `y = pre`.
     pub relu: bool,
+    /// Write dx·(x > 0), the layer before's dL/d(pre-activation) ([`crate::layers::GpuGrads::mask_dx`]).
+    pub mask_dx: bool,
 }
 
 /// Output positions summed by one invocation of `backward_weight_partial` on a software adapter:
@@ -155,6 +158,7 @@ impl Conv2dShape {
             chunks: 0,
             chunk_lanes: 1,
             relu: true,
+            mask_dx: false,
         }
         .with_chunk_len(CHUNK_LEN)
     }
@@ -201,6 +205,24 @@ impl Conv2dShape {
         let lanes = GPU_CHUNK_LANES as usize;
         let chunk_len = (lanes * self.positions()).isqrt().max(1);
         Conv2dShape { chunk_lanes: GPU_CHUNK_LANES, ..self.with_chunk_len(chunk_len) }
+    }
+
+    /// Invocations of the tiled dx kernel for a full batch: per input row, column slots of
+    /// same-phase blocks (stride · ⌈W / (4 · stride)⌉), times channel blocks of 4.
+    fn input_invocations(&self) -> u32 {
+        let slots = self.stride * self.in_w.div_ceil(4 * self.stride);
+        self.batch * self.in_h * slots * self.in_c.div_ceil(4)
+    }
+
+    /// Workgroups of the fused `backward` kernel that compute dx; the rest sum dkernel's partials.
+    fn input_workgroups(&self) -> u32 {
+        self.input_invocations().div_ceil(WORKGROUP_SIZE)
+    }
+
+    /// Invocations of the dkernel partial sums: a team of `chunk_lanes` per 4×4 block of a tap
+    /// of a chunk.
+    fn partial_invocations(&self) -> u32 {
+        self.chunks * 9 * self.in_c.div_ceil(4) * self.out_c.div_ceil(4) * self.chunk_lanes
     }
 
     /// Output positions (n, oy, ox) of a full batch.
@@ -253,9 +275,11 @@ impl Conv2dShape {
             ("CHUNK_LEN", self.chunk_len),
             ("CHUNKS", self.chunks),
             ("CHUNK_LANES", self.chunk_lanes),
+            ("INPUT_WORKGROUPS", self.input_workgroups()),
         ];
         let flags = [
             ("RELU", self.relu),
+            ("MASK_DX", self.mask_dx),
             ("X_VEC4", self.in_c.is_multiple_of(4)),
             (
                 "K_VEC4",
@@ -427,11 +451,14 @@ pub static TILED: Shader = Shader {
             bindings: &[uniform(0, "step"), read_write(4, "y"), read(5, "dy"), read_write(8, "dpre_out")],
         },
         EntryPoint {
-            name: "backward_input",
+            name: "backward",
             bindings: &[
                 uniform(0, "step"),
+                read(2, "x"),
                 read(3, "params"),
                 read_write(6, "dx"),
+                read_write(9, "partials"),
+                read(10, "x4"),
                 read(11, "params4"),
                 read(12, "dpre"),
                 read(13, "dpre4"),
@@ -465,7 +492,14 @@ pub static NAIVE: Shader = Shader {
         },
         EntryPoint {
             name: "naive_backward_input",
-            bindings: &[uniform(0, "step"), read(3, "params"), read_write(4, "y"), read(5, "dy"), read_write(6, "dx")],
+            bindings: &[
+                uniform(0, "step"),
+                read(2, "x"),
+                read(3, "params"),
+                read_write(4, "y"),
+                read(5, "dy"),
+                read_write(6, "dx"),
+            ],
         },
         EntryPoint {
             name: "naive_backward_weight",
@@ -489,6 +523,7 @@ pub fn bind(gpu: &GpuLayer<'_>, s: &Conv2dShape) -> Result<LayerPass> {
         )));
     }
     let device = gpu.kernels.device();
+    let s = &Conv2dShape { mask_dx: gpu.backward.is_some_and(|g| g.mask_dx && g.dx.is_some()), ..*s };
     let constants = s.constants();
     let shader = if gpu.naive { &NAIVE } else { &TILED };
     let dispatch = |entry: &str, args: &[crate::kernel::Arg<'_>], grid: Grid| -> Result<Dispatch> {
@@ -510,44 +545,63 @@ pub fn bind(gpu: &GpuLayer<'_>, s: &Conv2dShape) -> Result<LayerPass> {
     let Some(grads) = gpu.backward else { return Ok(pass) };
     let dy = arg("dy", grads.dy, output);
     let dx = grads.dx.map(|dx| arg("dx", dx, input));
+    let (dy_buffer, dy_masked) = (grads.dy, grads.dy_masked);
     let grads = arg("grads", grads.grads, params_end);
     if gpu.naive {
         if let Some(dx) = dx {
-            pass.backward.push(dispatch("naive_backward_input", &[step, params, y, dy, dx], Grid::Invocations(s.input_len() as u64))?);
+            pass.backward.push(dispatch("naive_backward_input", &[step, x, params, y, dy, dx], Grid::Invocations(s.input_len() as u64))?);
         }
         pass.backward.push(dispatch("naive_backward_weight", &[step, x, y, dy, grads], Grid::Invocations(s.kernel_len() as u64))?);
         // One workgroup per filter.
         pass.backward.push(dispatch("naive_backward_bias", &[step, y, dy, grads], Grid::Workgroups(u64::from(s.out_c)))?);
         return Ok(pass);
     }
-    // dpre is read as vec4s: whole vec4s of it.
-    let dpre_buffer = gpu::storage_buffer(device, "conv2d dpre", floats(s.output_len().next_multiple_of(4)))?;
+    // dL/d(pre-activation): dy itself when the layer after masked it or there is no activation,
+    // else relu_backward's output, which is read as vec4s: whole vec4s of it.
+    let dpre_buffer = if dy_masked || !s.relu {
+        None
+    } else {
+        let buffer = gpu::storage_buffer(device, "conv2d dpre", floats(s.output_len().next_multiple_of(4)))?;
+        pass.backward.push(dispatch(
+            "relu_backward",
+            &[step, y, dy, arg("dpre_out", &buffer, output)],
+            Grid::Invocations(s.output_len() as u64),
+        )?);
+        Some(buffer)
+    };
+    let dpre_source = dpre_buffer.as_ref().unwrap_or(dy_buffer);
+    let (dpre, dpre4) = (arg("dpre", dpre_source, output), arg("dpre4", dpre_source, output));
     let partials_buffer = gpu::storage_buffer(device, "conv2d partial sums", floats(s.partials_len()))?;
-    let (dpre_out, dpre, dpre4) =
-        (arg("dpre_out", &dpre_buffer, output), arg("dpre", &dpre_buffer, output), arg("dpre4", &dpre_buffer, output));
     let partials = arg("partials", &partials_buffer, floats(s.partials_len()));
-    pass.backward.push(dispatch("relu_backward", &[step, y, dy, dpre_out], Grid::Invocations(s.output_len() as u64))?);
     if let Some(dx) = dx {
-        // Column slots of same-phase blocks: stride · ceil(W / (4 · stride)) per row.
-        let slots = u64::from(s.stride * s.in_w.div_ceil(4 * s.stride));
-        let invocations = u64::from(s.batch * s.in_h) * slots * blocks(s.in_c);
-        pass.backward.push(dispatch("backward_input", &[step, params, dx, params4, dpre, dpre4], Grid::Invocations(invocations))?);
+        // dx and the partial sums in one dispatch: INPUT_WORKGROUPS workgroups, then the rest.
+        let workgroups = u64::from(s.input_workgroups()) + u64::from(s.partial_invocations().div_ceil(WORKGROUP_SIZE));
+        pass.backward.push(dispatch(
+            "backward",
+            &[step, x, params, dx, partials, x4, params4, dpre, dpre4],
+            Grid::Workgroups(workgroups),
+        )?);
+    } else {
+        pass.backward.push(dispatch(
+            "backward_weight_partial",
+            &[step, x, partials, x4, dpre, dpre4],
+            Grid::Invocations(u64::from(s.partial_invocations())),
+        )?);
     }
-    let teams = u64::from(s.chunks) * 9 * blocks(s.in_c) * blocks(s.out_c);
-    pass.backward.push(dispatch(
-        "backward_weight_partial",
-        &[step, x, partials, x4, dpre, dpre4],
-        Grid::Invocations(teams * u64::from(s.chunk_lanes)),
-    )?);
     let sums = (s.kernel_len() + s.out_c as usize) as u64;
     pass.backward.push(dispatch("backward_weight_reduce", &[grads, partials], Grid::Invocations(sums))?);
-    pass.buffers.extend([dpre_buffer, partials_buffer]);
+    pass.buffers.extend(dpre_buffer);
+    pass.buffers.push(partials_buffer);
     Ok(pass)
 }
 
 impl HiddenLayer for Conv2d {
     fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuLayer<'_>) -> Result<LayerPass> {
         bind(gpu, &Conv2dShape::for_layer(self, c).tuned(gpu.tuning))
+    }
+
+    fn gpu_fusion(&self) -> GpuFusion {
+        GpuFusion { relu_output: self.relu, masks_dx: true }
     }
 
     #[cfg(feature = "fast-cpu")]

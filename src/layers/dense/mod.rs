@@ -138,7 +138,8 @@ impl HiddenDenseShape {
             kernel_offset: self.kernel_offset,
             bias_offset: self.bias_offset,
             l1: 0.0,
-            _pad: [0; 2],
+            mask_dx: 0,
+            _pad: 0,
         }
     }
 }

@@ -25,7 +25,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::gpu::{self, uniform_buffer, GpuContext};
-use crate::kernel::{arg, begin_pass, floats, read, read_write, uniform, Dispatch, EntryPoint, Grid, Shader};
+use crate::kernel::{arg, floats, read, read_write, uniform, Dispatch, EntryPoint, Grid, Shader};
 use crate::layers::dense::MAX_UNITS;
 use crate::layers::StepParams;
 use crate::rng::Rng;
@@ -102,7 +102,9 @@ pub struct DenseShape {
     pub kernel_offset: u32,
     pub bias_offset: u32,
     pub l1: f32,
-    pub _pad: [u32; 2],
+    /// 1: write dx·(x > 0) ([`crate::layers::GpuHead::mask_dx`]).
+    pub mask_dx: u32,
+    pub _pad: u32,
 }
 
 impl DenseShape {
@@ -115,7 +117,8 @@ impl DenseShape {
             kernel_offset: 0,
             bias_offset: (features * classes) as u32,
             l1,
-            _pad: [0; 2],
+            mask_dx: 0,
+            _pad: 0,
         }
     }
 
@@ -318,18 +321,32 @@ pub static SHADER: Shader = Shader {
     own: shader_own!("dense_softmax.wgsl"),
     entry_points: &[
         EntryPoint {
-            name: "logits",
-            bindings: &[uniform(0, "step"), uniform(1, "shape"), read(2, "x"), read(3, "params"), read_write(5, "probs")],
-        },
-        EntryPoint {
-            name: "softmax_cross_entropy",
+            name: "forward",
             bindings: &[
                 uniform(0, "step"),
                 uniform(1, "shape"),
+                read(2, "x"),
+                read(3, "params"),
                 read(4, "labels"),
                 read_write(5, "probs"),
                 read_write(6, "dlogits"),
                 read_write(7, "metrics"),
+                read_write(10, "penalties"),
+            ],
+        },
+        EntryPoint {
+            name: "forward_backward",
+            bindings: &[
+                uniform(0, "step"),
+                uniform(1, "shape"),
+                read(2, "x"),
+                read(3, "params"),
+                read(4, "labels"),
+                read_write(5, "probs"),
+                read_write(6, "dlogits"),
+                read_write(7, "metrics"),
+                read_write(9, "dx"),
+                read_write(10, "penalties"),
             ],
         },
         EntryPoint {
@@ -343,14 +360,6 @@ pub static SHADER: Shader = Shader {
                 read_write(8, "grads"),
             ],
         },
-        EntryPoint {
-            name: "backward_input",
-            bindings: &[uniform(0, "step"), uniform(1, "shape"), read(3, "params"), read_write(6, "dlogits"), read_write(9, "dx")],
-        },
-        EntryPoint {
-            name: "l1_penalty",
-            bindings: &[uniform(0, "step"), uniform(1, "shape"), read(3, "params"), read_write(10, "penalties")],
-        },
     ],
 };
 
@@ -359,8 +368,12 @@ impl HeadLayer for DenseSoftmax {
         self.units
     }
 
+    fn gpu_masks_dx(&self) -> bool {
+        true
+    }
+
     fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuHead<'_>) -> Result<LayerPass> {
-        let s = DenseShape::for_layer(c);
+        let s = DenseShape { mask_dx: u32::from(gpu.mask_dx), ..DenseShape::for_layer(c) };
         let device = gpu.kernels.device();
         let kernel = |entry: &str| gpu.kernels.get(&SHADER, entry, &[]);
         let shape = uniform_buffer(device, "dense shape", &s);
@@ -373,42 +386,36 @@ impl HeadLayer for DenseSoftmax {
         let dlogits = arg("dlogits", &dlogits_buffer, logit_bytes);
         let probs = arg("probs", gpu.probs, logit_bytes);
         let metrics = arg("metrics", gpu.metrics, floats(2 * s.batch as usize));
+        let forward = [
+            step,
+            shape_arg,
+            x,
+            params,
+            arg("labels", gpu.labels, floats(s.batch as usize)),
+            probs,
+            dlogits,
+            metrics,
+            arg("penalties", gpu.penalties, 4),
+        ];
+        // A workgroup per sample, and one for the penalty.
+        let grid = Grid::Workgroups(u64::from(s.batch) + 1);
         let mut pass = LayerPass::default();
-        // One workgroup per logit.
-        pass.forward.push(Dispatch::new(
-            device,
-            &kernel("logits")?,
-            &[step, shape_arg, x, params, probs],
-            Grid::Workgroups(u64::from(s.batch * s.classes)),
-        )?);
-        pass.forward.push(Dispatch::new(
-            device,
-            &kernel("softmax_cross_entropy")?,
-            &[step, shape_arg, arg("labels", gpu.labels, floats(s.batch as usize)), probs, dlogits, metrics],
-            Grid::Invocations(u64::from(s.batch)),
-        )?);
-        // One workgroup reduces the whole kernel.
-        pass.penalty.push(Dispatch::new(
-            device,
-            &kernel("l1_penalty")?,
-            &[step, shape_arg, params, arg("penalties", gpu.penalties, 4)],
-            Grid::Workgroups(1),
-        )?);
-        if let Some((dx, grads)) = gpu.backward {
+        let dx = gpu.backward.and_then(|(dx, _)| dx);
+        match dx {
+            Some(dx) => {
+                let mut args = forward.to_vec();
+                args.push(arg("dx", dx, floats((s.batch * s.features) as usize)));
+                pass.forward.push(Dispatch::new(device, &kernel("forward_backward")?, &args, grid)?);
+            }
+            None => pass.forward.push(Dispatch::new(device, &kernel("forward")?, &forward, grid)?),
+        }
+        if let Some((_, grads)) = gpu.backward {
             pass.backward.push(Dispatch::new(
                 device,
                 &kernel("backward_weight")?,
                 &[step, shape_arg, x, params, dlogits, arg("grads", grads, floats((s.bias_offset + s.classes) as usize))],
                 Grid::Invocations(s.kernel_len() as u64 + u64::from(s.classes)),
             )?);
-            if let Some(dx) = dx {
-                pass.backward.push(Dispatch::new(
-                    device,
-                    &kernel("backward_input")?,
-                    &[step, shape_arg, params, dlogits, arg("dx", dx, floats((s.batch * s.features) as usize))],
-                    Grid::Invocations(u64::from(s.batch * s.features)),
-                )?);
-            }
         }
         pass.buffers.extend([shape, dlogits_buffer]);
         Ok(pass)
@@ -418,6 +425,17 @@ impl HeadLayer for DenseSoftmax {
     fn fast(&self, c: &Ctx<'_>, isa: crate::fast::Isa) -> Option<Box<dyn crate::fast::FastHead>> {
         Some(Box::new(fast::DensePlan::new(&DenseShape::for_layer(c), isa)))
     }
+}
+
+/// The head's dx as it is bound after a ReLU (masked by x > 0), on `gpu`'s buffers but a dx of
+/// its own.
+fn masked_head_dx(ctx: &GpuContext, layer: &DenseSoftmax, c: &Ctx<'_>, gpu: &GpuHead<'_>) -> Result<Vec<f32>> {
+    let len = c.batch * c.at.input_len();
+    let dx = selftest::sentinel(ctx, len)?;
+    let grads = gpu.backward.map(|(_, grads)| grads).ok_or_else(|| Error::invalid("a training binding"))?;
+    let bound = layer.bind_gpu(c, &GpuHead { backward: Some((Some(&dx), grads)), mask_dx: true, ..*gpu })?;
+    selftest::run(ctx, |pass| bound.record_forward(pass));
+    selftest::read(ctx, &dx, len)
 }
 
 /// The fused head on the GPU against the reference: probabilities, dlogits, per-sample metrics
@@ -457,29 +475,25 @@ pub fn checks(ctx: &GpuContext) -> Result<Vec<Check>> {
     let (grads_b, dx_b, penalties_b) =
         (selftest::sentinel(ctx, params.len())?, selftest::sentinel(ctx, x.len())?, selftest::sentinel(ctx, 4)?);
     let kernels = crate::kernel::Kernels::new(&ctx.device);
-    let bound = layer.bind_gpu(
-        &c,
-        &GpuHead {
-            kernels: &kernels,
-            tuning: super::Tuning::for_adapter(&ctx.info),
-            step: &step,
-            params: &params_b,
-            x: &x_b,
-            labels: &labels_b,
-            probs: &probs_b,
-            metrics: &metrics_b,
-            penalties: &penalties_b,
-            backward: Some((Some(&dx_b), &grads_b)),
-        },
-    )?;
-    let mut encoder = ctx.device.create_command_encoder(&Default::default());
-    {
-        let mut pass = begin_pass(&mut encoder, "selftest");
-        bound.record_forward(&mut pass);
-        bound.record_penalty(&mut pass);
-        bound.record_backward(&mut pass);
-    }
-    ctx.queue.submit([encoder.finish()]);
+    let gpu_head = GpuHead {
+        kernels: &kernels,
+        tuning: super::Tuning::for_adapter(&ctx.info),
+        step: &step,
+        params: &params_b,
+        x: &x_b,
+        labels: &labels_b,
+        probs: &probs_b,
+        metrics: &metrics_b,
+        penalties: &penalties_b,
+        backward: Some((Some(&dx_b), &grads_b)),
+        mask_dx: false,
+    };
+    let bound = layer.bind_gpu(&c, &gpu_head)?;
+    selftest::run(ctx, |pass| {
+        bound.record_forward(pass);
+        bound.record_penalty(pass);
+        bound.record_backward(pass);
+    });
     let n = used * classes;
     let metrics = selftest::read(ctx, &metrics_b, 2 * (batch + 3))?;
     let gpu_losses: Vec<f32> = (0..used).map(|i| metrics[6 + 2 * i]).collect();
@@ -487,6 +501,8 @@ pub fn checks(ctx: &GpuContext) -> Result<Vec<Check>> {
     let cpu_predicted: Vec<f32> = predicted[..used].iter().map(|&p| p as f32).collect();
     let gpu_grads = selftest::read(ctx, &grads_b, params.len())?;
     let kernel_len = features * classes;
+    let masked_dx = masked_head_dx(ctx, &layer, &c, &gpu_head)?;
+    let reference_masked: Vec<f32> = dx.iter().zip(&x).map(|(&d, &x)| if x > 0.0 { d } else { 0.0 }).collect();
     Ok(vec![
         Check::compare("dense_softmax: probabilities".into(), &selftest::read(ctx, &probs_b, n)?, &probs[..n], 1e-6, 1e-4),
         // The head's own dlogits scratch, the second buffer it made (see bind_gpu).
@@ -500,6 +516,13 @@ pub fn checks(ctx: &GpuContext) -> Result<Vec<Check>> {
             "dense_softmax: dx".into(),
             &selftest::read(ctx, &dx_b, used * features)?,
             &dx[..used * features],
+            1e-6,
+            1e-4,
+        ),
+        Check::compare(
+            "dense_softmax: dx masked for the ReLU before".into(),
+            &masked_dx[..used * features],
+            &reference_masked[..used * features],
             1e-6,
             1e-4,
         ),

@@ -16,7 +16,7 @@ use bytemuck::{Pod, Zeroable};
 use num_traits::Float;
 
 use super::{
-    bind_forward_and_input_gradient, cast, Backward, Ctx, GpuLayer, HiddenLayer, Kind, LayerAt, LayerInfo, LayerPass, Parsed, Pass, Reference,
+    bind_forward_and_input_gradient, cast, Backward, Ctx, GpuFusion, GpuLayer, HiddenLayer, Kind, LayerAt, LayerInfo, LayerPass, Parsed, Pass, Reference,
     RunSettings, Tuning,
 };
 use crate::error::{Error, Result};
@@ -73,7 +73,9 @@ pub struct DropoutShape {
     pub seed: u32,
     pub rate: f32,
     pub scale: f32,
-    pub _pad: [u32; 2],
+    /// 1: write dx·(x > 0) ([`crate::layers::GpuGrads::mask_dx`]).
+    pub mask_dx: u32,
+    pub _pad: u32,
 }
 
 impl DropoutShape {
@@ -87,7 +89,8 @@ impl DropoutShape {
             seed,
             rate,
             scale: (1.0 / (1.0 - f64::from(rate))) as f32,
-            _pad: [0; 2],
+            mask_dx: 0,
+            _pad: 0,
         }
     }
 
@@ -157,24 +160,29 @@ pub static SHADER: Shader = Shader {
         EntryPoint { name: "forward", bindings: &[uniform(0, "step"), uniform(1, "shape"), read(2, "x"), read_write(3, "y")] },
         EntryPoint {
             name: "backward_input",
-            bindings: &[uniform(0, "step"), uniform(1, "shape"), read(4, "dy"), read_write(5, "dx")],
+            bindings: &[uniform(0, "step"), uniform(1, "shape"), read(2, "x"), read(4, "dy"), read_write(5, "dx")],
         },
     ],
 };
 
 impl HiddenLayer for Dropout {
     fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuLayer<'_>) -> Result<LayerPass> {
-        let s = DropoutShape::for_layer(self, c);
+        let s = DropoutShape { mask_dx: u32::from(gpu.backward.is_some_and(|g| g.mask_dx)), ..DropoutShape::for_layer(self, c) };
         let shape = uniform_buffer(gpu.kernels.device(), "dropout shape", &s);
         let (step, shape_arg, bytes) = (arg("step", gpu.step, 32), arg("shape", &shape, 32), floats(s.len()));
         let grid = Grid::Invocations(s.len() as u64);
         let forward = [step, shape_arg, arg("x", gpu.x, bytes), arg("y", gpu.y, bytes)];
         let backward = gpu.backward.and_then(|g| g.dx.map(|dx| (g.dy, dx))).map(|(dy, dx)| {
-            (vec![step, shape_arg, arg("dy", dy, bytes), arg("dx", dx, bytes)], grid)
+            (vec![step, shape_arg, arg("x", gpu.x, bytes), arg("dy", dy, bytes), arg("dx", dx, bytes)], grid)
         });
         let mut pass = bind_forward_and_input_gradient(gpu, &SHADER, (&forward, grid), backward)?;
         pass.buffers.push(shape);
         Ok(pass)
+    }
+
+    fn gpu_fusion(&self) -> GpuFusion {
+        // dx is dy times the mask's factor: it can take the ReLU before it as well.
+        GpuFusion { masks_dx: true, ..Default::default() }
     }
 
     #[cfg(feature = "fast-cpu")]

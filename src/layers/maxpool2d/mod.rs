@@ -14,7 +14,7 @@ pub mod fast;
 use bytemuck::{Pod, Zeroable};
 use num_traits::Float;
 
-use super::{bind_forward_and_input_gradient, Backward, Ctx, GpuLayer, HiddenLayer, Kind, LayerAt, LayerInfo, LayerPass, Parsed, Pass, Reference, Tuning};
+use super::{bind_forward_and_input_gradient, Backward, Ctx, GpuFusion, GpuLayer, HiddenLayer, Kind, LayerAt, LayerInfo, LayerPass, Parsed, Pass, Reference, Tuning};
 use crate::error::{Error, Result};
 use crate::gpu::{uniform_buffer, GpuContext};
 use crate::kernel::{arg, floats, read, read_write, uniform, EntryPoint, Grid, Shader};
@@ -64,13 +64,15 @@ pub struct PoolShape {
     pub channels: u32,
     pub out_h: u32,
     pub out_w: u32,
-    pub _pad: [u32; 2],
+    /// 1: write dx·(x > 0) ([`crate::layers::GpuGrads::mask_dx`]).
+    pub mask_dx: u32,
+    pub _pad: u32,
 }
 
 impl PoolShape {
     pub fn new(batch: usize, input: [usize; 3]) -> Self {
         let [h, w, c] = input.map(|v| v as u32);
-        PoolShape { batch: batch as u32, in_h: h, in_w: w, channels: c, out_h: h / 2, out_w: w / 2, _pad: [0; 2] }
+        PoolShape { batch: batch as u32, in_h: h, in_w: w, channels: c, out_h: h / 2, out_w: w / 2, mask_dx: 0, _pad: 0 }
     }
 
     /// The shape of the pooling layer at `c.at`, for `c.batch` samples.
@@ -160,7 +162,7 @@ pub static SHADER: Shader = Shader {
 
 impl HiddenLayer for MaxPool2d {
     fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuLayer<'_>) -> Result<LayerPass> {
-        let s = PoolShape::for_layer(c);
+        let s = PoolShape { mask_dx: u32::from(gpu.backward.is_some_and(|g| g.mask_dx)), ..PoolShape::for_layer(c) };
         let shape = uniform_buffer(gpu.kernels.device(), "maxpool2d shape", &s);
         let (x_bytes, y_bytes) = (floats(s.input_len()), floats(s.output_len()));
         let (step, shape_arg, x) = (arg("step", gpu.step, 32), arg("shape", &shape, 32), arg("x", gpu.x, x_bytes));
@@ -173,6 +175,11 @@ impl HiddenLayer for MaxPool2d {
         let mut pass = bind_forward_and_input_gradient(gpu, &SHADER, forward, backward)?;
         pass.buffers.push(shape);
         Ok(pass)
+    }
+
+    fn gpu_fusion(&self) -> GpuFusion {
+        // The gradient goes to each window's maximum, where x > 0 ⇔ the window's output > 0.
+        GpuFusion { masks_dx: true, ..Default::default() }
     }
 
     #[cfg(feature = "fast-cpu")]
