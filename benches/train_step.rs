@@ -12,6 +12,7 @@ use wgpu_cnn::kernel::begin_pass;
 use wgpu_cnn::layers::conv2d::{self, Conv2dShape};
 use wgpu_cnn::layers::{GpuGrads, GpuLayer, StepParams, Tuning};
 use wgpu_cnn::model::{Architecture, Model, CIFAR_INPUT};
+use wgpu_cnn::partial_sums;
 use wgpu_cnn::train::gpu::GpuEngine;
 use wgpu_cnn::train::reference::ReferenceEngine;
 use wgpu_cnn::train::{Engine, TrainConfig, Trainer};
@@ -78,6 +79,7 @@ fn conv_layers(c: &mut Criterion) {
         let (x, params, y, dy) =
             (buffer(s.input_len()), buffer(s.kernel_len() + filters), buffer(s.output_len()), buffer(s.output_len()));
         let (dx, grads) = (buffer(s.input_len()), buffer(s.kernel_len() + filters));
+        let scratch = buffer(s.tuned(Tuning::for_adapter(&ctx.info)).partials_len());
         let layer = format!("{}x{}x{}_to_{filters}_s{stride}", input[0], input[1], input[2]);
         group.throughput(Throughput::Elements((s.output_len() * 9 * input[2]) as u64));
         for naive in [false, true] {
@@ -92,9 +94,20 @@ fn conv_layers(c: &mut Criterion) {
                 y: &y,
                 // As the engine binds a convolution between two others: dy comes masked by the
                 // ReLU, dx leaves masked for the one before.
-                backward: Some(GpuGrads { dy: &dy, dx: Some(&dx), grads: &grads, dy_masked: true, mask_dx: true }),
+                backward: Some(GpuGrads {
+                    dy: &dy,
+                    dx: Some(&dx),
+                    grads: &grads,
+                    scratch: &scratch,
+                    scratch_offset: 0,
+                    dy_masked: true,
+                    mask_dx: true,
+                }),
             };
             let pass = conv2d::bind(&gpu, &s.tuned(gpu.tuning)).unwrap();
+            // The tiled dkernel's final sums, which the engine runs with every layer's.
+            let sums =
+                partial_sums::bind(&ctx.kernels, &pass.sums, &scratch, &grads, s.kernel_len() + filters).unwrap();
             let variant = if naive { "naive" } else { "tiled" };
             for backward in [false, true] {
                 let name = format!("{}_{variant}", if backward { "backward" } else { "forward" });
@@ -105,6 +118,9 @@ fn conv_layers(c: &mut Criterion) {
                             let mut p = begin_pass(&mut encoder, "bench");
                             if backward {
                                 pass.record_backward(&mut p);
+                                if let Some((sums, _)) = &sums {
+                                    sums.record(&mut p);
+                                }
                             } else {
                                 pass.record_forward(&mut p);
                             }

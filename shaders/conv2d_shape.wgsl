@@ -34,6 +34,7 @@ override CHUNK_LEN: u32;   // output positions (n, oy, ox) per partial-sum chunk
 override CHUNKS: u32;      // ceil(BATCH · OUT_H · OUT_W / CHUNK_LEN)
 override CHUNK_LANES: u32; // invocations that share one chunk (a power of two dividing WORKGROUP_SIZE)
 override INPUT_WORKGROUPS: u32; // workgroups of the tiled `backward` that write dx (the rest: partial sums)
+override PARTIALS_OFFSET: u32;  // where the tiled partial sums start in the step's scratch buffer
 override RELU: bool;       // y = relu(pre), else y = pre (a convolution without activation)
 override MASK_DX: bool;    // write dx·(x > 0): the layer before is a ReLU and takes its dL/d(pre) ready-made
 override X_VEC4: bool;     // IN_C % 4 == 0: a pixel's channels of x start on a vec4

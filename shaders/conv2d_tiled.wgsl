@@ -4,7 +4,7 @@
 // checked beside and measured against.
 //
 // Bindings (group 0)                                                      used by
-//   0  step      uniform Step                                             all but backward_weight_reduce
+//   0  step      uniform Step                                             all
 //   2  x         storage, read        input [N, H, W, C]                  forward, backward,
 //                                                                         backward_weight_partial
 //   3  params    storage, read        flat parameters: kernel [3, 3, C,   forward, backward
@@ -16,14 +16,13 @@
 //   5  dy        storage, read        dL/dy, shaped like y                relu_backward
 //   6  dx        storage, read_write  dL/dx, shaped like x (·(x > 0)      backward
 //                                     when MASK_DX)
-//   7  grads     storage, read_write  flat gradients, laid out like       backward_weight_reduce
-//                                     params
 //   8  dpre_out  storage, read_write  dL/d(pre-activation) = dy·(y > 0)   relu_backward writes
 //                                     (dy when !RELU),
 //                                     shaped like y
-//   9  partials  storage, read_write  [CHUNKS, 9·C·K + K] partial sums    backward, backward_weight_partial write,
-//                                     of dkernel and dbias per chunk of   backward_weight_reduce reads
-//                                     CHUNK_LEN output positions
+//   9  partials  storage, read_write  [CHUNKS, 9·C·K + K] partial sums    backward, backward_weight_partial
+//                                     of dkernel and dbias per chunk of
+//                                     CHUNK_LEN output positions, from
+//                                     PARTIALS_OFFSET of the step's scratch
 //  10  x4        storage, read        x as vec4s (binding 2's buffer)     forward, backward, backward_weight_partial
 //  11  params4   storage, read        params as vec4s (binding 3's)       forward, backward
 //  12  dpre      storage, read        dL/d(pre-activation): dpre_out's    backward, backward_weight_partial
@@ -37,7 +36,8 @@
 // per invocation: 8 loads, or 2 to 5 vec4 loads, feed 16 multiply-adds, where the naive kernels
 // load 2–3 values per multiply-add), and dkernel/dbias as a split reduction: partial sums per
 // chunk of positions (thousands of invocations even for the 432 weights of the first layer),
-// then a fixed-order sum over the chunks (deterministic, no atomics). dx and the partial sums
+// then a fixed-order sum over the chunks (deterministic, no atomics), which partial_sums.wgsl
+// does for every layer at once. dx and the partial sums
 // read the same dpre and neither reads what the other writes: `backward` runs both in one
 // dispatch, its first INPUT_WORKGROUPS workgroups the one, the rest the other (a first layer,
 // with no dx, runs backward_weight_partial alone).
@@ -48,7 +48,6 @@
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read> dy: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dx: array<f32>;
-@group(0) @binding(7) var<storage, read_write> grads: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dpre_out: array<f32>;
 @group(0) @binding(9) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(10) var<storage, read> x4: array<vec4<f32>>;
@@ -344,7 +343,7 @@ fn weight_partials(i: u32, t: u32) {
     if (!in_range || lane != 0u) {
         return;
     }
-    let slot = chunk * (9u * IN_C * OUT_C + OUT_C);
+    let slot = PARTIALS_OFFSET + chunk * (9u * IN_C * OUT_C + OUT_C);
     for (var a = 0u; a < 4u; a++) {
         for (var b = 0u; b < 4u; b++) {
             if (c0 + a < IN_C && k0 + b < OUT_C) {
@@ -378,25 +377,5 @@ fn backward(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups
         input_gradient(w * WORKGROUP_SIZE + t);
     } else {
         weight_partials((w - INPUT_WORKGROUPS) * WORKGROUP_SIZE + t, t);
-    }
-}
-
-// grads[kernel, then bias] = Σ over chunks, in chunk order.
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn backward_weight_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = linear_index(gid, groups);
-    let kernel_len = 9u * IN_C * OUT_C;
-    let per_chunk = kernel_len + OUT_C;
-    if (i >= per_chunk) {
-        return;
-    }
-    var sum = 0.0;
-    for (var chunk = 0u; chunk < CHUNKS; chunk++) {
-        sum += partials[chunk * per_chunk + i];
-    }
-    if (i < kernel_len) {
-        grads[KERNEL_OFFSET + i] = sum;
-    } else {
-        grads[BIAS_OFFSET + i - kernel_len] = sum;
     }
 }

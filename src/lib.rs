@@ -19,7 +19,8 @@
 //!   reference beside GPU twin and fast CPU kernels; [`model`]: architectures laid out on the
 //!   registry (shapes, flat parameters, initialisation, summary).
 //! - [`train`]: the one training loop and its engines (GPU, fast CPU, reference); [`adam`] and
-//!   [`gather`]: the optimiser and the batch assembly every engine uses.
+//!   [`gather`]: the optimiser and the batch assembly every engine uses; [`partial_sums`]: the
+//!   last stage of every layer's split weight-gradient reduction, in one GPU dispatch.
 //! - [`data`], [`metrics`], `checkpoint` (feature `checkpoint`): CIFAR-10, evaluation,
 //!   safetensors checkpoints.
 //! - [`selftest`]: every GPU kernel against its CPU reference, on any adapter.
@@ -59,6 +60,7 @@ pub mod kernel;
 pub mod layers;
 pub mod metrics;
 pub mod model;
+pub mod partial_sums;
 pub mod rng;
 pub mod selftest;
 pub mod shaders;

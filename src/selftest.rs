@@ -122,6 +122,7 @@ pub fn run_all(ctx: &GpuContext) -> Result<Vec<Check>> {
     for kind in REGISTRY {
         checks.extend((kind.checks)(ctx)?);
     }
+    checks.extend(crate::partial_sums::checks(ctx)?);
     checks.extend(crate::adam::checks(ctx)?);
     checks.extend(crate::gather::checks(ctx)?);
     checks.extend(crate::classify::checks(ctx)?);
@@ -286,6 +287,10 @@ fn hidden_layer_bound(
     let state_b = upload(ctx, inputs.state)?;
     let (y_b, dx_b, grads_b) = (sentinel(ctx, y_len)?, sentinel(ctx, x_len)?, sentinel(ctx, params_end)?);
     let kernels = Kernels::new(&ctx.device);
+    // The layer's scratch region at an offset, as the engine places layers after others.
+    let layer_ctx = Ctx { at, batch: c.batch, run: c.run };
+    let scratch_offset = 8;
+    let scratch = sentinel(ctx, scratch_offset as usize + c.layer.gpu_scratch_len(&layer_ctx, c.tuning, c.naive))?;
     let gpu = GpuLayer {
         kernels: &kernels,
         tuning: c.tuning,
@@ -299,13 +304,21 @@ fn hidden_layer_bound(
             dy: &dy_b,
             dx: (!c.first).then_some(&dx_b),
             grads: &grads_b,
+            scratch: &scratch,
+            scratch_offset,
             dy_masked: fusion.relu_output,
             mask_dx: fusion.masks_dx,
         }),
     };
-    let bound = c.layer.bind_gpu(&Ctx { at, batch: c.batch, run: c.run }, &gpu)?;
+    let bound = c.layer.bind_gpu(&layer_ctx, &gpu)?;
+    let sums = crate::partial_sums::bind(&kernels, &bound.sums, &scratch, &grads_b, params_end)?;
     run(ctx, |pass| bound.record_forward(pass));
-    run(ctx, |pass| bound.record_backward(pass));
+    run(ctx, |pass| {
+        bound.record_backward(pass);
+        if let Some((sums, _table)) = &sums {
+            sums.record(pass);
+        }
+    });
 
     let what = match (fusion.relu_output, fusion.masks_dx) {
         (false, false) => c.name.clone(),

@@ -21,7 +21,7 @@ pub fn all() -> Vec<&'static Shader> {
     for kind in REGISTRY {
         all.extend(kind.shaders.iter().copied());
     }
-    all.extend([&crate::adam::SHADER, &crate::gather::SHADER, &crate::classify::SHADER]);
+    all.extend([&crate::adam::SHADER, &crate::partial_sums::SHADER, &crate::gather::SHADER, &crate::classify::SHADER]);
     all
 }
 

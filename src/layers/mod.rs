@@ -429,6 +429,10 @@ pub struct GpuGrads<'a> {
     pub dx: Option<&'a wgpu::Buffer>,
     /// Flat gradients, laid out like `params`.
     pub grads: &'a wgpu::Buffer,
+    /// The layer's region of the step's partial-sum scratch, [`HiddenLayer::gpu_scratch_len`]
+    /// floats from `scratch_offset`; their final sums are the layer's [`LayerPass::sums`].
+    pub scratch: &'a wgpu::Buffer,
+    pub scratch_offset: u32,
     /// dy arrives as dL/dy·(y > 0), the gradient of the ReLU's input: the layer after this one
     /// masked it as it wrote it (only given to a layer whose [`GpuFusion::relu_output`] is set).
     pub dy_masked: bool,
@@ -482,6 +486,10 @@ pub struct LayerPass {
     pub penalty: Vec<Dispatch>,
     /// Empty when bound for inference.
     pub backward: Vec<Dispatch>,
+    /// The final sums of the partial sums the backward pass leaves in the scratch buffer,
+    /// which the engine runs for every layer at once after the backward pass
+    /// ([`crate::partial_sums`]).
+    pub sums: Vec<crate::partial_sums::Segment>,
     pub buffers: Vec<wgpu::Buffer>,
 }
 
@@ -533,6 +541,12 @@ pub trait HiddenLayer: LayerInfo + Reference<f32> + Reference<f64> {
     /// Builds (through `gpu.kernels`, once per shape) and binds this layer's GPU kernels for
     /// batches of up to `c.batch` samples.
     fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuLayer<'_>) -> Result<LayerPass>;
+
+    /// Floats of the partial-sum scratch ([`GpuGrads::scratch`]) the layer's training binding
+    /// for `tuning` (with the naive kernels when `naive`) writes; none by default.
+    fn gpu_scratch_len(&self, _c: &Ctx<'_>, _tuning: Tuning, _naive: bool) -> usize {
+        0
+    }
 
     /// How this layer's GPU kernels meet its neighbours' (no fusion by default).
     fn gpu_fusion(&self) -> GpuFusion {

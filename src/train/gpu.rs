@@ -4,8 +4,8 @@
 //! command encoder, and submits:
 //!
 //! gather → hidden layers forward → head forward (logits, softmax, CE, dlogits, L1 penalty, and
-//! dx) → head backward (its weights) → hidden layers backward (reversed) → Adam over the flat
-//! parameter buffer. A ReLU's backward is a mask in the kernel that writes its input gradient
+//! dx) → head backward (its weights) → hidden layers backward (reversed) → the final sums of
+//! every layer's split weight-gradient reduction → Adam over the flat parameter buffer. A ReLU's backward is a mask in the kernel that writes its input gradient
 //! ([`crate::layers::GpuFusion`]).
 //!
 //! Nothing is read back during an epoch but the live metrics for the progress bar, through a
@@ -78,6 +78,9 @@ pub(crate) struct GpuNet {
     eval_penalty_slot: usize,
     /// Elements of the model's `state` (its buffer is never empty).
     state_len: usize,
+    /// In training, the final sums of every layer's split weight-gradient reductions, after the
+    /// backward pass ([`crate::partial_sums`]).
+    partial_sums: Option<Dispatch>,
     // Kept alive with the bind groups.
     _buffers: Vec<wgpu::Buffer>,
 }
@@ -137,6 +140,15 @@ impl GpuNet {
                 model.hidden[i].layer.gpu_fusion().relu_output && next_masks
             })
             .collect();
+        // Each layer's region of the partial-sum scratch, on 4-float boundaries.
+        let mut scratch_offsets = Vec::with_capacity(model.hidden.len());
+        let mut scratch_len = 0;
+        for p in &model.hidden {
+            scratch_offsets.push(scratch_len as u32);
+            let len = p.layer.gpu_scratch_len(&Ctx { at: &p.at, batch, run }, tuning, naive);
+            scratch_len += len.next_multiple_of(4);
+        }
+        let scratch = f32_buffer(device, "partial-sum scratch", scratch_len.max(4))?;
         let hidden = model
             .hidden
             .iter()
@@ -155,6 +167,8 @@ impl GpuNet {
                         dy: &g.dacts[i],
                         dx: i.checked_sub(1).map(|before| &g.dacts[before]),
                         grads: &g.grads,
+                        scratch: &scratch,
+                        scratch_offset: scratch_offsets[i],
                         dy_masked: relu_fused[i],
                         mask_dx: i.checked_sub(1).is_some_and(|before| relu_fused[before]),
                     }),
@@ -176,6 +190,18 @@ impl GpuNet {
             mask_dx: relu_fused.last().copied().unwrap_or(false),
         };
         let head = model.head.layer.bind_gpu(&Ctx { at: &model.head.at, batch, run }, &gpu_head)?;
+        let segments: Vec<_> = hidden.iter().flat_map(|l: &LayerPass| l.sums.iter().copied()).collect();
+        let mut buffers = acts;
+        let partial_sums = match grads {
+            Some(g) => crate::partial_sums::bind(kernels, &segments, &scratch, &g.grads, model.param_count)?.map(
+                |(dispatch, table)| {
+                    buffers.push(table);
+                    dispatch
+                },
+            ),
+            None => None,
+        };
+        buffers.push(scratch);
         Ok(GpuNet {
             device: ctx.device.clone(),
             queue: ctx.queue.clone(),
@@ -198,7 +224,8 @@ impl GpuNet {
             metrics_capacity,
             eval_penalty_slot: penalty_slots,
             state_len: weights.state.len(),
-            _buffers: acts,
+            partial_sums,
+            _buffers: buffers,
         })
     }
 
@@ -434,7 +461,8 @@ impl GpuEngine {
 
     /// Dispatches per training step (for reports): the gather, every layer's, Adam.
     pub fn dispatches_per_step(&self) -> usize {
-        1 + self.net.hidden.iter().map(LayerPass::dispatches).sum::<usize>() + self.net.head.dispatches() + 1
+        let sums = usize::from(self.net.partial_sums.is_some());
+        1 + self.net.hidden.iter().map(LayerPass::dispatches).sum::<usize>() + self.net.head.dispatches() + sums + 1
     }
 
     /// Sets how many training steps the engine records into one submission (1 to
@@ -464,6 +492,9 @@ impl GpuEngine {
         net.head.record_backward(pass);
         for layer in net.hidden.iter().rev() {
             layer.record_backward(pass);
+        }
+        if let Some(sums) = &net.partial_sums {
+            sums.record(pass);
         }
         self.adam.record(pass);
     }
@@ -540,6 +571,9 @@ impl GpuEngine {
             for dispatch in &layer.backward {
                 stages.push((format!("{name} backward: {}", dispatch.entry_point()), each(dispatch)));
             }
+        }
+        if let Some(sums) = &net.partial_sums {
+            stages.push(("partial sums of every layer".into(), each(sums)));
         }
         stages.push(("adam".into(), each(&self.adam)));
 

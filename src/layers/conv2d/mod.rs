@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{self, GpuContext};
 use crate::kernel::{arg, floats, read, read_write, uniform, Dispatch, EntryPoint, Grid, Shader, WORKGROUP_SIZE};
 use crate::model::same_padding;
+use crate::partial_sums::Segment;
 use crate::selftest::{self, Check, HiddenCheck, Tolerance};
 use crate::{shader_own, shader_source};
 
@@ -124,6 +125,8 @@ pub struct Conv2dShape {
     pub relu: bool,
     /// Write dx·(x > 0), the layer before's dL/d(pre-activation) ([`crate::layers::GpuGrads::mask_dx`]).
     pub mask_dx: bool,
+    /// Where the tiled kernels' partial sums start in the scratch buffer (floats).
+    pub partials_offset: u32,
 }
 
 /// Output positions summed by one invocation of `backward_weight_partial` on a software adapter:
@@ -159,6 +162,7 @@ impl Conv2dShape {
             chunk_lanes: 1,
             relu: true,
             mask_dx: false,
+            partials_offset: 0,
         }
         .with_chunk_len(CHUNK_LEN)
     }
@@ -276,6 +280,7 @@ impl Conv2dShape {
             ("CHUNKS", self.chunks),
             ("CHUNK_LANES", self.chunk_lanes),
             ("INPUT_WORKGROUPS", self.input_workgroups()),
+            ("PARTIALS_OFFSET", self.partials_offset),
         ];
         let flags = [
             ("RELU", self.relu),
@@ -475,7 +480,6 @@ pub static TILED: Shader = Shader {
                 read(13, "dpre4"),
             ],
         },
-        EntryPoint { name: "backward_weight_reduce", bindings: &[read_write(7, "grads"), read_write(9, "partials")] },
     ],
 };
 
@@ -523,7 +527,11 @@ pub fn bind(gpu: &GpuLayer<'_>, s: &Conv2dShape) -> Result<LayerPass> {
         )));
     }
     let device = gpu.kernels.device();
-    let s = &Conv2dShape { mask_dx: gpu.backward.is_some_and(|g| g.mask_dx && g.dx.is_some()), ..*s };
+    let s = &Conv2dShape {
+        mask_dx: gpu.backward.is_some_and(|g| g.mask_dx && g.dx.is_some()),
+        partials_offset: gpu.backward.map_or(0, |g| g.scratch_offset),
+        ..*s
+    };
     let constants = s.constants();
     let shader = if gpu.naive { &NAIVE } else { &TILED };
     let dispatch = |entry: &str, args: &[crate::kernel::Arg<'_>], grid: Grid| -> Result<Dispatch> {
@@ -545,7 +553,7 @@ pub fn bind(gpu: &GpuLayer<'_>, s: &Conv2dShape) -> Result<LayerPass> {
     let Some(grads) = gpu.backward else { return Ok(pass) };
     let dy = arg("dy", grads.dy, output);
     let dx = grads.dx.map(|dx| arg("dx", dx, input));
-    let (dy_buffer, dy_masked) = (grads.dy, grads.dy_masked);
+    let (dy_buffer, dy_masked, scratch) = (grads.dy, grads.dy_masked, grads.scratch);
     let grads = arg("grads", grads.grads, params_end);
     if gpu.naive {
         if let Some(dx) = dx {
@@ -571,8 +579,7 @@ pub fn bind(gpu: &GpuLayer<'_>, s: &Conv2dShape) -> Result<LayerPass> {
     };
     let dpre_source = dpre_buffer.as_ref().unwrap_or(dy_buffer);
     let (dpre, dpre4) = (arg("dpre", dpre_source, output), arg("dpre4", dpre_source, output));
-    let partials_buffer = gpu::storage_buffer(device, "conv2d partial sums", floats(s.partials_len()))?;
-    let partials = arg("partials", &partials_buffer, floats(s.partials_len()));
+    let partials = arg("partials", scratch, floats(s.partials_offset as usize + s.partials_len()));
     if let Some(dx) = dx {
         // dx and the partial sums in one dispatch: INPUT_WORKGROUPS workgroups, then the rest.
         let workgroups = u64::from(s.input_workgroups()) + u64::from(s.partial_invocations().div_ceil(WORKGROUP_SIZE));
@@ -588,10 +595,14 @@ pub fn bind(gpu: &GpuLayer<'_>, s: &Conv2dShape) -> Result<LayerPass> {
             Grid::Invocations(u64::from(s.partial_invocations())),
         )?);
     }
-    let sums = (s.kernel_len() + s.out_c as usize) as u64;
-    pass.backward.push(dispatch("backward_weight_reduce", &[grads, partials], Grid::Invocations(sums))?);
+    // Each chunk's partial sums are dkernel's then dbias', per_chunk floats in all.
+    let (kernel_len, per_chunk) = (s.kernel_len() as u32, s.kernel_len() as u32 + s.out_c);
+    let segment = |dst: u32, len: u32, src: u32| Segment { dst, len, src, chunks: s.chunks, stride: per_chunk };
+    pass.sums = vec![
+        segment(s.kernel_offset, kernel_len, s.partials_offset),
+        segment(s.bias_offset, s.out_c, s.partials_offset + kernel_len),
+    ];
     pass.buffers.extend(dpre_buffer);
-    pass.buffers.push(partials_buffer);
     Ok(pass)
 }
 
@@ -602,6 +613,15 @@ impl HiddenLayer for Conv2d {
 
     fn gpu_fusion(&self) -> GpuFusion {
         GpuFusion { relu_output: self.relu, masks_dx: true }
+    }
+
+    fn gpu_scratch_len(&self, c: &Ctx<'_>, tuning: Tuning, naive: bool) -> usize {
+        // The naive kernels sum dkernel in one pass.
+        if naive {
+            0
+        } else {
+            Conv2dShape::for_layer(self, c).tuned(tuning).partials_len()
+        }
     }
 
     #[cfg(feature = "fast-cpu")]

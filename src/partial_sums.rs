@@ -1,0 +1,133 @@
+//! The last stage of the split weight-gradient reductions, every layer's in one dispatch
+//! (`shaders/partial_sums.wgsl`). A layer whose weight gradients are sums over a batch too long
+//! for one invocation (a convolution's) writes partial sums per chunk of positions into its
+//! region of one scratch buffer ([`crate::layers::HiddenLayer::gpu_scratch_len`],
+//! [`crate::layers::GpuGrads::scratch`]) and describes their final sums as [`Segment`]s
+//! ([`crate::layers::LayerPass::sums`]); the engine binds all of them to one [`bind`] after the
+//! backward pass, where each layer had a dispatch of its own.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+use crate::kernel::{arg, floats, read, read_write, Dispatch, EntryPoint, Grid, Kernels, Shader};
+use crate::rng::Rng;
+use crate::selftest::{self, Check};
+use crate::{shader_own, shader_source};
+
+/// Mirror of `Segment` in `shaders/partial_sums.wgsl`: `grads[dst + i] = Σ_{c < chunks}
+/// scratch[src + c·stride + i]` for `i < len`, the chunks in order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Segment {
+    pub dst: u32,
+    pub len: u32,
+    pub src: u32,
+    pub chunks: u32,
+    pub stride: u32,
+}
+
+impl Segment {
+    /// The scratch elements the segment reads: one past its last.
+    pub fn scratch_end(&self) -> usize {
+        if self.len == 0 || self.chunks == 0 {
+            return 0;
+        }
+        (self.src + (self.chunks - 1) * self.stride + self.len) as usize
+    }
+}
+
+/// The same sums on the CPU, in the shader's order.
+pub fn reference(segments: &[Segment], scratch: &[f32], grads: &mut [f32]) {
+    for s in segments {
+        for i in 0..s.len as usize {
+            let chunk = |c: u32| scratch[(s.src + c * s.stride) as usize + i];
+            grads[s.dst as usize + i] = (0..s.chunks).fold(0.0, |sum, c| sum + chunk(c));
+        }
+    }
+}
+
+/// The binding table of `shaders/partial_sums.wgsl`.
+pub static SHADER: Shader = Shader {
+    name: "partial_sums",
+    file: "partial_sums.wgsl",
+    source: shader_source!("common.wgsl", "partial_sums.wgsl"),
+    own: shader_own!("partial_sums.wgsl"),
+    entry_points: &[EntryPoint {
+        name: "sum_chunks",
+        bindings: &[read(0, "segments"), read(1, "scratch"), read_write(2, "grads")],
+    }],
+};
+
+/// One dispatch of every segment of `segments` over `scratch` into `grads` (`grads_len` floats),
+/// and the segment table it made; None when there are no segments.
+pub fn bind(
+    kernels: &Kernels,
+    segments: &[Segment],
+    scratch: &wgpu::Buffer,
+    grads: &wgpu::Buffer,
+    grads_len: usize,
+) -> Result<Option<(Dispatch, wgpu::Buffer)>> {
+    let segments: Vec<Segment> = segments.iter().copied().filter(|s| s.len > 0).collect();
+    if segments.is_empty() {
+        return Ok(None);
+    }
+    if let Some(s) = segments.iter().find(|s| (s.dst + s.len) as usize > grads_len) {
+        return Err(Error::invalid(format!("a partial-sum segment writes past the {grads_len} gradients: {s:?}")));
+    }
+    let device = kernels.device();
+    let table = crate::gpu::upload(
+        device,
+        "partial-sum segments",
+        bytemuck::cast_slice(&segments),
+        wgpu::BufferUsages::empty(),
+    )?;
+    let scratch_end = segments.iter().map(Segment::scratch_end).max().unwrap_or(0);
+    let total: u64 = segments.iter().map(|s| u64::from(s.len)).sum();
+    let args = [
+        arg("segments", &table, std::mem::size_of_val(segments.as_slice()) as u64),
+        arg("scratch", scratch, floats(scratch_end)),
+        arg("grads", grads, floats(grads_len)),
+    ];
+    let dispatch = Dispatch::new(device, &kernels.get(&SHADER, "sum_chunks", &[])?, &args, Grid::Invocations(total))?;
+    Ok(Some((dispatch, table)))
+}
+
+/// Three segments (one of a single chunk, gaps between them in both buffers) against
+/// [`reference`], the gradients outside them untouched.
+pub fn checks(ctx: &GpuContext) -> Result<Vec<Check>> {
+    let mut rng = Rng::new(15);
+    let segments = [
+        Segment { dst: 3, len: 300, src: 0, chunks: 7, stride: 310 },
+        Segment { dst: 310, len: 5, src: 2200, chunks: 1, stride: 5 },
+        Segment { dst: 320, len: 40, src: 2300, chunks: 3, stride: 41 },
+    ];
+    let scratch = selftest::random(&mut rng, 2500, 1.0);
+    let grads_len = 370;
+    let mut expected = vec![f32::NAN; grads_len];
+    reference(&segments, &scratch, &mut expected);
+    let (scratch_b, grads_b) = (selftest::upload(ctx, &scratch)?, selftest::sentinel(ctx, grads_len)?);
+    let kernels = Kernels::new(&ctx.device);
+    let (dispatch, _table) = bind(&kernels, &segments, &scratch_b, &grads_b, grads_len)?
+        .ok_or_else(|| Error::invalid("three segments bind a dispatch"))?;
+    selftest::run(ctx, |pass| dispatch.record(pass));
+    let got = selftest::read(ctx, &grads_b, grads_len)?;
+    let mut checks = Vec::new();
+    let mut untouched = Vec::new();
+    let mut end = 0;
+    for (k, s) in segments.iter().enumerate() {
+        let range = s.dst as usize..(s.dst + s.len) as usize;
+        untouched.extend_from_slice(&got[end..range.start]);
+        end = range.end;
+        checks.push(Check::compare(
+            format!("partial sums: segment {k}, {} chunks", s.chunks),
+            &got[range.clone()],
+            &expected[range],
+            1e-6,
+            1e-6,
+        ));
+    }
+    untouched.extend_from_slice(&got[end..]);
+    checks.push(Check::untouched("partial sums: gradients outside the segments".into(), &untouched));
+    Ok(checks)
+}
