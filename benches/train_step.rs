@@ -10,7 +10,7 @@ use wgpu_cnn::gpu::uniform_buffer;
 use wgpu_cnn::gpu::{self, GpuContext, GpuOptions};
 use wgpu_cnn::kernel::begin_pass;
 use wgpu_cnn::layers::conv2d::{self, Conv2dShape};
-use wgpu_cnn::layers::{GpuGrads, GpuLayer, StepParams, Tuning};
+use wgpu_cnn::layers::{Epilogue, GpuGrads, GpuLayer, Mask, StepParams, Tuning};
 use wgpu_cnn::model::{Architecture, Model, CIFAR_INPUT};
 use wgpu_cnn::partial_sums;
 use wgpu_cnn::train::gpu::GpuEngine;
@@ -101,8 +101,9 @@ fn conv_layers(c: &mut Criterion) {
                     scratch: &scratch,
                     scratch_offset: 0,
                     dy_masked: true,
-                    mask_dx: true,
+                    mask_dx: Mask::RELU,
                 }),
+                epilogue: Epilogue::default(),
             };
             let pass = conv2d::bind(&gpu, &s.tuned(gpu.tuning)).unwrap();
             // The tiled dkernel's final sums, which the engine runs with every layer's.

@@ -30,9 +30,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     if (i >= step.batch_size * shape.sample_len) {
         return;
     }
-    let v = x[i];
-    // ReLU as max(x, 0), so that a negative input gives +0 as the CPU's does.
-    y[i] = select(max(v, 0.0), select(shape.slope * v, v, v > 0.0), shape.leaky == 1u);
+    y[i] = activate(x[i], shape.slope, shape.leaky == 1u);
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)

@@ -1,6 +1,7 @@
 // batch_norm.wgsl — BatchNormalization over the channel axis (Keras 3: momentum 0.99, epsilon
 // 1e-3). Training normalises with the batch's statistics and moves the moving ones towards them;
-// inference normalises with the moving ones. Prepended with common.wgsl (Step, linear_index).
+// inference normalises with the moving ones. Prepended with common.wgsl (Step, linear_index) and
+// epilogue.wgsl (a layer absorbed after it).
 //
 // Bindings (group 0)                                                          used by
 //   0  step    uniform Step                                                   all
@@ -14,6 +15,7 @@
 //   8  grads   storage, read_write  flat gradients: dgamma, dbeta             backward_reduce writes,
 //                                                                             backward_input reads
 //   9  dx      storage, read_write  dL/dx                                     backward_input
+//  15  epilogue                         (epilogue.wgsl)                           forward
 //
 // Per channel c, over its M = N·H·W values:  mean = Σx / M,  variance = Σ(x − mean)² / M (biased,
 // as Keras), inv = gamma / √(variance + ε),  y = x·inv + (beta − mean·inv)  (TensorFlow's order).
@@ -114,7 +116,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     }
     let c = i % shape.channels;
     let inv = inv_std(c) * params[shape.gamma_offset + c];
-    y[i] = x[i] * inv + (params[shape.gamma_offset + shape.channels + c] - stats[c] * inv);
+    y[i] = apply_epilogue(x[i] * inv + (params[shape.gamma_offset + shape.channels + c] - stats[c] * inv), i);
 }
 
 // One workgroup per channel: dgamma and dbeta (overwritten).

@@ -37,3 +37,26 @@ fn uniform_at(key: u32, index: u32) -> f32 {
 fn dropout_key(seed: u32, step: u32, layer: u32) -> u32 {
     return hash_u32(seed ^ hash_u32(step ^ hash_u32(layer * 0x9E3779B9u)));
 }
+
+// What inverted dropout multiplies element i by: 0 or scale in training (kept iff its uniform
+// is at least rate, as `DropoutShape::factor`), 1 at inference. Dropout's layer and the
+// epilogue that absorbs it (epilogue.wgsl) share it.
+fn dropout_factor(training: bool, key: u32, rate: f32, scale: f32, i: u32) -> f32 {
+    if (!training) {
+        return 1.0;
+    }
+    return select(0.0, scale, uniform_at(key, i) >= rate);
+}
+
+// ReLU as max(v, 0), so that a negative input gives +0 as the CPU's does; LeakyReLU as a select.
+// The activation layer and the epilogue that absorbs it share it.
+fn activate(v: f32, slope: f32, leaky: bool) -> f32 {
+    return select(max(v, 0.0), select(slope * v, v, v > 0.0), leaky);
+}
+
+// A gradient g written for the layers before, through what lies between (`Mask` in
+// src/layers/fusion.rs): g·pos where this layer's input x > 0, else g·neg, exactly 0 when neg is
+// 0 (a ReLU: pos 1, neg 0; a dropout after a ReLU: scale, 0; a LeakyReLU: 1, slope; nothing: 1, 1).
+fn mask_gradient(g: f32, x: f32, pos: f32, neg: f32) -> f32 {
+    return select(select(g * neg, 0.0, neg == 0.0), g * pos, x > 0.0);
+}

@@ -1,12 +1,13 @@
 // conv2d_naive.wgsl — Conv2D's forward pass and its three gradients, the math as written: one
 // invocation per element written. The baseline the tiled kernels (conv2d_tiled.wgsl) are measured
 // against and checked beside. Compiled after common.wgsl (Step, linear_index) and conv2d_shape.wgsl
-// (the shape as override constants, input_coord).
+// (the shape as override constants, input_coord, the dx mask), then epilogue.wgsl (a layer
+// absorbed after it).
 //
 // Bindings (group 0)                                                      used by
 //   0  step      uniform Step                                             all
 //   2  x         storage, read        input [N, H, W, C]                  naive_forward, naive_backward_weight,
-//                                                                         naive_backward_input (MASK_DX)
+//                                                                         naive_backward_input (the mask)
 //   3  params    storage, read        flat parameters: kernel [3, 3, C,   naive_forward, naive_backward_input
 //                                     K] at KERNEL_OFFSET, bias [K] at
 //                                     BIAS_OFFSET
@@ -16,6 +17,7 @@
 //   6  dx        storage, read_write  dL/dx, shaped like x                naive_backward_input
 //   7  grads     storage, read_write  flat gradients, laid out like       naive_backward_weight, naive_backward_bias
 //                                     params
+//  15  epilogue  uniform Epilogue     a layer absorbed (epilogue.wgsl)    naive_forward
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
@@ -26,9 +28,9 @@
 @group(0) @binding(7) var<storage, read_write> grads: array<f32>;
 
 // dL/d(pre-activation) at output element o: ReLU passes the gradient where the output is positive
-// (without the activation, all of it).
+// (without the activation, or when the layer after applied it, all of it).
 fn relu_grad(o: u32) -> f32 {
-    if (RELU) {
+    if (RELU && !DY_MASKED) {
         return select(0.0, dy[o], y[o] > 0.0);
     }
     return dy[o];
@@ -65,7 +67,7 @@ fn naive_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
             }
         }
     }
-    y[i] = select(sum, max(sum, 0.0), RELU);
+    y[i] = apply_epilogue(select(sum, max(sum, 0.0), RELU), i);
 }
 
 // dx[n, iy, ix, c] = Σ over the (oy, ky), (ox, kx) with oy·stride + ky − pad_top = iy (and

@@ -36,15 +36,22 @@ override CHUNK_LANES: u32; // invocations that share one chunk (a power of two d
 override INPUT_WORKGROUPS: u32; // workgroups of the tiled `backward` that write dx (the rest: partial sums)
 override PARTIALS_OFFSET: u32;  // where the tiled partial sums start in the step's scratch buffer
 override RELU: bool;       // y = relu(pre), else y = pre (a convolution without activation)
-override MASK_DX: bool;    // write dx·(x > 0): the layer before is a ReLU and takes its dL/d(pre) ready-made
+override DY_MASKED: bool;  // dy arrives as dL/d(pre-activation): the layer after applied the ReLU (y may
+                           // then hold an absorbed layer's output, so its sign is not read)
+override MASK_POS: f32;    // dx through the layers before (mask_gradient in common.wgsl): 1, 1 for none
+override MASK_NEG: f32;
 override X_VEC4: bool;     // IN_C % 4 == 0: a pixel's channels of x start on a vec4
 override K_VEC4: bool;     // OUT_C, KERNEL_OFFSET and BIAS_OFFSET multiples of 4: so do kernel rows, the
                            // bias and dpre's pixels
 
-// dx as the layer before wants it: dL/d(its pre-activation) when MASK_DX (its output x is
-// relu(pre), so x > 0 ⇔ pre > 0), else dL/dx.
+// Whether dx goes through a mask (a constant: the loads of x for it fold away when not).
+fn masks_dx() -> bool {
+    return MASK_POS != 1.0 || MASK_NEG != 1.0;
+}
+
+// dx as the layers before want it, from x at the same element.
 fn masked_dx(gradient: f32, x_value: f32) -> f32 {
-    return select(gradient, select(0.0, gradient, x_value > 0.0), MASK_DX);
+    return mask_gradient(gradient, x_value, MASK_POS, MASK_NEG);
 }
 
 // Input coordinate read by output coordinate `o` through tap `k`, or -1 in the padding.

@@ -1,6 +1,7 @@
 // conv2d_tiled.wgsl — Conv2D's forward pass and its three gradients as register tiles: the
 // kernels training uses. Compiled after common.wgsl (Step, linear_index) and conv2d_shape.wgsl
-// (the shape as override constants, input_coord); conv2d_naive.wgsl is the baseline they are
+// (the shape as override constants, input_coord, the dx mask), then epilogue.wgsl (a layer
+// absorbed after it); conv2d_naive.wgsl is the baseline they are
 // checked beside and measured against.
 //
 // Bindings (group 0)                                                      used by
@@ -14,8 +15,8 @@
 //                                     (y > 0 ⇔ pre-activation > 0), or
 //                                     the pre-activation when !RELU
 //   5  dy        storage, read        dL/dy, shaped like y                relu_backward
-//   6  dx        storage, read_write  dL/dx, shaped like x (·(x > 0)      backward
-//                                     when MASK_DX)
+//   6  dx        storage, read_write  dL/dx, shaped like x, through the   backward
+//                                     mask (MASK_POS, MASK_NEG)
 //   8  dpre_out  storage, read_write  dL/d(pre-activation) = dy·(y > 0)   relu_backward writes
 //                                     (dy when !RELU),
 //                                     shaped like y
@@ -29,9 +30,10 @@
 //                                     buffer, or dy's when the layer
 //                                     after wrote it masked (or !RELU)
 //  13  dpre4     storage, read        the same as vec4s                   backward, backward_weight_partial
+//  15  epilogue  uniform Epilogue     a layer absorbed (epilogue.wgsl)    forward
 //
 // dL/d(pre-activation) first: written masked by the layer after this one (its dx kernel's
-// MASK_DX), equal to dy without the activation, or else by relu_backward, so the backward kernels
+// mask), equal to dy without the activation, or else by relu_backward, so the backward kernels
 // read one value instead of two. Then forward / dx as 4×4 register tiles (4 channels × 4 pixels
 // per invocation: 8 loads, or 2 to 5 vec4 loads, feed 16 multiply-adds, where the naive kernels
 // load 2–3 values per multiply-add), and dkernel/dbias as a split reduction: partial sums per
@@ -56,7 +58,7 @@
 @group(0) @binding(13) var<storage, read> dpre4: array<vec4<f32>>;
 
 // dL/d(pre-activation) at output element o: ReLU passes the gradient where the output is positive
-// (without the activation, all of it).
+// (without the activation, all of it). Run only when the layer after did not apply it.
 fn relu_grad(o: u32) -> f32 {
     if (RELU) {
         return select(0.0, dy[o], y[o] > 0.0);
@@ -174,7 +176,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
         let out = ((n * OUT_H + oy) * OUT_W + ox0 + p) * OUT_C;
         for (var j = 0u; j < 4u; j++) {
             if (k0 + j < OUT_C) {
-                y[out + k0 + j] = select(acc[p][j], max(acc[p][j], 0.0), RELU);
+                y[out + k0 + j] = apply_epilogue(select(acc[p][j], max(acc[p][j], 0.0), RELU), out + k0 + j);
             }
         }
     }
@@ -260,7 +262,7 @@ fn input_gradient(i: u32) {
         }
         let at = ((n * IN_H + iy) * IN_W + ix) * IN_C;
         var x_here = vec4<f32>(0.0);
-        if (MASK_DX) {
+        if (masks_dx()) {
             x_here = x_quad(at, c0);
         }
         for (var j = 0u; j < 4u; j++) {

@@ -17,8 +17,8 @@
 //   7  metrics    storage, read_write  per sample, at position batch_start    forward, forward_backward
 //                                      + n of the epoch: [loss, predicted class]
 //   8  grads      storage, read_write  flat gradients                         backward_weight
-//   9  dx         storage, read_write  dL/dx [N, F] (·(x > 0) when            forward_backward
-//                                      shape.mask_dx)
+//   9  dx         storage, read_write  dL/dx [N, F], through the mask         forward_backward
+//                                      (shape.mask_pos, mask_neg)
 //  10  penalties  storage, read_write  λ·Σ|W|, at step.penalty_slot           forward, forward_backward
 //
 // One dispatch for everything per sample: `forward` is a workgroup per sample (the logits, then
@@ -33,8 +33,8 @@ struct DenseShape {
     kernel_offset: u32,
     bias_offset: u32,
     l1: f32,
-    mask_dx: u32,   // 1: write dx·(x > 0), the ReLU before's dL/d(pre-activation)
-    _pad: u32,
+    mask_pos: f32,  // dx through the layers before (mask_gradient): 1, 1 for none
+    mask_neg: f32,
 }
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -96,23 +96,15 @@ fn softmax_cross_entropy(n: u32) {
     metrics[2u * position + 1u] = f32(top_class);
 }
 
-// penalties[slot] = λ·Σ|kernel|: one workgroup, a fixed-order tree (deterministic). Reuses
-// dense_dot's lanes and scratch.
+// penalties[slot] = λ·Σ|kernel|: one workgroup, dense_dot.wgsl's fixed-order tree.
 fn l1_penalty(t: u32) {
     var sum = 0.0;
     for (var i = t; i < shape.features * shape.classes; i += DOT_LANES) {
         sum += abs(params[shape.kernel_offset + i]);
     }
-    dot_part[t] = sum;
-    workgroupBarrier();
-    for (var half = DOT_LANES / 2u; half > 0u; half >>= 1u) {
-        if (t < half) {
-            dot_part[t] += dot_part[t + half];
-        }
-        workgroupBarrier();
-    }
+    let total = lanes_sum(t, sum);
     if (t == 0u) {
-        penalties[step.penalty_slot] = shape.l1 * dot_part[0];
+        penalties[step.penalty_slot] = shape.l1 * total;
     }
 }
 
@@ -158,10 +150,7 @@ fn forward_backward(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_wo
             sum += dlogits[logits + j] * params[shape.kernel_offset + f * shape.classes + j];
         }
         let i = n * shape.features + f;
-        if (shape.mask_dx != 0u && !(x[i] > 0.0)) {
-            sum = 0.0;
-        }
-        dx[i] = sum;
+        dx[i] = mask_gradient(sum, x[i], shape.mask_pos, shape.mask_neg);
     }
 }
 

@@ -5,10 +5,10 @@
 // Bindings (group 0)                                                    used by
 //   0  step    uniform Step                                             all
 //   1  shape   uniform DropoutShape                                     all
-//   2  x       storage, read        input [N, ...]                      forward, backward_input (mask_dx)
+//   2  x       storage, read        input [N, ...]                      forward, backward_input (the mask)
 //   3  y       storage, read_write  output, shaped like x               forward
 //   4  dy      storage, read        dL/dy                               backward_input
-//   5  dx      storage, read_write  dL/dx (·(x > 0) when shape.mask_dx)  backward_input
+//   5  dx      storage, read_write  dL/dx, through the mask            backward_input
 //
 // The mask is never stored: element i of step s keeps iff uniform_at(dropout_key(seed, s,
 // layer), i) >= rate, a counter-based hash that the backward pass (and the CPU reference,
@@ -21,8 +21,8 @@ struct DropoutShape {
     seed: u32,         // the run's seed
     rate: f32,
     scale: f32,        // 1 / (1 − rate), computed once on the host
-    mask_dx: u32,      // 1: write dx·(x > 0), the ReLU before's dL/d(pre-activation)
-    _pad: u32,
+    mask_pos: f32,     // dx through the layers before (mask_gradient): 1, 1 for none
+    mask_neg: f32,
 }
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -34,11 +34,8 @@ struct DropoutShape {
 
 // The factor element i is multiplied by in this step: 0, 1 / (1 − rate), or 1 at inference.
 fn factor(i: u32) -> f32 {
-    if (step.training == 0u) {
-        return 1.0;
-    }
-    let keep = uniform_at(dropout_key(shape.seed, step.step, shape.layer), i) >= shape.rate;
-    return select(0.0, shape.scale, keep);
+    let key = dropout_key(shape.seed, step.step, shape.layer);
+    return dropout_factor(step.training != 0u, key, shape.rate, shape.scale, i);
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -56,9 +53,5 @@ fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     if (i >= step.batch_size * shape.sample_len) {
         return;
     }
-    var gradient = dy[i] * factor(i);
-    if (shape.mask_dx != 0u && !(x[i] > 0.0)) {
-        gradient = 0.0;
-    }
-    dx[i] = gradient;
+    dx[i] = mask_gradient(dy[i] * factor(i), x[i], shape.mask_pos, shape.mask_neg);
 }

@@ -1,5 +1,6 @@
 // maxpool2d.wgsl — MaxPooling2D, 2×2 window, stride 2, 'valid' padding (Keras' default): the
-// forward pass and dL/dx. Prepended with common.wgsl (Step, linear_index).
+// forward pass and dL/dx. Prepended with common.wgsl (Step, linear_index, mask_gradient) and
+// epilogue.wgsl (a layer absorbed after it).
 //
 // Bindings (group 0)                                                    used by
 //   0  step    uniform Step                                             all
@@ -7,8 +8,9 @@
 //   2  x       storage, read        input [N, H, W, C]                  both
 //   3  y       storage, read_write  output [N, H/2, W/2, C]             forward
 //   4  dy      storage, read        dL/dy, shaped like y                backward_input
-//   5  dx      storage, read_write  dL/dx, shaped like x (·(x > 0) when   backward_input
-//                                       shape.mask_dx)
+//   5  dx      storage, read_write  dL/dx, shaped like x, through the     backward_input
+//                                       mask (shape.mask_pos, mask_neg)
+//  15  epilogue                         (epilogue.wgsl)                     forward
 //
 // The gradient goes to the window's maximum; on ties, to the first in row-major order (as
 // TensorFlow). The backward pass recomputes the arg-max from x instead of storing indices.
@@ -21,8 +23,8 @@ struct PoolShape {
     channels: u32,
     out_h: u32,
     out_w: u32,
-    mask_dx: u32,   // 1: write dx·(x > 0), the ReLU before's dL/d(pre-activation)
-    _pad: u32,
+    mask_pos: f32,  // dx through the layers before (mask_gradient): 1, 1 for none
+    mask_neg: f32,
 }
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -55,7 +57,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     let ox = pixel % shape.out_w;
     let oy = (pixel / shape.out_w) % shape.out_h;
     let n = pixel / (shape.out_w * shape.out_h);
-    y[i] = x[argmax(n, oy, ox, c)];
+    y[i] = apply_epilogue(x[argmax(n, oy, ox, c)], i);
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -73,11 +75,8 @@ fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     let ox = ix / 2u;
     var gradient = 0.0;
     if (oy < shape.out_h && ox < shape.out_w && argmax(n, oy, ox, c) == i) {
-        gradient = dy[((n * shape.out_h + oy) * shape.out_w + ox) * shape.channels + c];
         // At the arg-max x is the window's output: x > 0 ⇔ the ReLU before passed it.
-        if (shape.mask_dx != 0u && !(x[i] > 0.0)) {
-            gradient = 0.0;
-        }
+        gradient = mask_gradient(dy[((n * shape.out_h + oy) * shape.out_w + ox) * shape.channels + c], x[i], shape.mask_pos, shape.mask_neg);
     }
     dx[i] = gradient;
 }

@@ -380,6 +380,7 @@ pub struct Dispatch {
     kernel: Kernel,
     bind_group: wgpu::BindGroup,
     workgroups: [u32; 3],
+    bytes: u64,
 }
 
 impl Dispatch {
@@ -424,7 +425,18 @@ impl Dispatch {
             })
         })?;
         let workgroups = grid.size(device.limits().max_compute_workgroups_per_dimension);
-        Ok(Dispatch { kernel: kernel.clone(), bind_group, workgroups })
+        // Each buffer once, however many views of it are bound (x and x4).
+        let mut touched: Vec<(&wgpu::Buffer, u64)> = Vec::new();
+        for a in args {
+            if let Resource::Buffer { buffer, bytes } = a.resource {
+                match touched.iter_mut().find(|(b, _)| *b == buffer) {
+                    Some((_, most)) => *most = (*most).max(bytes),
+                    None => touched.push((buffer, bytes)),
+                }
+            }
+        }
+        let bytes = touched.iter().map(|(_, bytes)| bytes).sum();
+        Ok(Dispatch { kernel: kernel.clone(), bind_group, workgroups, bytes })
     }
 
     /// Records it into an open compute pass.
@@ -448,6 +460,13 @@ impl Dispatch {
     /// The workgroups it launches.
     pub fn workgroups(&self) -> [u32; 3] {
         self.workgroups
+    }
+
+    /// The bytes of its buffers the kernel touches, each buffer counted once: its memory
+    /// traffic if it reads or writes each byte once and nothing is in a cache before it runs
+    /// (the memory side of a roofline).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 }
 

@@ -12,8 +12,8 @@ use crate::filter::{cpu as filter_cpu, Conv3x3, Kernel3x3, Plane};
 use crate::gpu::{uniform_buffer, GpuContext};
 use crate::kernel::{begin_pass, Kernels};
 use crate::layers::{
-    Backward, Ctx, GpuFusion, GpuGrads, GpuLayer, HiddenLayer, Init, LayerAt, Pass, Reference, RunSettings, StepParams,
-    Tuning, REGISTRY,
+    Backward, Ctx, Epilogue, GpuGrads, GpuLayer, HiddenLayer, Init, LayerAt, Mask, Pass, Reference, RunSettings,
+    StepParams, Tuning, REGISTRY,
 };
 use crate::rng::Rng;
 
@@ -228,26 +228,78 @@ pub fn hidden_layer(ctx: &GpuContext, c: &HiddenCheck<'_>) -> Result<Vec<Check>>
 
     let reference = Outputs { y, dx, grads, state: reference_state };
     let inputs = Inputs { x: &x, params: &params, state: &state, dy: &dy };
-    let mut checks = hidden_layer_bound(ctx, c, &inputs, &reference, GpuFusion::default())?;
-    // The binding the engine uses beside a layer that fuses with it: dy arrives masked by the
-    // ReLU (the reference's output is the same from either dy), dx leaves masked by x > 0.
-    let fusion = GpuFusion { masks_dx: c.layer.gpu_fusion().masks_dx && !c.first, ..c.layer.gpu_fusion() };
-    if fusion != GpuFusion::default() {
-        let dy_masked: Vec<f32> = if fusion.relu_output {
-            dy.iter().zip(&reference.y).map(|(&d, &y)| if y > 0.0 { d } else { 0.0 }).collect()
-        } else {
-            dy.clone()
-        };
-        let dx_masked = if fusion.masks_dx {
-            reference.dx.iter().zip(&x).map(|(&d, &x)| if x > 0.0 { d } else { 0.0 }).collect()
-        } else {
-            reference.dx.clone()
-        };
-        let fused = Outputs { dx: dx_masked, ..reference };
-        let inputs = Inputs { dy: &dy_masked, ..inputs };
-        checks.extend(hidden_layer_bound(ctx, c, &inputs, &fused, fusion)?);
+    let mut checks = hidden_layer_bound(ctx, c, &inputs, &reference, &Variant::default())?;
+    let fusion = c.layer.gpu_fusion(&Ctx { at, batch: c.batch, run: c.run });
+    let masks = fusion.masks_dx && !c.first;
+    // As the engine binds it between two ReLU layers: dy arrives masked by its own ReLU (the
+    // reference's outputs are the same from either dy), dx leaves masked for the one before.
+    let dy_masked: Vec<f32> = if fusion.relu_output {
+        dy.iter().zip(&reference.y).map(|(&d, &y)| if y > 0.0 { d } else { 0.0 }).collect()
+    } else {
+        dy.clone()
+    };
+    if fusion.relu_output || masks {
+        let mask = if masks { Mask::RELU } else { Mask::NONE };
+        let expected = Outputs { dx: masked(&reference.dx, &x, mask), ..reference.clone() };
+        let variant = Variant { label: "beside ReLUs", dy_masked: fusion.relu_output, mask, ..Default::default() };
+        checks.extend(hidden_layer_bound(ctx, c, &Inputs { dy: &dy_masked, ..inputs }, &expected, &variant)?);
+    }
+    // As the engine binds it when it absorbs the layer after (dropout, LeakyReLU) or writes dx
+    // through a layer absorbed before (a mask with both a scale and a slope). With an epilogue,
+    // y holds the absorbed layer's output, so a ReLU layer takes its dy masked (as the engine
+    // gives it: the layer after writes it through the dropout's mask and the ReLU).
+    if fusion.takes_epilogue || masks {
+        let after: [(&dyn HiddenLayer, &str); 2] = [
+            (&crate::layers::dropout::Dropout { rate: 0.5 }, "+ dropout 0.5"),
+            (&crate::layers::activation::Activation::LeakyRelu { slope: 0.3 }, "+ leaky relu 0.3"),
+        ];
+        let absorbed = if fusion.takes_epilogue { &after[..] } else { &after[..1] };
+        for (k, (next, label)) in absorbed.iter().enumerate() {
+            // The layer after, at index 7 of its model, on this one's output.
+            let next_at =
+                LayerAt::place(*next, 7, "absorbed".into(), at.output, 0, 0).map_err(crate::Error::invalid)?;
+            let next_ctx = Ctx { at: &next_at, batch: c.used, run: c.run };
+            let (epilogue, y) = if fusion.takes_epilogue {
+                let elementwise = next
+                    .gpu_fusion(&next_ctx)
+                    .elementwise
+                    .ok_or_else(|| crate::Error::invalid("an elementwise layer"))?;
+                let mut z = vec![f32::NAN; reference.y.len()];
+                let used = c.used * at.output_len();
+                Reference::<f32>::forward(*next, &next_ctx, pass, &reference.y[..used], &mut z[..used], &[], &mut []);
+                (elementwise.epilogue(), z)
+            } else {
+                (Epilogue::default(), reference.y.clone())
+            };
+            let mask = if masks { [Mask { pos: 2.0, neg: 0.3 }, Mask { pos: 1.0, neg: 0.0 }][k] } else { Mask::NONE };
+            let expected = Outputs { y, dx: masked(&reference.dx, &x, mask), ..reference.clone() };
+            let label = if fusion.takes_epilogue { label } else { "dx through a scale and a slope" };
+            let variant = Variant { label, mask, epilogue, dy_masked: fusion.relu_output };
+            checks.extend(hidden_layer_bound(ctx, c, &Inputs { dy: &dy_masked, ..inputs }, &expected, &variant)?);
+        }
     }
     Ok(checks)
+}
+
+/// `dx` through `mask` at the inputs `x` (as `mask_gradient` in `shaders/common.wgsl`).
+fn masked(dx: &[f32], x: &[f32], mask: Mask) -> Vec<f32> {
+    let through = |(&d, &x): (&f32, &f32)| match (x > 0.0, mask.neg == 0.0) {
+        (true, _) => d * mask.pos,
+        (false, true) => 0.0,
+        (false, false) => d * mask.neg,
+    };
+    dx.iter().zip(x).map(through).collect()
+}
+
+/// How a check binds the layer: plain (the default), or as the engine binds it beside layers
+/// it fuses with.
+#[derive(Default)]
+struct Variant {
+    /// Added to the check's name.
+    label: &'static str,
+    dy_masked: bool,
+    mask: Mask,
+    epilogue: Epilogue,
 }
 
 /// A hidden layer's inputs in a check.
@@ -259,6 +311,7 @@ struct Inputs<'a> {
 }
 
 /// What the reference computed from [`Inputs`].
+#[derive(Clone)]
 struct Outputs {
     y: Vec<f32>,
     dx: Vec<f32>,
@@ -266,13 +319,13 @@ struct Outputs {
     state: Vec<f32>,
 }
 
-/// One binding of `c.layer` (plain, or `fusion`'s: dy masked, dx masked) against `reference`.
+/// One binding of `c.layer`, as `variant` says, against `reference`.
 fn hidden_layer_bound(
     ctx: &GpuContext,
     c: &HiddenCheck<'_>,
     inputs: &Inputs<'_>,
     reference: &Outputs,
-    fusion: GpuFusion,
+    variant: &Variant,
 ) -> Result<Vec<Check>> {
     let at = c.at;
     let (x_len, y_len, params_end, state_len) =
@@ -306,9 +359,10 @@ fn hidden_layer_bound(
             grads: &grads_b,
             scratch: &scratch,
             scratch_offset,
-            dy_masked: fusion.relu_output,
-            mask_dx: fusion.masks_dx,
+            dy_masked: variant.dy_masked,
+            mask_dx: variant.mask,
         }),
+        epilogue: variant.epilogue,
     };
     let bound = c.layer.bind_gpu(&layer_ctx, &gpu)?;
     let sums = crate::partial_sums::bind(&kernels, &bound.sums, &scratch, &grads_b, params_end)?;
@@ -320,12 +374,7 @@ fn hidden_layer_bound(
         }
     });
 
-    let what = match (fusion.relu_output, fusion.masks_dx) {
-        (false, false) => c.name.clone(),
-        (true, false) => format!("{}, dy masked by the layer after", c.name),
-        (false, true) => format!("{}, dx masked for the ReLU before", c.name),
-        (true, true) => format!("{}, dy masked by the layer after, dx masked for the ReLU before", c.name),
-    };
+    let what = if variant.label.is_empty() { c.name.clone() } else { format!("{}, {}", c.name, variant.label) };
     let what = &what;
     let (used_y, used_x) = (c.used * at.output_len(), c.used * at.input_len());
     let gpu_y = read(ctx, &y_b, y_len)?;

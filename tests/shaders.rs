@@ -178,7 +178,7 @@ fn training_uniforms_match_their_wgsl_structs() {
     use wgpu_cnn::layers::dense_softmax::DenseShape;
     use wgpu_cnn::layers::dropout::DropoutShape;
     use wgpu_cnn::layers::maxpool2d::PoolShape;
-    use wgpu_cnn::layers::StepParams;
+    use wgpu_cnn::layers::{Epilogue, StepParams};
     assert_layout!(
         shader("adam.wgsl").source,
         "Step",
@@ -189,25 +189,31 @@ fn training_uniforms_match_their_wgsl_structs() {
         shader("maxpool2d.wgsl").source,
         "PoolShape",
         PoolShape,
-        [batch, in_h, in_w, channels, out_h, out_w, mask_dx, _pad]
+        [batch, in_h, in_w, channels, out_h, out_w, mask_pos, mask_neg]
     );
     assert_layout!(
         shader("dropout.wgsl").source,
         "DropoutShape",
         DropoutShape,
-        [batch, sample_len, layer, seed, rate, scale, mask_dx, _pad]
+        [batch, sample_len, layer, seed, rate, scale, mask_pos, mask_neg]
     );
     assert_layout!(
         shader("dense_softmax.wgsl").source,
         "DenseShape",
         DenseShape,
-        [batch, features, classes, kernel_offset, bias_offset, l1, mask_dx, _pad]
+        [batch, features, classes, kernel_offset, bias_offset, l1, mask_pos, mask_neg]
     );
     assert_layout!(
         shader("adam.wgsl").source,
         "AdamShape",
         AdamShape,
         [count, one_minus_beta1, one_minus_beta2, epsilon]
+    );
+    assert_layout!(
+        shader("batch_norm.wgsl").source,
+        "Epilogue",
+        Epilogue,
+        [kind, rate, scale, seed, layer, slope, _pad, _pad + 4]
     );
     assert_layout!(shader("gather.wgsl").source, "GatherShape", GatherShape, [batch, sample_len, split_row, _pad]);
 }

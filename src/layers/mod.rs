@@ -39,6 +39,9 @@ use crate::gpu::GpuContext;
 use crate::kernel::{Dispatch, Kernels, Shader};
 use crate::selftest::Check;
 
+mod fusion;
+pub use fusion::{plan, Elementwise, Epilogue, GpuFusion, Mask, Placement, Plan};
+
 /// Declares the layer modules and lists them in [`REGISTRY`], in the order the architecture
 /// parser tries them: one line per layer kind.
 macro_rules! registry {
@@ -419,6 +422,9 @@ pub struct GpuLayer<'a> {
     pub y: &'a wgpu::Buffer,
     /// The gradient buffers, for training; None binds the forward pass alone (inference).
     pub backward: Option<GpuGrads<'a>>,
+    /// What the forward kernels apply as they store y: the layer after, absorbed (only given
+    /// to a layer whose [`GpuFusion::takes_epilogue`] is set; the default applies nothing).
+    pub epilogue: Epilogue,
 }
 
 /// The gradient buffers of a training pass.
@@ -436,22 +442,9 @@ pub struct GpuGrads<'a> {
     /// dy arrives as dL/dy·(y > 0), the gradient of the ReLU's input: the layer after this one
     /// masked it as it wrote it (only given to a layer whose [`GpuFusion::relu_output`] is set).
     pub dy_masked: bool,
-    /// Write dx·(x > 0): the layer before this one has a ReLU output and takes its dy masked
-    /// (only asked of a layer whose [`GpuFusion::masks_dx`] is set).
-    pub mask_dx: bool,
-}
-
-/// How a layer's GPU kernels meet its neighbours': the engine fuses a ReLU's backward into the
-/// kernel that writes its input gradient when one side has `relu_output` and the other
-/// `masks_dx`, which saves the producer a dispatch (dL/dpre = dy·(y > 0)) and is bit-identical
-/// (a select, no arithmetic).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GpuFusion {
-    /// y = relu(pre): the backward pass starts from dy·(y > 0), and can take it ready-made
-    /// ([`GpuGrads::dy_masked`]).
-    pub relu_output: bool,
-    /// The kernel that writes dx can write dx·(x > 0) ([`GpuGrads::mask_dx`]).
-    pub masks_dx: bool,
+    /// Write dx through this mask, for the layers before (only asked of a layer whose
+    /// [`GpuFusion::masks_dx`] is set; [`Mask::NONE`] otherwise).
+    pub mask_dx: Mask,
 }
 
 /// What the head binds its GPU kernels to.
@@ -473,8 +466,9 @@ pub struct GpuHead<'a> {
     pub penalties: &'a wgpu::Buffer,
     /// For training: dL/dx (None when the head is the only layer) and the flat gradients.
     pub backward: Option<(Option<&'a wgpu::Buffer>, &'a wgpu::Buffer)>,
-    /// Write dx·(x > 0) (see [`GpuGrads::mask_dx`]); only asked when [`HeadLayer::gpu_masks_dx`].
-    pub mask_dx: bool,
+    /// Write dx through this mask (see [`GpuGrads::mask_dx`]); only asked when
+    /// [`HeadLayer::gpu_masks_dx`].
+    pub mask_dx: Mask,
 }
 
 /// A layer bound to its buffers: the dispatches it records, in order, and the buffers it made
@@ -510,6 +504,11 @@ impl LayerPass {
     pub fn dispatches(&self) -> usize {
         self.forward.len() + self.penalty.len() + self.backward.len()
     }
+}
+
+/// The uniform of `gpu.epilogue`, for a forward kernel that applies it (`shaders/epilogue.wgsl`).
+pub(crate) fn epilogue_uniform(gpu: &GpuLayer<'_>) -> wgpu::Buffer {
+    crate::gpu::uniform_buffer(gpu.kernels.device(), "epilogue", &gpu.epilogue)
 }
 
 /// Binds a layer that is one `forward` and one `backward_input` entry point of `shader` (max
@@ -548,8 +547,8 @@ pub trait HiddenLayer: LayerInfo + Reference<f32> + Reference<f64> {
         0
     }
 
-    /// How this layer's GPU kernels meet its neighbours' (no fusion by default).
-    fn gpu_fusion(&self) -> GpuFusion {
+    /// How this layer's GPU kernels, placed at `c.at`, meet its neighbours' (none by default).
+    fn gpu_fusion(&self, _c: &Ctx<'_>) -> GpuFusion {
         GpuFusion::default()
     }
 
@@ -581,7 +580,8 @@ pub trait HeadLayer: LayerInfo + HeadReference<f32> + HeadReference<f64> {
     /// Builds and binds the head's GPU kernels for batches of up to `c.batch` samples.
     fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuHead<'_>) -> Result<LayerPass>;
 
-    /// Whether the kernel that writes the head's dx can write dx·(x > 0) ([`GpuFusion::masks_dx`]).
+    /// Whether the kernel that writes the head's dx can write it through a [`Mask`]
+    /// ([`GpuFusion::masks_dx`]).
     fn gpu_masks_dx(&self) -> bool {
         false
     }

@@ -130,16 +130,9 @@ impl GpuNet {
         let metrics = f32_buffer(device, "metrics", 2 * metrics_capacity)?;
         let penalties = f32_buffer(device, "penalties", penalty_slots + 1)?;
 
-        // Layer i takes its dy masked by the ReLU when the layer after it can write it so.
-        let relu_fused: Vec<bool> = (0..model.hidden.len())
-            .map(|i| {
-                let next_masks = match model.hidden.get(i + 1) {
-                    Some(next) => next.layer.gpu_fusion().masks_dx,
-                    None => model.head.layer.gpu_masks_dx(),
-                };
-                model.hidden[i].layer.gpu_fusion().relu_output && next_masks
-            })
-            .collect();
+        // Which layers neighbours absorb, and where each binds (src/layers/fusion.rs).
+        let fusions: Vec<_> = model.hidden.iter().map(|p| p.layer.gpu_fusion(&Ctx { at: &p.at, batch, run })).collect();
+        let plan = crate::layers::plan(&fusions, model.head.layer.gpu_masks_dx());
         // Each layer's region of the partial-sum scratch, on 4-float boundaries.
         let mut scratch_offsets = Vec::with_capacity(model.hidden.len());
         let mut scratch_len = 0;
@@ -154,6 +147,10 @@ impl GpuNet {
             .iter()
             .enumerate()
             .map(|(i, p)| {
+                let at = &plan.hidden[i];
+                if at.absorbed {
+                    return Ok(LayerPass::default());
+                }
                 let gpu = GpuLayer {
                     kernels,
                     tuning,
@@ -162,16 +159,17 @@ impl GpuNet {
                     params: &params,
                     state: &state,
                     x: if i == 0 { &x0 } else { &acts[i - 1] },
-                    y: &acts[i],
+                    y: &acts[at.y],
                     backward: grads.map(|g| GpuGrads {
                         dy: &g.dacts[i],
-                        dx: i.checked_sub(1).map(|before| &g.dacts[before]),
+                        dx: at.dx.map(|before| &g.dacts[before]),
                         grads: &g.grads,
                         scratch: &scratch,
                         scratch_offset: scratch_offsets[i],
-                        dy_masked: relu_fused[i],
-                        mask_dx: i.checked_sub(1).is_some_and(|before| relu_fused[before]),
+                        dy_masked: at.dy_masked,
+                        mask_dx: at.mask_dx,
                     }),
+                    epilogue: at.epilogue,
                 };
                 p.layer.bind_gpu(&Ctx { at: &p.at, batch, run }, &gpu)
             })
@@ -186,8 +184,8 @@ impl GpuNet {
             probs: &probs,
             metrics: &metrics,
             penalties: &penalties,
-            backward: grads.map(|g| (g.dacts.last(), &g.grads)),
-            mask_dx: relu_fused.last().copied().unwrap_or(false),
+            backward: grads.map(|g| (plan.head_dx.map(|i| &g.dacts[i]), &g.grads)),
+            mask_dx: plan.head_mask,
         };
         let head = model.head.layer.bind_gpu(&Ctx { at: &model.head.at, batch, run }, &gpu_head)?;
         let segments: Vec<_> = hidden.iter().flat_map(|l: &LayerPass| l.sums.iter().copied()).collect();
@@ -219,7 +217,15 @@ impl GpuNet {
             probs,
             hidden,
             head,
-            hidden_names: model.hidden.iter().map(|p| p.at.name.clone()).collect(),
+            // A layer that applies the next one's function is named with it: "conv2d_3 + dropout".
+            hidden_names: (0..model.hidden.len())
+                .map(|i| match plan.hidden.get(i + 1) {
+                    Some(next) if next.absorbed => {
+                        format!("{} + {}", model.hidden[i].at.name, model.hidden[i + 1].at.name)
+                    }
+                    _ => model.hidden[i].at.name.clone(),
+                })
+                .collect(),
             datasets: Vec::new(),
             metrics_capacity,
             eval_penalty_slot: penalty_slots,
@@ -459,10 +465,32 @@ impl GpuEngine {
         &self.net.state
     }
 
-    /// Dispatches per training step (for reports): the gather, every layer's, Adam.
+    /// Dispatches per training step (for reports): the gather, every layer's, the partial
+    /// sums', Adam.
     pub fn dispatches_per_step(&self) -> usize {
-        let sums = usize::from(self.net.partial_sums.is_some());
-        1 + self.net.hidden.iter().map(LayerPass::dispatches).sum::<usize>() + self.net.head.dispatches() + sums + 1
+        self.step_dispatches().count()
+    }
+
+    /// The bytes a training step's dispatches touch, each dispatch's buffers counted once
+    /// ([`Dispatch::bytes`]): the memory side of a roofline.
+    pub fn bytes_per_step(&self) -> u64 {
+        self.step_dispatches().map(Dispatch::bytes).sum()
+    }
+
+    /// A training step's dispatches, in the order they are recorded: the gather, every
+    /// layer's forward, the head's penalty and backward, the hidden layers' backward in
+    /// reverse, the partial sums, Adam.
+    fn step_dispatches(&self) -> impl Iterator<Item = &Dispatch> {
+        let net = &self.net;
+        let forward = net.hidden.iter().chain([&net.head]).flat_map(|l| &l.forward);
+        let backward = net.hidden.iter().rev().flat_map(|l| &l.backward);
+        std::iter::once(&net.datasets[0].gather)
+            .chain(forward)
+            .chain(&net.head.penalty)
+            .chain(&net.head.backward)
+            .chain(backward)
+            .chain(&net.partial_sums)
+            .chain([&self.adam])
     }
 
     /// Sets how many training steps the engine records into one submission (1 to
@@ -485,18 +513,7 @@ impl GpuEngine {
 
     /// Records one training step's dispatches.
     fn record_step(&self, pass: &mut wgpu::ComputePass<'_>) {
-        let net = &self.net;
-        net.datasets[0].gather.record(pass);
-        net.record_forward(pass);
-        net.head.record_penalty(pass);
-        net.head.record_backward(pass);
-        for layer in net.hidden.iter().rev() {
-            layer.record_backward(pass);
-        }
-        if let Some(sums) = &net.partial_sums {
-            sums.record(pass);
-        }
-        self.adam.record(pass);
+        self.step_dispatches().for_each(|d| d.record(pass));
     }
 
     /// One submission of at most [`MAX_STEPS_PER_SUBMIT`] consecutive steps (see
@@ -554,7 +571,8 @@ impl GpuEngine {
             Box::new(move |p| d.record(p))
         }
         let mut stages: Vec<(String, Stage<'_>)> = vec![("gather".into(), each(&net.datasets[0].gather))];
-        for (layer, name) in net.hidden.iter().zip(&net.hidden_names) {
+        // An absorbed layer has no stage of its own: its neighbours' include it.
+        for (layer, name) in net.hidden.iter().zip(&net.hidden_names).filter(|(l, _)| !l.forward.is_empty()) {
             stages.push((format!("{name} forward"), Box::new(move |p| layer.record_forward(p))));
         }
         // The head's kernels each on their own: what each fuses is in its entry point's name.

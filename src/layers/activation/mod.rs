@@ -19,7 +19,7 @@ use bytemuck::{Pod, Zeroable};
 use num_traits::Float;
 
 use super::{
-    bind_forward_and_input_gradient, cast, Backward, Ctx, GpuLayer, HiddenLayer, Kind, LayerAt, LayerInfo, LayerPass,
+    bind_forward_and_input_gradient, cast, Backward, Ctx, Elementwise, GpuFusion, GpuLayer, HiddenLayer, Kind, LayerAt, LayerInfo, LayerPass,
     Parsed, Pass, Reference, Tuning,
 };
 use crate::error::{Error, Result};
@@ -160,6 +160,14 @@ pub static SHADER: Shader = Shader {
 };
 
 impl HiddenLayer for Activation {
+    fn gpu_fusion(&self, _c: &Ctx<'_>) -> GpuFusion {
+        let elementwise = match *self {
+            Activation::Relu => Elementwise::Relu,
+            Activation::LeakyRelu { slope } => Elementwise::LeakyRelu { slope },
+        };
+        GpuFusion { elementwise: Some(elementwise), ..Default::default() }
+    }
+
     fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuLayer<'_>) -> Result<LayerPass> {
         let s = ActivationShape::new(self, c.at.input_len());
         let shape = uniform_buffer(gpu.kernels.device(), "activation shape", &s);

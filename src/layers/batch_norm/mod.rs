@@ -29,7 +29,7 @@ use bytemuck::{Pod, Zeroable};
 use num_traits::Float;
 
 use super::{
-    cast, Backward, Ctx, GpuLayer, HiddenLayer, Init, Kind, LayerAt, LayerInfo, LayerPass, Parsed, Pass, Reference,
+    cast, epilogue_uniform, Backward, Ctx, GpuFusion, GpuLayer, HiddenLayer, Init, Kind, LayerAt, LayerInfo, LayerPass, Parsed, Pass, Reference,
     TensorSpec, Tuning,
 };
 use crate::error::{Error, Result};
@@ -260,7 +260,7 @@ impl<T: Float> Reference<T> for BatchNorm {
 pub static SHADER: Shader = Shader {
     name: "batch_norm",
     file: "batch_norm.wgsl",
-    source: shader_source!("common.wgsl", "batch_norm.wgsl"),
+    source: shader_source!("common.wgsl", "epilogue.wgsl", "batch_norm.wgsl"),
     own: shader_own!("batch_norm.wgsl"),
     entry_points: &[
         EntryPoint {
@@ -276,6 +276,7 @@ pub static SHADER: Shader = Shader {
                 read(3, "params"),
                 read_write(5, "stats"),
                 read_write(6, "y"),
+                uniform(15, "epilogue"),
             ],
         },
         EntryPoint {
@@ -310,6 +311,11 @@ impl HiddenLayer for BatchNorm {
         true
     }
 
+    fn gpu_fusion(&self, _c: &Ctx<'_>) -> GpuFusion {
+        // The forward kernel writes each output once: it can apply an activation after it.
+        GpuFusion { takes_epilogue: true, ..Default::default() }
+    }
+
     fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuLayer<'_>) -> Result<LayerPass> {
         let s = NormShape::for_layer(c.at);
         let device = gpu.kernels.device();
@@ -326,12 +332,14 @@ impl HiddenLayer for BatchNorm {
         let (per_channel, per_element) = (Grid::Workgroups(channels as u64), Grid::Invocations(len as u64));
         let mut pass = LayerPass::default();
         pass.forward.push(Dispatch::new(device, &kernel("statistics")?, &[step, shape_arg, x, state, stats], per_channel)?);
+        let epilogue = epilogue_uniform(gpu);
         pass.forward.push(Dispatch::new(
             device,
             &kernel("forward")?,
-            &[step, shape_arg, x, params, stats, arg("y", gpu.y, bytes)],
+            &[step, shape_arg, x, params, stats, arg("y", gpu.y, bytes), arg("epilogue", &epilogue, 32)],
             per_element,
         )?);
+        pass.buffers.push(epilogue);
         if let Some(g) = gpu.backward {
             let (dy, grads) = (arg("dy", g.dy, bytes), arg("grads", g.grads, floats(s.beta().end)));
             pass.backward.push(Dispatch::new(

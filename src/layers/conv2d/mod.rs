@@ -20,7 +20,7 @@ pub mod fast;
 use num_traits::Float;
 
 use super::{
-    GpuFusion,
+    epilogue_uniform, GpuFusion, Mask,
     positive, Backward, Ctx, GpuLayer, HiddenLayer, Init, Kind, LayerAt, LayerInfo, LayerPass, Parsed, Pass,
     Reference, TensorSpec, Tuning,
 };
@@ -102,7 +102,7 @@ impl LayerInfo for Conv2d {
 /// A convolution's sizes and where its tensors live in the flat parameter vector; the one place
 /// the output-size arithmetic is done. The GPU kernels take it as pipeline-override constants
 /// ([`Conv2dShape::constants`]), so each layer's pipelines are compiled for its shape.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Conv2dShape {
     pub batch: u32,
     pub in_h: u32,
@@ -123,8 +123,10 @@ pub struct Conv2dShape {
     pub chunk_lanes: u32,
     /// The fused ReLU: `y = relu(pre)`; without it `y = pre`.
     pub relu: bool,
-    /// Write dx·(x > 0), the layer before's dL/d(pre-activation) ([`crate::layers::GpuGrads::mask_dx`]).
-    pub mask_dx: bool,
+    /// How dx is written for the layers before ([`crate::layers::GpuGrads::mask_dx`]).
+    pub mask_dx: Mask,
+    /// dy arrives with the ReLU applied ([`crate::layers::GpuGrads::dy_masked`]).
+    pub dy_masked: bool,
     /// Where the tiled kernels' partial sums start in the scratch buffer (floats).
     pub partials_offset: u32,
 }
@@ -161,7 +163,8 @@ impl Conv2dShape {
             chunks: 0,
             chunk_lanes: 1,
             relu: true,
-            mask_dx: false,
+            mask_dx: Mask::NONE,
+            dy_masked: false,
             partials_offset: 0,
         }
         .with_chunk_len(CHUNK_LEN)
@@ -282,9 +285,10 @@ impl Conv2dShape {
             ("INPUT_WORKGROUPS", self.input_workgroups()),
             ("PARTIALS_OFFSET", self.partials_offset),
         ];
+        let mask = [("MASK_POS", self.mask_dx.pos), ("MASK_NEG", self.mask_dx.neg)];
         let flags = [
             ("RELU", self.relu),
-            ("MASK_DX", self.mask_dx),
+            ("DY_MASKED", self.dy_masked),
             ("X_VEC4", self.in_c.is_multiple_of(4)),
             (
                 "K_VEC4",
@@ -294,7 +298,8 @@ impl Conv2dShape {
             ),
         ];
         let extents = extents.into_iter().map(|(name, v)| (name, f64::from(v)));
-        extents.chain(flags.into_iter().map(|(name, on)| (name, f64::from(u8::from(on))))).collect()
+        let mask = mask.into_iter().map(|(name, v)| (name, f64::from(v)));
+        extents.chain(mask).chain(flags.into_iter().map(|(name, on)| (name, f64::from(u8::from(on))))).collect()
     }
 
     fn dims(&self) -> [usize; 10] {
@@ -444,12 +449,20 @@ impl<T: Float> Reference<T> for Conv2d {
 pub static TILED: Shader = Shader {
     name: "conv2d_tiled",
     file: "conv2d_tiled.wgsl",
-    source: shader_source!("common.wgsl", "conv2d_shape.wgsl", "conv2d_tiled.wgsl"),
+    source: shader_source!("common.wgsl", "conv2d_shape.wgsl", "epilogue.wgsl", "conv2d_tiled.wgsl"),
     own: shader_own!("conv2d_tiled.wgsl"),
     entry_points: &[
         EntryPoint {
             name: "forward",
-            bindings: &[uniform(0, "step"), read(2, "x"), read(3, "params"), read_write(4, "y"), read(10, "x4"), read(11, "params4")],
+            bindings: &[
+                uniform(0, "step"),
+                read(2, "x"),
+                read(3, "params"),
+                read_write(4, "y"),
+                read(10, "x4"),
+                read(11, "params4"),
+                uniform(15, "epilogue"),
+            ],
         },
         EntryPoint {
             name: "relu_backward",
@@ -487,12 +500,12 @@ pub static TILED: Shader = Shader {
 pub static NAIVE: Shader = Shader {
     name: "conv2d_naive",
     file: "conv2d_naive.wgsl",
-    source: shader_source!("common.wgsl", "conv2d_shape.wgsl", "conv2d_naive.wgsl"),
+    source: shader_source!("common.wgsl", "conv2d_shape.wgsl", "epilogue.wgsl", "conv2d_naive.wgsl"),
     own: shader_own!("conv2d_naive.wgsl"),
     entry_points: &[
         EntryPoint {
             name: "naive_forward",
-            bindings: &[uniform(0, "step"), read(2, "x"), read(3, "params"), read_write(4, "y")],
+            bindings: &[uniform(0, "step"), read(2, "x"), read(3, "params"), read_write(4, "y"), uniform(15, "epilogue")],
         },
         EntryPoint {
             name: "naive_backward_input",
@@ -528,7 +541,8 @@ pub fn bind(gpu: &GpuLayer<'_>, s: &Conv2dShape) -> Result<LayerPass> {
     }
     let device = gpu.kernels.device();
     let s = &Conv2dShape {
-        mask_dx: gpu.backward.is_some_and(|g| g.mask_dx && g.dx.is_some()),
+        mask_dx: gpu.backward.filter(|g| g.dx.is_some()).map_or(Mask::NONE, |g| g.mask_dx),
+        dy_masked: gpu.backward.is_some_and(|g| g.dy_masked),
         partials_offset: gpu.backward.map_or(0, |g| g.scratch_offset),
         ..*s
     };
@@ -544,12 +558,16 @@ pub fn bind(gpu: &GpuLayer<'_>, s: &Conv2dShape) -> Result<LayerPass> {
     let (params, params4) = (arg("params", gpu.params, params_end), arg("params4", gpu.params, params_end));
     let blocks = |n: u32| n.div_ceil(4) as u64;
     let mut pass = LayerPass::default();
+    let epilogue_buffer = epilogue_uniform(gpu);
+    let epilogue = arg("epilogue", &epilogue_buffer, 32);
     if gpu.naive {
-        pass.forward.push(dispatch("naive_forward", &[step, x, params, y], Grid::Invocations(s.output_len() as u64))?);
+        pass.forward.push(dispatch("naive_forward", &[step, x, params, y, epilogue], Grid::Invocations(s.output_len() as u64))?);
     } else {
         let pixels = u64::from(s.batch * s.out_h) * blocks(s.out_w);
-        pass.forward.push(dispatch("forward", &[step, x, params, y, x4, params4], Grid::Invocations(pixels * blocks(s.out_c)))?);
+        let args = [step, x, params, y, x4, params4, epilogue];
+        pass.forward.push(dispatch("forward", &args, Grid::Invocations(pixels * blocks(s.out_c)))?);
     }
+    pass.buffers.push(epilogue_buffer);
     let Some(grads) = gpu.backward else { return Ok(pass) };
     let dy = arg("dy", grads.dy, output);
     let dx = grads.dx.map(|dx| arg("dx", dx, input));
@@ -611,8 +629,8 @@ impl HiddenLayer for Conv2d {
         bind(gpu, &Conv2dShape::for_layer(self, c).tuned(gpu.tuning))
     }
 
-    fn gpu_fusion(&self) -> GpuFusion {
-        GpuFusion { relu_output: self.relu, masks_dx: true }
+    fn gpu_fusion(&self, _c: &Ctx<'_>) -> GpuFusion {
+        GpuFusion { relu_output: self.relu, masks_dx: true, takes_epilogue: true, ..Default::default() }
     }
 
     fn gpu_scratch_len(&self, c: &Ctx<'_>, tuning: Tuning, naive: bool) -> usize {

@@ -138,8 +138,8 @@ impl HiddenDenseShape {
             kernel_offset: self.kernel_offset,
             bias_offset: self.bias_offset,
             l1: 0.0,
-            mask_dx: 0,
-            _pad: 0,
+            mask_pos: 1.0,
+            mask_neg: 1.0,
         }
     }
 }

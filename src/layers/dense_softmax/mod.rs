@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{self, uniform_buffer, GpuContext};
 use crate::kernel::{arg, floats, read, read_write, uniform, Dispatch, EntryPoint, Grid, Shader};
 use crate::layers::dense::MAX_UNITS;
-use crate::layers::StepParams;
+use crate::layers::{Mask, StepParams};
 use crate::rng::Rng;
 use crate::selftest::{self, Check};
 use crate::{shader_own, shader_source};
@@ -102,9 +102,9 @@ pub struct DenseShape {
     pub kernel_offset: u32,
     pub bias_offset: u32,
     pub l1: f32,
-    /// 1: write dx·(x > 0) ([`crate::layers::GpuHead::mask_dx`]).
-    pub mask_dx: u32,
-    pub _pad: u32,
+    /// How dx is written for the layers before ([`crate::layers::GpuHead::mask_dx`]).
+    pub mask_pos: f32,
+    pub mask_neg: f32,
 }
 
 impl DenseShape {
@@ -117,8 +117,8 @@ impl DenseShape {
             kernel_offset: 0,
             bias_offset: (features * classes) as u32,
             l1,
-            mask_dx: 0,
-            _pad: 0,
+            mask_pos: 1.0,
+            mask_neg: 1.0,
         }
     }
 
@@ -373,7 +373,7 @@ impl HeadLayer for DenseSoftmax {
     }
 
     fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuHead<'_>) -> Result<LayerPass> {
-        let s = DenseShape { mask_dx: u32::from(gpu.mask_dx), ..DenseShape::for_layer(c) };
+        let s = DenseShape { mask_pos: gpu.mask_dx.pos, mask_neg: gpu.mask_dx.neg, ..DenseShape::for_layer(c) };
         let device = gpu.kernels.device();
         let kernel = |entry: &str| gpu.kernels.get(&SHADER, entry, &[]);
         let shape = uniform_buffer(device, "dense shape", &s);
@@ -427,13 +427,16 @@ impl HeadLayer for DenseSoftmax {
     }
 }
 
-/// The head's dx as it is bound after a ReLU (masked by x > 0), on `gpu`'s buffers but a dx of
-/// its own.
+/// The mask of the base net's head: through a dropout of rate 0.5 after a ReLU.
+const HEAD_MASK: Mask = Mask { pos: 2.0, neg: 0.0 };
+
+/// The head's dx as it is bound after a dropout after a ReLU ([`HEAD_MASK`]), on `gpu`'s
+/// buffers but a dx of its own.
 fn masked_head_dx(ctx: &GpuContext, layer: &DenseSoftmax, c: &Ctx<'_>, gpu: &GpuHead<'_>) -> Result<Vec<f32>> {
     let len = c.batch * c.at.input_len();
     let dx = selftest::sentinel(ctx, len)?;
     let grads = gpu.backward.map(|(_, grads)| grads).ok_or_else(|| Error::invalid("a training binding"))?;
-    let bound = layer.bind_gpu(c, &GpuHead { backward: Some((Some(&dx), grads)), mask_dx: true, ..*gpu })?;
+    let bound = layer.bind_gpu(c, &GpuHead { backward: Some((Some(&dx), grads)), mask_dx: HEAD_MASK, ..*gpu })?;
     selftest::run(ctx, |pass| bound.record_forward(pass));
     selftest::read(ctx, &dx, len)
 }
@@ -486,7 +489,7 @@ pub fn checks(ctx: &GpuContext) -> Result<Vec<Check>> {
         metrics: &metrics_b,
         penalties: &penalties_b,
         backward: Some((Some(&dx_b), &grads_b)),
-        mask_dx: false,
+        mask_dx: Mask::NONE,
     };
     let bound = layer.bind_gpu(&c, &gpu_head)?;
     selftest::run(ctx, |pass| {
@@ -502,7 +505,7 @@ pub fn checks(ctx: &GpuContext) -> Result<Vec<Check>> {
     let gpu_grads = selftest::read(ctx, &grads_b, params.len())?;
     let kernel_len = features * classes;
     let masked_dx = masked_head_dx(ctx, &layer, &c, &gpu_head)?;
-    let reference_masked: Vec<f32> = dx.iter().zip(&x).map(|(&d, &x)| if x > 0.0 { d } else { 0.0 }).collect();
+    let reference_masked: Vec<f32> = dx.iter().zip(&x).map(|(&d, &x)| if x > 0.0 { d * HEAD_MASK.pos } else { 0.0 }).collect();
     Ok(vec![
         Check::compare("dense_softmax: probabilities".into(), &selftest::read(ctx, &probs_b, n)?, &probs[..n], 1e-6, 1e-4),
         // The head's own dlogits scratch, the second buffer it made (see bind_gpu).
@@ -520,7 +523,7 @@ pub fn checks(ctx: &GpuContext) -> Result<Vec<Check>> {
             1e-4,
         ),
         Check::compare(
-            "dense_softmax: dx masked for the ReLU before".into(),
+            "dense_softmax: dx through a dropout after a ReLU".into(),
             &masked_dx[..used * features],
             &reference_masked[..used * features],
             1e-6,

@@ -16,7 +16,7 @@ use bytemuck::{Pod, Zeroable};
 use num_traits::Float;
 
 use super::{
-    bind_forward_and_input_gradient, cast, Backward, Ctx, GpuFusion, GpuLayer, HiddenLayer, Kind, LayerAt, LayerInfo, LayerPass, Parsed, Pass, Reference,
+    bind_forward_and_input_gradient, cast, Backward, Ctx, Elementwise, GpuFusion, GpuLayer, Mask, HiddenLayer, Kind, LayerAt, LayerInfo, LayerPass, Parsed, Pass, Reference,
     RunSettings, Tuning,
 };
 use crate::error::{Error, Result};
@@ -73,9 +73,9 @@ pub struct DropoutShape {
     pub seed: u32,
     pub rate: f32,
     pub scale: f32,
-    /// 1: write dx·(x > 0) ([`crate::layers::GpuGrads::mask_dx`]).
-    pub mask_dx: u32,
-    pub _pad: u32,
+    /// How dx is written for the layers before ([`crate::layers::GpuGrads::mask_dx`]).
+    pub mask_pos: f32,
+    pub mask_neg: f32,
 }
 
 impl DropoutShape {
@@ -89,8 +89,8 @@ impl DropoutShape {
             seed,
             rate,
             scale: (1.0 / (1.0 - f64::from(rate))) as f32,
-            mask_dx: 0,
-            _pad: 0,
+            mask_pos: 1.0,
+            mask_neg: 1.0,
         }
     }
 
@@ -167,7 +167,8 @@ pub static SHADER: Shader = Shader {
 
 impl HiddenLayer for Dropout {
     fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuLayer<'_>) -> Result<LayerPass> {
-        let s = DropoutShape { mask_dx: u32::from(gpu.backward.is_some_and(|g| g.mask_dx)), ..DropoutShape::for_layer(self, c) };
+        let mask = gpu.backward.map_or(Mask::NONE, |g| g.mask_dx);
+        let s = DropoutShape { mask_pos: mask.pos, mask_neg: mask.neg, ..DropoutShape::for_layer(self, c) };
         let shape = uniform_buffer(gpu.kernels.device(), "dropout shape", &s);
         let (step, shape_arg, bytes) = (arg("step", gpu.step, 32), arg("shape", &shape, 32), floats(s.len()));
         let grid = Grid::Invocations(s.len() as u64);
@@ -180,9 +181,12 @@ impl HiddenLayer for Dropout {
         Ok(pass)
     }
 
-    fn gpu_fusion(&self) -> GpuFusion {
-        // dx is dy times the mask's factor: it can take the ReLU before it as well.
-        GpuFusion { masks_dx: true, ..Default::default() }
+    fn gpu_fusion(&self, c: &Ctx<'_>) -> GpuFusion {
+        // dx is dy times the mask's factor: it can take the ReLU before it as well. Absorbed,
+        // the layer before applies the mask (the same hash of the same index) as it stores.
+        let s = DropoutShape::for_layer(self, c);
+        let elementwise = Elementwise::Dropout { rate: s.rate, scale: s.scale, seed: s.seed, layer: s.layer };
+        GpuFusion { masks_dx: true, elementwise: Some(elementwise), ..Default::default() }
     }
 
     #[cfg(feature = "fast-cpu")]

@@ -14,7 +14,7 @@ pub mod fast;
 use bytemuck::{Pod, Zeroable};
 use num_traits::Float;
 
-use super::{bind_forward_and_input_gradient, Backward, Ctx, GpuFusion, GpuLayer, HiddenLayer, Kind, LayerAt, LayerInfo, LayerPass, Parsed, Pass, Reference, Tuning};
+use super::{bind_forward_and_input_gradient, epilogue_uniform, Backward, Ctx, GpuFusion, GpuLayer, Mask, HiddenLayer, Kind, LayerAt, LayerInfo, LayerPass, Parsed, Pass, Reference, Tuning};
 use crate::error::{Error, Result};
 use crate::gpu::{uniform_buffer, GpuContext};
 use crate::kernel::{arg, floats, read, read_write, uniform, EntryPoint, Grid, Shader};
@@ -56,7 +56,7 @@ impl LayerInfo for MaxPool2d {
 
 /// Mirror of `PoolShape` in `shaders/maxpool2d.wgsl`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
 pub struct PoolShape {
     pub batch: u32,
     pub in_h: u32,
@@ -64,15 +64,15 @@ pub struct PoolShape {
     pub channels: u32,
     pub out_h: u32,
     pub out_w: u32,
-    /// 1: write dx·(x > 0) ([`crate::layers::GpuGrads::mask_dx`]).
-    pub mask_dx: u32,
-    pub _pad: u32,
+    /// How dx is written for the layers before ([`crate::layers::GpuGrads::mask_dx`]).
+    pub mask_pos: f32,
+    pub mask_neg: f32,
 }
 
 impl PoolShape {
     pub fn new(batch: usize, input: [usize; 3]) -> Self {
         let [h, w, c] = input.map(|v| v as u32);
-        PoolShape { batch: batch as u32, in_h: h, in_w: w, channels: c, out_h: h / 2, out_w: w / 2, mask_dx: 0, _pad: 0 }
+        PoolShape { batch: batch as u32, in_h: h, in_w: w, channels: c, out_h: h / 2, out_w: w / 2, mask_pos: 1.0, mask_neg: 1.0 }
     }
 
     /// The shape of the pooling layer at `c.at`, for `c.batch` samples.
@@ -149,10 +149,13 @@ impl<T: Float> Reference<T> for MaxPool2d {
 pub static SHADER: Shader = Shader {
     name: "maxpool2d",
     file: "maxpool2d.wgsl",
-    source: shader_source!("common.wgsl", "maxpool2d.wgsl"),
+    source: shader_source!("common.wgsl", "epilogue.wgsl", "maxpool2d.wgsl"),
     own: shader_own!("maxpool2d.wgsl"),
     entry_points: &[
-        EntryPoint { name: "forward", bindings: &[uniform(0, "step"), uniform(1, "shape"), read(2, "x"), read_write(3, "y")] },
+        EntryPoint {
+            name: "forward",
+            bindings: &[uniform(0, "step"), uniform(1, "shape"), read(2, "x"), read_write(3, "y"), uniform(15, "epilogue")],
+        },
         EntryPoint {
             name: "backward_input",
             bindings: &[uniform(0, "step"), uniform(1, "shape"), read(2, "x"), read(4, "dy"), read_write(5, "dx")],
@@ -162,24 +165,27 @@ pub static SHADER: Shader = Shader {
 
 impl HiddenLayer for MaxPool2d {
     fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuLayer<'_>) -> Result<LayerPass> {
-        let s = PoolShape { mask_dx: u32::from(gpu.backward.is_some_and(|g| g.mask_dx)), ..PoolShape::for_layer(c) };
+        let mask = gpu.backward.map_or(Mask::NONE, |g| g.mask_dx);
+        let s = PoolShape { mask_pos: mask.pos, mask_neg: mask.neg, ..PoolShape::for_layer(c) };
         let shape = uniform_buffer(gpu.kernels.device(), "maxpool2d shape", &s);
         let (x_bytes, y_bytes) = (floats(s.input_len()), floats(s.output_len()));
         let (step, shape_arg, x) = (arg("step", gpu.step, 32), arg("shape", &shape, 32), arg("x", gpu.x, x_bytes));
         // forward: one invocation per output element; backward: one per input element (a gather).
-        let forward = [step, shape_arg, x, arg("y", gpu.y, y_bytes)];
+        let epilogue = epilogue_uniform(gpu);
+        let forward = [step, shape_arg, x, arg("y", gpu.y, y_bytes), arg("epilogue", &epilogue, 32)];
         let backward = gpu.backward.and_then(|g| g.dx.map(|dx| (g.dy, dx))).map(|(dy, dx)| {
             (vec![step, shape_arg, x, arg("dy", dy, y_bytes), arg("dx", dx, x_bytes)], Grid::Invocations(s.input_len() as u64))
         });
         let forward = (&forward[..], Grid::Invocations(s.output_len() as u64));
         let mut pass = bind_forward_and_input_gradient(gpu, &SHADER, forward, backward)?;
-        pass.buffers.push(shape);
+        pass.buffers.extend([shape, epilogue]);
         Ok(pass)
     }
 
-    fn gpu_fusion(&self) -> GpuFusion {
-        // The gradient goes to each window's maximum, where x > 0 ⇔ the window's output > 0.
-        GpuFusion { masks_dx: true, ..Default::default() }
+    fn gpu_fusion(&self, _c: &Ctx<'_>) -> GpuFusion {
+        // The gradient goes to each window's maximum, where x > 0 ⇔ the window's output > 0;
+        // each output is one of the inputs, so a ReLU's outputs stay ReLU outputs.
+        GpuFusion { masks_dx: true, passes_relu: true, takes_epilogue: true, ..Default::default() }
     }
 
     #[cfg(feature = "fast-cpu")]

@@ -1,0 +1,43 @@
+// epilogue.wgsl — an elementwise layer (dropout, ReLU, LeakyReLU) applied by the kernel that writes
+// its input, as it stores each output: the engine absorbs such a layer into the layer before it
+// (src/layers/fusion.rs), which saves the layer's dispatches and a pass through memory. Compiled
+// after common.wgsl (Step, dropout_factor, activate) and before the shader of a layer that takes
+// epilogues, whose forward kernels bind it and read that shader's `step`. No entry points.
+//
+// Bindings (group 0)
+//  15  epilogue  uniform Epilogue     forward kernels of the including shader
+//
+// Bit for bit what the absorbed layer's own kernel computes (dropout.wgsl, activation.wgsl):
+// the same functions of the same values, at the same element index.
+
+struct Epilogue {
+    kind: u32,     // 0 nothing, 1 dropout, 2 ReLU, 3 LeakyReLU
+    rate: f32,     // dropout's rate, scale (1 / (1 − rate)), the run's seed and the layer's index
+    scale: f32,
+    seed: u32,
+    layer: u32,
+    slope: f32,    // LeakyReLU's
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(15) var<uniform> epilogue: Epilogue;
+
+// Output v at element i of the batch, after the absorbed layer.
+fn apply_epilogue(v: f32, i: u32) -> f32 {
+    switch (epilogue.kind) {
+        case 1u: {
+            let key = dropout_key(epilogue.seed, step.step, epilogue.layer);
+            return v * dropout_factor(step.training != 0u, key, epilogue.rate, epilogue.scale, i);
+        }
+        case 2u: {
+            return activate(v, 0.0, false);
+        }
+        case 3u: {
+            return activate(v, epilogue.slope, true);
+        }
+        default: {
+            return v;
+        }
+    }
+}
