@@ -412,7 +412,9 @@ fn the_web_page_runs_part_one_and_training_in_headless_chromium() {
             let partial = std::fs::read_dir(&downloads)
                 .unwrap()
                 .any(|e| e.unwrap().path().extension().is_some_and(|x| x == "crdownload"));
-            (file.exists() && !partial).then_some(())
+            // Chromium reserves the name with an empty file before it writes the .crdownload.
+            let written = std::fs::metadata(&file).is_ok_and(|m| m.len() > 0);
+            (written && !partial).then_some(())
         });
         let checkpoint = Checkpoint::load(&file).unwrap();
         assert_eq!(checkpoint.architecture, model.architecture);
