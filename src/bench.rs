@@ -1,5 +1,6 @@
-//! Timing helpers shared by the CLI's `bench` reports and the criterion benchmarks, and the
-//! Part I comparison (reference CPU, fast CPU, GPU kernel, GPU end to end) measured in one run.
+//! Timing helpers shared by the CLI's `bench` reports and the criterion benchmarks, the Part I
+//! comparison (reference CPU, fast CPU, GPU kernel, GPU end to end) measured in one run, and
+//! the device's own rates for a roofline (`shaders/probe.wgsl`, [`device_rates`]).
 
 use std::time::Duration;
 
@@ -13,6 +14,9 @@ pub use web_time::Instant;
 use crate::error::Result;
 use crate::filter::{cpu, Conv3x3, Kernel3x3, Plane};
 use crate::gpu::{self, GpuContext};
+use crate::kernel::{arg, floats, read, read_write, Dispatch, EntryPoint, Grid, Shader};
+use crate::selftest::{self, Check};
+use crate::{shader_own, shader_source};
 
 /// Mean time of one call of `work`: one untimed warm-up call, then calls until `budget` has passed
 /// (at least `min_iterations`).
@@ -345,4 +349,160 @@ pub fn classify_timings(
         }
     }
     Ok(rows)
+}
+
+/// What a device does, measured by `shaders/probe.wgsl`: the figures of a roofline.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DeviceRates {
+    /// f32 multiply-adds in independent chains, as FLOP/s (2 a multiply-add): no tensor cores,
+    /// as in every kernel of the crate.
+    pub flop_per_second: f64,
+    /// A copy kernel over buffers larger than any cache: bytes read plus bytes written a second.
+    pub bytes_per_second: f64,
+    /// What one more dispatch costs when it depends on the one before (a barrier between them,
+    /// as between the dispatches of a training step), in seconds.
+    pub dispatch_seconds: f64,
+}
+
+/// The binding table of `shaders/probe.wgsl`.
+pub static PROBE: Shader = Shader {
+    name: "probe",
+    file: "probe.wgsl",
+    source: shader_source!("common.wgsl", "probe.wgsl"),
+    own: shader_own!("probe.wgsl"),
+    entry_points: &[
+        EntryPoint { name: "fma_chains", bindings: &[read_write(1, "dst")] },
+        EntryPoint { name: "copy", bindings: &[read(0, "src"), read_write(1, "dst")] },
+        EntryPoint { name: "touch", bindings: &[read_write(1, "dst")] },
+    ],
+};
+
+/// `fma_chains`' work: FLOP per invocation (4 chains × 4 lanes × 2 × 256 steps).
+const PROBE_FLOP_PER_INVOCATION: f64 = 4.0 * 4.0 * 2.0 * 256.0;
+/// Invocations of one `fma_chains` dispatch.
+const PROBE_INVOCATIONS: u64 = 1 << 18;
+/// Bytes of each of the copy's two buffers: past the L2 of any current GPU (50 MB on an H200).
+const PROBE_COPY_BYTES: u64 = 64 << 20;
+
+/// Times `count` dispatches of `d` in one pass and one submit, doubling `count` from 1 until a
+/// submit takes at least `at_least`: (count, seconds of that submit).
+fn time_repeated(ctx: &GpuContext, d: &Dispatch, at_least: Duration) -> Result<(u32, f64)> {
+    let mut count = 1u32;
+    loop {
+        let seconds = time_submit(ctx, d, count)?;
+        if seconds >= at_least.as_secs_f64() || count >= 1 << 14 {
+            return Ok((count, seconds));
+        }
+        count *= 2;
+    }
+}
+
+/// One submit of `count` dispatches of `d` in one pass, waited for: seconds.
+fn time_submit(ctx: &GpuContext, d: &Dispatch, count: u32) -> Result<f64> {
+    let start = Instant::now();
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = crate::kernel::begin_pass(&mut encoder, "probe");
+        (0..count).for_each(|_| d.record(&mut pass));
+    }
+    ctx.queue.submit([encoder.finish()]);
+    gpu::wait_idle(&ctx.device)?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// The device's [`DeviceRates`], each from submits of at least `at_least` (the best of three).
+pub fn device_rates(ctx: &GpuContext, at_least: Duration) -> Result<DeviceRates> {
+    let kernels = &ctx.kernels;
+    let device = &ctx.device;
+    let copy_bytes = PROBE_COPY_BYTES.min((device.limits().max_storage_buffer_binding_size / 2) & !15);
+    let src = gpu::storage_buffer(device, "probe source", copy_bytes)?;
+    let dst = gpu::storage_buffer(device, "probe destination", copy_bytes)?;
+    let vec4s = copy_bytes / 16;
+    let fma = Dispatch::new(
+        device,
+        &kernels.get(&PROBE, "fma_chains", &[])?,
+        &[arg("dst", &dst, 16)],
+        Grid::Invocations(PROBE_INVOCATIONS),
+    )?;
+    let copy = Dispatch::new(
+        device,
+        &kernels.get(&PROBE, "copy", &[])?,
+        &[arg("src", &src, copy_bytes), arg("dst", &dst, copy_bytes)],
+        Grid::Invocations(vec4s),
+    )?;
+    let touch =
+        Dispatch::new(device, &kernels.get(&PROBE, "touch", &[])?, &[arg("dst", &dst, 16)], Grid::Workgroups(1))?;
+    let best = |d: &Dispatch| -> Result<(u32, f64)> {
+        let mut best = time_repeated(ctx, d, at_least)?;
+        for _ in 0..2 {
+            let (count, seconds) = time_repeated(ctx, d, at_least)?;
+            if seconds / f64::from(count) < best.1 / f64::from(best.0) {
+                best = (count, seconds);
+            }
+        }
+        Ok(best)
+    };
+    let (n, seconds) = best(&fma)?;
+    let flop_per_second = f64::from(n) * PROBE_INVOCATIONS as f64 * PROBE_FLOP_PER_INVOCATION / seconds;
+    let (n, seconds) = best(&copy)?;
+    let bytes_per_second = f64::from(n) * 2.0 * copy_bytes as f64 / seconds;
+    // A chain of n dispatches against one: what each added dispatch costs.
+    let (n, seconds) = best(&touch)?;
+    let mut one = f64::INFINITY;
+    for _ in 0..3 {
+        one = one.min(time_submit(ctx, &touch, 1)?);
+    }
+    let dispatch_seconds = ((seconds - one) / f64::from(n.max(2) - 1)).max(0.0);
+    Ok(DeviceRates { flop_per_second, bytes_per_second, dispatch_seconds })
+}
+
+/// The probe kernels against the CPU: the copy bit for bit, the FMA chains within rounding (a
+/// driver may or may not fuse), and a chain of touches counted exactly.
+pub fn probe_checks(ctx: &GpuContext) -> Result<Vec<Check>> {
+    let device = &ctx.device;
+    let n = 300usize;
+    let values: Vec<f32> = (0..4 * n).map(|i| (i as f32 * 0.37).sin()).collect();
+    let src = selftest::upload(ctx, &values)?;
+    let dst = selftest::sentinel(ctx, 4 * n)?;
+    let kernels = crate::kernel::Kernels::new(device);
+    let bytes = floats(4 * n);
+    let copy = Dispatch::new(
+        device,
+        &kernels.get(&PROBE, "copy", &[])?,
+        &[arg("src", &src, bytes), arg("dst", &dst, bytes)],
+        Grid::Invocations(n as u64),
+    )?;
+    selftest::run(ctx, |pass| copy.record(pass));
+    let copied = selftest::read(ctx, &dst, 4 * n)?;
+    // Two whole workgroups on as many vec4s: invocation i writes element i.
+    let invocations = 2 * crate::kernel::WORKGROUP_SIZE as usize;
+    let chains_b = selftest::sentinel(ctx, 4 * invocations)?;
+    let fma = Dispatch::new(
+        device,
+        &kernels.get(&PROBE, "fma_chains", &[])?,
+        &[arg("dst", &chains_b, floats(4 * invocations))],
+        Grid::Invocations(invocations as u64),
+    )?;
+    selftest::run(ctx, |pass| fma.record(pass));
+    let chains = selftest::read(ctx, &chains_b, 4 * invocations)?;
+    let expected: Vec<f32> = (0..invocations).flat_map(fma_chains_reference).collect();
+    let touches = 37;
+    let touch =
+        Dispatch::new(device, &kernels.get(&PROBE, "touch", &[])?, &[arg("dst", &dst, 16)], Grid::Workgroups(1))?;
+    selftest::run(ctx, |pass| (0..touches).for_each(|_| touch.record(pass)));
+    let touched = selftest::read(ctx, &dst, 4)?;
+    let after: Vec<f32> = values[..4].iter().map(|v| v + touches as f32).collect();
+    Ok(vec![
+        Check::compare("probe: copy".into(), &copied, &values, 0.0, 0.0),
+        Check::compare("probe: fma chains".into(), &chains, &expected, 1e-5, 1e-5),
+        Check::compare(format!("probe: {touches} dependent touches"), &touched, &after, 1e-4, 0.0),
+    ])
+}
+
+/// `fma_chains`' result for invocation `i`, in f32 (fused multiply-adds, as WGSL's `fma`).
+fn fma_chains_reference(i: usize) -> [f32; 4] {
+    let seed = (i % 1024) as f32 * (1.0 / 1024.0);
+    let a0 = [seed, seed + 0.25, seed + 0.5, seed + 0.75];
+    let chain = |start: f32| (0..256).fold(start, |v, _| v.mul_add(0.999, 0.001));
+    std::array::from_fn(|l| (chain(a0[l]) + chain(a0[l] * 0.5)) + (chain(a0[l] * 0.25) + chain(a0[l] * 0.125)))
 }

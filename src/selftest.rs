@@ -123,6 +123,7 @@ pub fn run_all(ctx: &GpuContext) -> Result<Vec<Check>> {
         checks.extend((kind.checks)(ctx)?);
     }
     checks.extend(crate::partial_sums::checks(ctx)?);
+    checks.extend(crate::bench::probe_checks(ctx)?);
     checks.extend(crate::adam::checks(ctx)?);
     checks.extend(crate::gather::checks(ctx)?);
     checks.extend(crate::classify::checks(ctx)?);

@@ -14,7 +14,7 @@ use crate::layers::REGISTRY;
 pub const COMMON: &str = crate::shader_own!("common.wgsl");
 
 /// Every shader: Part I's (buffers and textures), each layer kind's (from the registry), Adam's,
-/// the gather's and the classifier's input.
+/// the partial sums', the gather's, the classifier's input and the device probe's.
 pub fn all() -> Vec<&'static Shader> {
     let mut all =
         vec![&crate::filter::SHADER, &crate::filter::texture::SHADER_RGBA8, &crate::filter::texture::SHADER_BGRA8];
@@ -22,6 +22,7 @@ pub fn all() -> Vec<&'static Shader> {
         all.extend(kind.shaders.iter().copied());
     }
     all.extend([&crate::adam::SHADER, &crate::partial_sums::SHADER, &crate::gather::SHADER, &crate::classify::SHADER]);
+    all.push(&crate::bench::PROBE);
     all
 }
 

@@ -503,10 +503,22 @@ pub fn bench_train(gpu_args: &GpuArgs, args: &BenchTrainArgs) -> Result<()> {
         BenchDevice::Cpu => None,
         _ => Some(GpuContext::new(&gpu_args.options()?)?),
     };
-    if let Some(ctx) = &ctx {
-        println!("GPU: {}", ctx.describe());
-    }
-    let (mut groups, mut json_rows) = (Vec::new(), Vec::new());
+    // The device's own rates, for each net's roofline.
+    let rates = match &ctx {
+        Some(ctx) => {
+            println!("GPU: {}", ctx.describe());
+            let rates = bench::device_rates(ctx, Duration::from_millis(20))?;
+            println!(
+                "GPU rates (shaders/probe.wgsl, this run): {:.1} GFLOP/s f32 FMA, {:.1} GB/s copy, {:.1} µs a dependent dispatch",
+                rates.flop_per_second / 1e9,
+                rates.bytes_per_second / 1e9,
+                rates.dispatch_seconds * 1e6
+            );
+            Some(rates)
+        }
+        None => None,
+    };
+    let (mut groups, mut json_rows, mut roofline_rows) = (Vec::new(), Vec::new(), Vec::new());
     for model in &models {
         let weights = model.init(1);
         let flop = 6.0 * model.forward_macs() as f64;
@@ -518,7 +530,8 @@ pub fn bench_train(gpu_args: &GpuArgs, args: &BenchTrainArgs) -> Result<()> {
             data.len()
         );
         let mut rows: Vec<(String, f64)> = Vec::new();
-        if let Some(ctx) = &ctx {
+        let mut roofline = None;
+        if let (Some(ctx), Some(rates)) = (&ctx, &rates) {
             let mut gpu = GpuEngine::new(ctx, model, &data, &weights, &config)?;
             println!("GPU step: {} dispatches; {STEPS_PER_SUBMIT} steps a submission", gpu.dispatches_per_step());
             // Side by side: the host's gap between submissions after every step, and after 8.
@@ -528,6 +541,14 @@ pub fn bench_train(gpu_args: &GpuArgs, args: &BenchTrainArgs) -> Result<()> {
                 let per = if steps == 1 { "1 step".to_string() } else { format!("{steps} steps") };
                 rows.push((format!("{}, {per} a submission", gpu.describe()), rate));
             }
+            let measured = batch as f64 / rows.last().map_or(f64::NAN, |r| r.1);
+            roofline = Some(Roofline::of(
+                rates,
+                flop * batch as f64,
+                gpu.bytes_per_step(),
+                gpu.dispatches_per_step(),
+                measured,
+            ));
             if args.profile {
                 let order: Vec<u32> = (0..data.len() as u32).collect();
                 wgpu_cnn::train::Engine::begin_epoch(&mut gpu, &order)?;
@@ -559,14 +580,90 @@ pub fn bench_train(gpu_args: &GpuArgs, args: &BenchTrainArgs) -> Result<()> {
                 "gflops": gflops, "vs_first": rate / first,
             }));
         }
+        if let Some(r) = &roofline {
+            r.print(batch);
+            roofline_rows.push(serde_json::json!({ "model": model.architecture.to_string(), "roofline": r.json() }));
+        }
         groups.push(BarGroup { label: model.architecture.name.clone(), bars: rows });
     }
-    let fields = serde_json::Map::from_iter([
+    let mut fields = serde_json::Map::from_iter([
         ("batch".into(), batch.into()),
         ("images_per_epoch".into(), data.len().into()),
         ("results".into(), json_rows.into()),
     ]);
+    if let Some(r) = rates {
+        fields.insert("rooflines".into(), roofline_rows.into());
+        fields.insert(
+            "gpu_rates".into(),
+            serde_json::json!({
+                "flop_per_second": r.flop_per_second, "bytes_per_second": r.bytes_per_second,
+                "dispatch_seconds": r.dispatch_seconds,
+            }),
+        );
+    }
     args.outputs.write(&format!("Training throughput, batch {batch}"), "images/s", &groups, ctx.as_ref(), fields)
+}
+
+/// One GPU training step against what the device's rates allow: each side of the roofline's
+/// time, the largest of them (the bound) and the step as measured.
+struct Roofline {
+    flop: f64,
+    bytes: u64,
+    dispatches: usize,
+    rates: bench::DeviceRates,
+    /// Seconds per step, measured at the default steps a submission.
+    measured: f64,
+}
+
+impl Roofline {
+    fn of(rates: &bench::DeviceRates, flop: f64, bytes: u64, dispatches: usize, measured: f64) -> Self {
+        Roofline { flop, bytes, dispatches, rates: *rates, measured }
+    }
+
+    /// (side, seconds): compute, memory, dispatch.
+    fn sides(&self) -> [(&'static str, f64); 3] {
+        [
+            ("compute", self.flop / self.rates.flop_per_second),
+            ("memory", self.bytes as f64 / self.rates.bytes_per_second),
+            ("dispatch", self.dispatches as f64 * self.rates.dispatch_seconds),
+        ]
+    }
+
+    fn bound(&self) -> (&'static str, f64) {
+        self.sides().into_iter().fold(("", 0.0), |best, side| if side.1 > best.1 { side } else { best })
+    }
+
+    fn print(&self, batch: usize) {
+        let [compute, memory, dispatch] = self.sides().map(|(_, s)| s * 1e3);
+        let (side, bound) = self.bound();
+        println!(
+            "
+Roofline of one GPU step (batch {batch}), from the rates above:"
+        );
+        let flop = format!("{:.3} GFLOP at the f32 FMA rate", self.flop / 1e9);
+        let bytes = format!("{:.1} MB its dispatches touch, at the copy rate", self.bytes as f64 / 1e6);
+        let dispatches = format!("{} dispatches, each after the one before", self.dispatches);
+        let width = [&flop, &bytes, &dispatches].iter().map(|s| s.chars().count()).max().unwrap_or(0);
+        println!("  compute   {flop:<width$} {compute:>9.3} ms");
+        println!("  memory    {bytes:<width$} {memory:>9.3} ms");
+        println!("  dispatch  {dispatches:<width$} {dispatch:>9.3} ms");
+        println!(
+            "  bound     {:.3} ms ({side}); measured {:.3} ms at {STEPS_PER_SUBMIT} steps a submission: {:.2}× the bound",
+            bound * 1e3,
+            self.measured * 1e3,
+            self.measured / bound
+        );
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let [compute, memory, dispatch] = self.sides().map(|(_, s)| s);
+        let (side, bound) = self.bound();
+        serde_json::json!({
+            "flop_per_step": self.flop, "bytes_per_step": self.bytes, "dispatches_per_step": self.dispatches,
+            "compute_seconds": compute, "memory_seconds": memory, "dispatch_seconds": dispatch,
+            "bound_seconds": bound, "bound_by": side, "measured_seconds": self.measured,
+        })
+    }
 }
 
 /// `wgpu-cnn bench classify`.
