@@ -42,10 +42,8 @@ fn dropout_key(seed: u32, step: u32, layer: u32) -> u32 {
 // is at least rate, as `DropoutShape::factor`), 1 at inference. Dropout's layer and the
 // epilogue that absorbs it (epilogue.wgsl) share it.
 fn dropout_factor(training: bool, key: u32, rate: f32, scale: f32, i: u32) -> f32 {
-    if (!training) {
-        return 1.0;
-    }
-    return select(0.0, scale, uniform_at(key, i) >= rate);
+    // Selects, no branch: it sits in the store loops of the kernels that absorb a dropout.
+    return select(1.0, select(0.0, scale, uniform_at(key, i) >= rate), training);
 }
 
 // ReLU as max(v, 0), so that a negative input gives +0 as the CPU's does; LeakyReLU as a select.

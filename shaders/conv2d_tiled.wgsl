@@ -169,15 +169,24 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
             }
         }
     }
-    for (var p = 0u; p < 4u; p++) {
-        if (ox0 + p >= OUT_W) {
-            break;
-        }
-        let out = ((n * OUT_H + oy) * OUT_W + ox0 + p) * OUT_C;
-        for (var j = 0u; j < 4u; j++) {
-            if (k0 + j < OUT_C) {
-                y[out + k0 + j] = apply_epilogue(select(acc[p][j], max(acc[p][j], 0.0), RELU), out + k0 + j);
-            }
+    store_output(n, oy, ox0, k0, acc[0]);
+    store_output(n, oy, ox0 + 1u, k0, acc[1]);
+    store_output(n, oy, ox0 + 2u, k0, acc[2]);
+    store_output(n, oy, ox0 + 3u, k0, acc[3]);
+}
+
+// Channels k0..k0+3 of output pixel (oy, ox) from their sums v, if the pixel is in the row. The
+// accumulators are passed one by one, never indexed by a variable: an array indexed so may be
+// moved to memory, and lavapipe did that (a forward pass 2.5× slower) once the epilogue made
+// the store loop too long to unroll.
+fn store_output(n: u32, oy: u32, ox: u32, k0: u32, v: vec4<f32>) {
+    if (ox >= OUT_W) {
+        return;
+    }
+    let out = ((n * OUT_H + oy) * OUT_W + ox) * OUT_C;
+    for (var j = 0u; j < 4u; j++) {
+        if (k0 + j < OUT_C) {
+            y[out + k0 + j] = apply_epilogue(select(v[j], max(v[j], 0.0), RELU), out + k0 + j);
         }
     }
 }
@@ -255,20 +264,26 @@ fn input_gradient(i: u32) {
             }
         }
     }
-    for (var p = 0u; p < 4u; p++) {
-        let ix = first_column + p * STRIDE;
-        if (ix >= IN_W) {
-            break;
-        }
-        let at = ((n * IN_H + iy) * IN_W + ix) * IN_C;
-        var x_here = vec4<f32>(0.0);
-        if (masks_dx()) {
-            x_here = x_quad(at, c0);
-        }
-        for (var j = 0u; j < 4u; j++) {
-            if (c0 + j < IN_C) {
-                dx[at + c0 + j] = masked_dx(acc[p][j], x_here[j]);
-            }
+    store_dx(n, iy, first_column, c0, acc[0]);
+    store_dx(n, iy, first_column + STRIDE, c0, acc[1]);
+    store_dx(n, iy, first_column + 2u * STRIDE, c0, acc[2]);
+    store_dx(n, iy, first_column + 3u * STRIDE, c0, acc[3]);
+}
+
+// Channels c0..c0+3 of input pixel (iy, ix) of dx from their sums v, through the mask, if the
+// pixel is in the row (the accumulators one by one, as store_output).
+fn store_dx(n: u32, iy: u32, ix: u32, c0: u32, v: vec4<f32>) {
+    if (ix >= IN_W) {
+        return;
+    }
+    let at = ((n * IN_H + iy) * IN_W + ix) * IN_C;
+    var x_here = vec4<f32>(0.0);
+    if (masks_dx()) {
+        x_here = x_quad(at, c0);
+    }
+    for (var j = 0u; j < 4u; j++) {
+        if (c0 + j < IN_C) {
+            dx[at + c0 + j] = masked_dx(v[j], x_here[j]);
         }
     }
 }

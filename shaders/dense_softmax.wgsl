@@ -49,18 +49,50 @@ struct DenseShape {
 @group(0) @binding(9) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(10) var<storage, read_write> penalties: array<f32>;
 
-// Per sample: the logits (dense_dot.wgsl, one after the other over the workgroup's lanes), then,
-// in lane 0, softmax_cross_entropy: softmax in place, cross-entropy loss = logsumexp(logits) − logits[label], the
-// predicted class (the first arg-max, as np.argmax), dlogits = (softmax − one_hot) / batch_size.
-// Called by every invocation of the workgroup (it holds barriers).
+// Classes whose logits a workgroup sums at once: one pass over x and one tree for all of them.
+const CLASS_BLOCK: u32 = 16u;
+var<workgroup> class_part: array<f32, CLASS_BLOCK * DOT_LANES>;   // [class in block][lane]
+
+// Per sample: the logits, then, in lane 0, softmax_cross_entropy: softmax in place,
+// cross-entropy loss = logsumexp(logits) − logits[label], the predicted class (the first
+// arg-max, as np.argmax), dlogits = (softmax − one_hot) / batch_size. Each lane sums every
+// DOT_LANES-th feature for up to CLASS_BLOCK classes at once, in the order dense_dot.wgsl sums
+// one, and the lanes meet in its tree: the same bits as a dense_dot per logit, with one read
+// of x and log2(DOT_LANES) barriers per block instead of per class. Called by every invocation
+// of the workgroup (it holds barriers).
 fn sample_forward(n: u32, t: u32) {
     let base = n * shape.classes;
-    for (var j = 0u; j < shape.classes; j++) {
-        let logit = dense_dot(t, n, j, shape.features, shape.classes, shape.kernel_offset, shape.bias_offset);
-        if (t == 0u) {
-            probs[base + j] = logit;
+    for (var j0 = 0u; j0 < shape.classes; j0 += CLASS_BLOCK) {
+        let block = min(CLASS_BLOCK, shape.classes - j0);
+        // In registers: loops of a constant count, so the indices are constants once unrolled.
+        var sums: array<f32, CLASS_BLOCK>;
+        for (var f = t; f < shape.features; f += DOT_LANES) {
+            let value = x[n * shape.features + f];
+            let row = shape.kernel_offset + f * shape.classes + j0;
+            for (var j = 0u; j < CLASS_BLOCK; j++) {
+                if (j < block) {
+                    sums[j] += value * params[row + j];
+                }
+            }
         }
-        workgroupBarrier();   // every lane has read dot_part before the next product writes it
+        for (var j = 0u; j < CLASS_BLOCK; j++) {
+            class_part[j * DOT_LANES + t] = sums[j];
+        }
+        workgroupBarrier();
+        for (var half = DOT_LANES / 2u; half > 0u; half >>= 1u) {
+            if (t < half) {
+                for (var j = 0u; j < block; j++) {
+                    class_part[j * DOT_LANES + t] += class_part[j * DOT_LANES + t + half];
+                }
+            }
+            workgroupBarrier();
+        }
+        if (t == 0u) {
+            for (var j = 0u; j < block; j++) {
+                probs[base + j0 + j] = params[shape.bias_offset + j0 + j] + class_part[j * DOT_LANES];
+            }
+        }
+        workgroupBarrier();   // lane 0 has read class_part before the next block writes it
     }
     if (t == 0u) {
         softmax_cross_entropy(n);
@@ -146,8 +178,13 @@ fn forward_backward(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_wo
     let logits = n * shape.classes;
     for (var f = t; f < shape.features; f += DOT_LANES) {
         var sum = 0.0;
-        for (var j = 0u; j < shape.classes; j++) {
-            sum += dlogits[logits + j] * params[shape.kernel_offset + f * shape.classes + j];
+        let row = shape.kernel_offset + f * shape.classes;
+        for (var j0 = 0u; j0 < shape.classes; j0 += CLASS_BLOCK) {
+            for (var j = 0u; j < CLASS_BLOCK; j++) {
+                if (j0 + j < shape.classes) {
+                    sum += dlogits[logits + j0 + j] * params[row + j0 + j];
+                }
+            }
         }
         let i = n * shape.features + f;
         dx[i] = mask_gradient(sum, x[i], shape.mask_pos, shape.mask_neg);

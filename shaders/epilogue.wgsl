@@ -11,7 +11,7 @@
 // the same functions of the same values, at the same element index.
 
 struct Epilogue {
-    kind: u32,     // 0 nothing, 1 dropout, 2 ReLU, 3 LeakyReLU
+    kind: u32,     // 0 nothing, 1 dropout, 2 ReLU, 3 LeakyReLU (what EPILOGUE is set to)
     rate: f32,     // dropout's rate, scale (1 / (1 − rate)), the run's seed and the layer's index
     scale: f32,
     seed: u32,
@@ -23,9 +23,13 @@ struct Epilogue {
 
 @group(0) @binding(15) var<uniform> epilogue: Epilogue;
 
+// The kind again, as a pipeline constant: the kernels without an epilogue compile to what they
+// were without one, and the others to one case with no branch around it.
+override EPILOGUE: u32 = 0u;
+
 // Output v at element i of the batch, after the absorbed layer.
 fn apply_epilogue(v: f32, i: u32) -> f32 {
-    switch (epilogue.kind) {
+    switch (EPILOGUE) {
         case 1u: {
             let key = dropout_key(epilogue.seed, step.step, epilogue.layer);
             return v * dropout_factor(step.training != 0u, key, epilogue.rate, epilogue.scale, i);

@@ -511,18 +511,24 @@ pub(crate) fn epilogue_uniform(gpu: &GpuLayer<'_>) -> wgpu::Buffer {
     crate::gpu::uniform_buffer(gpu.kernels.device(), "epilogue", &gpu.epilogue)
 }
 
+/// The pipeline constant of `gpu.epilogue`'s kind, for the same kernels.
+pub(crate) fn epilogue_constants(gpu: &GpuLayer<'_>) -> [(&'static str, f64); 1] {
+    [("EPILOGUE", f64::from(gpu.epilogue.kind))]
+}
+
 /// Binds a layer that is one `forward` and one `backward_input` entry point of `shader` (max
 /// pooling, dropout): the forward pass on `forward`'s buffers, and the input gradient on
 /// `backward`'s when there is one to write (training, and not the first layer).
 pub(crate) fn bind_forward_and_input_gradient(
     gpu: &GpuLayer<'_>,
     shader: &'static Shader,
-    forward: (&[crate::kernel::Arg<'_>], crate::kernel::Grid),
+    forward: (&[crate::kernel::Arg<'_>], crate::kernel::Grid, &[(&'static str, f64)]),
     backward: Option<(Vec<crate::kernel::Arg<'_>>, crate::kernel::Grid)>,
 ) -> Result<LayerPass> {
     let device = gpu.kernels.device();
     let mut pass = LayerPass::default();
-    pass.forward.push(Dispatch::new(device, &gpu.kernels.get(shader, "forward", &[])?, forward.0, forward.1)?);
+    let kernel = gpu.kernels.get(shader, "forward", forward.2)?;
+    pass.forward.push(Dispatch::new(device, &kernel, forward.0, forward.1)?);
     if let Some((args, grid)) = backward {
         pass.backward.push(Dispatch::new(device, &gpu.kernels.get(shader, "backward_input", &[])?, &args, grid)?);
     }

@@ -179,7 +179,7 @@ impl HiddenLayer for Activation {
         let backward = gpu.backward.and_then(|g| g.dx.map(|dx| (g.dy, dx))).map(|(dy, dx)| {
             (vec![step, shape_arg, x, arg("dy", dy, bytes), arg("dx", dx, bytes)], grid)
         });
-        let mut pass = bind_forward_and_input_gradient(gpu, &SHADER, (&forward, grid), backward)?;
+        let mut pass = bind_forward_and_input_gradient(gpu, &SHADER, (&forward, grid, &[]), backward)?;
         pass.buffers.push(shape);
         Ok(pass)
     }

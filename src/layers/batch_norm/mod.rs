@@ -29,7 +29,7 @@ use bytemuck::{Pod, Zeroable};
 use num_traits::Float;
 
 use super::{
-    cast, epilogue_uniform, Backward, Ctx, GpuFusion, GpuLayer, HiddenLayer, Init, Kind, LayerAt, LayerInfo, LayerPass, Parsed, Pass, Reference,
+    cast, epilogue_constants, epilogue_uniform, Backward, Ctx, GpuFusion, GpuLayer, HiddenLayer, Init, Kind, LayerAt, LayerInfo, LayerPass, Parsed, Pass, Reference,
     TensorSpec, Tuning,
 };
 use crate::error::{Error, Result};
@@ -335,7 +335,7 @@ impl HiddenLayer for BatchNorm {
         let epilogue = epilogue_uniform(gpu);
         pass.forward.push(Dispatch::new(
             device,
-            &kernel("forward")?,
+            &gpu.kernels.get(&SHADER, "forward", &epilogue_constants(gpu))?,
             &[step, shape_arg, x, params, stats, arg("y", gpu.y, bytes), arg("epilogue", &epilogue, 32)],
             per_element,
         )?);

@@ -129,6 +129,8 @@ pub struct Conv2dShape {
     pub dy_masked: bool,
     /// Where the tiled kernels' partial sums start in the scratch buffer (floats).
     pub partials_offset: u32,
+    /// The kind of the epilogue the forward kernels apply ([`crate::layers::Epilogue`]).
+    pub epilogue: u32,
 }
 
 /// Output positions summed by one invocation of `backward_weight_partial` on a software adapter:
@@ -166,6 +168,7 @@ impl Conv2dShape {
             mask_dx: Mask::NONE,
             dy_masked: false,
             partials_offset: 0,
+            epilogue: 0,
         }
         .with_chunk_len(CHUNK_LEN)
     }
@@ -284,6 +287,7 @@ impl Conv2dShape {
             ("CHUNK_LANES", self.chunk_lanes),
             ("INPUT_WORKGROUPS", self.input_workgroups()),
             ("PARTIALS_OFFSET", self.partials_offset),
+            ("EPILOGUE", self.epilogue),
         ];
         let mask = [("MASK_POS", self.mask_dx.pos), ("MASK_NEG", self.mask_dx.neg)];
         let flags = [
@@ -543,6 +547,7 @@ pub fn bind(gpu: &GpuLayer<'_>, s: &Conv2dShape) -> Result<LayerPass> {
     let s = &Conv2dShape {
         mask_dx: gpu.backward.filter(|g| g.dx.is_some()).map_or(Mask::NONE, |g| g.mask_dx),
         dy_masked: gpu.backward.is_some_and(|g| g.dy_masked),
+        epilogue: gpu.epilogue.kind,
         partials_offset: gpu.backward.map_or(0, |g| g.scratch_offset),
         ..*s
     };

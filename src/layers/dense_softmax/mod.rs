@@ -444,8 +444,16 @@ fn masked_head_dx(ctx: &GpuContext, layer: &DenseSoftmax, c: &Ctx<'_>, gpu: &Gpu
 /// The fused head on the GPU against the reference: probabilities, dlogits, per-sample metrics
 /// at their epoch positions, gradients, the L1 penalty in its slot.
 pub fn checks(ctx: &GpuContext) -> Result<Vec<Check>> {
+    // CIFAR-10's classes, and more than one block of the kernel's classes (CLASS_BLOCK, 16).
+    let mut all = checks_for(ctx, 10)?;
+    all.extend(checks_for(ctx, 21)?);
+    Ok(all)
+}
+
+/// The checks of a head of `classes` classes.
+fn checks_for(ctx: &GpuContext, classes: usize) -> Result<Vec<Check>> {
     let mut rng = Rng::new(13);
-    let (batch, used, features, classes) = (6, 5, 70, 10);
+    let (batch, used, features) = (6, 5, 70);
     let layer = DenseSoftmax { units: classes };
     let at = LayerAt::place(&layer, 0, "dense".into(), [1, 1, features], 0, 0).map_err(Error::invalid)?;
     let run = RunSettings { l1: 1e-2, ..Default::default() };
@@ -507,30 +515,30 @@ pub fn checks(ctx: &GpuContext) -> Result<Vec<Check>> {
     let masked_dx = masked_head_dx(ctx, &layer, &c, &gpu_head)?;
     let reference_masked: Vec<f32> = dx.iter().zip(&x).map(|(&d, &x)| if x > 0.0 { d * HEAD_MASK.pos } else { 0.0 }).collect();
     Ok(vec![
-        Check::compare("dense_softmax: probabilities".into(), &selftest::read(ctx, &probs_b, n)?, &probs[..n], 1e-6, 1e-4),
+        Check::compare(format!("dense_softmax, {classes} classes: probabilities"), &selftest::read(ctx, &probs_b, n)?, &probs[..n], 1e-6, 1e-4),
         // The head's own dlogits scratch, the second buffer it made (see bind_gpu).
-        Check::compare("dense_softmax: dlogits".into(), &selftest::read(ctx, &bound.buffers[1], n)?, &dlogits[..n], 1e-6, 1e-4),
-        Check::untouched("dense_softmax: metrics before batch_start".into(), &metrics[..6]),
-        Check::compare("dense_softmax: per-sample loss".into(), &gpu_losses, &losses[..used], 1e-5, 1e-4),
-        Check::compare("dense_softmax: predicted class".into(), &gpu_predicted, &cpu_predicted, 0.0, 0.0),
-        Check::compare("dense_softmax: dkernel (with L1)".into(), &gpu_grads[..kernel_len], &grads[..kernel_len], 1e-5, 1e-4),
-        Check::compare("dense_softmax: dbias".into(), &gpu_grads[kernel_len..], &grads[kernel_len..], 1e-5, 1e-4),
+        Check::compare(format!("dense_softmax, {classes} classes: dlogits"), &selftest::read(ctx, &bound.buffers[1], n)?, &dlogits[..n], 1e-6, 1e-4),
+        Check::untouched(format!("dense_softmax, {classes} classes: metrics before batch_start"), &metrics[..6]),
+        Check::compare(format!("dense_softmax, {classes} classes: per-sample loss"), &gpu_losses, &losses[..used], 1e-5, 1e-4),
+        Check::compare(format!("dense_softmax, {classes} classes: predicted class"), &gpu_predicted, &cpu_predicted, 0.0, 0.0),
+        Check::compare(format!("dense_softmax, {classes} classes: dkernel (with L1)"), &gpu_grads[..kernel_len], &grads[..kernel_len], 1e-5, 1e-4),
+        Check::compare(format!("dense_softmax, {classes} classes: dbias"), &gpu_grads[kernel_len..], &grads[kernel_len..], 1e-5, 1e-4),
         Check::compare(
-            "dense_softmax: dx".into(),
+            format!("dense_softmax, {classes} classes: dx"),
             &selftest::read(ctx, &dx_b, used * features)?,
             &dx[..used * features],
             1e-6,
             1e-4,
         ),
         Check::compare(
-            "dense_softmax: dx through a dropout after a ReLU".into(),
+            format!("dense_softmax, {classes} classes: dx through a dropout after a ReLU"),
             &masked_dx[..used * features],
             &reference_masked[..used * features],
             1e-6,
             1e-4,
         ),
         Check::compare(
-            "dense_softmax: L1 penalty".into(),
+            format!("dense_softmax, {classes} classes: L1 penalty"),
             &selftest::read(ctx, &penalties_b, 4)?[2..3],
             &[penalty],
             1e-6,

@@ -14,7 +14,7 @@ pub mod fast;
 use bytemuck::{Pod, Zeroable};
 use num_traits::Float;
 
-use super::{bind_forward_and_input_gradient, epilogue_uniform, Backward, Ctx, GpuFusion, GpuLayer, Mask, HiddenLayer, Kind, LayerAt, LayerInfo, LayerPass, Parsed, Pass, Reference, Tuning};
+use super::{bind_forward_and_input_gradient, epilogue_constants, epilogue_uniform, Backward, Ctx, GpuFusion, GpuLayer, Mask, HiddenLayer, Kind, LayerAt, LayerInfo, LayerPass, Parsed, Pass, Reference, Tuning};
 use crate::error::{Error, Result};
 use crate::gpu::{uniform_buffer, GpuContext};
 use crate::kernel::{arg, floats, read, read_write, uniform, EntryPoint, Grid, Shader};
@@ -176,7 +176,8 @@ impl HiddenLayer for MaxPool2d {
         let backward = gpu.backward.and_then(|g| g.dx.map(|dx| (g.dy, dx))).map(|(dy, dx)| {
             (vec![step, shape_arg, x, arg("dy", dy, y_bytes), arg("dx", dx, x_bytes)], Grid::Invocations(s.input_len() as u64))
         });
-        let forward = (&forward[..], Grid::Invocations(s.output_len() as u64));
+        let constants = epilogue_constants(gpu);
+        let forward = (&forward[..], Grid::Invocations(s.output_len() as u64), &constants[..]);
         let mut pass = bind_forward_and_input_gradient(gpu, &SHADER, forward, backward)?;
         pass.buffers.extend([shape, epilogue]);
         Ok(pass)
