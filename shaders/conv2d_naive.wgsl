@@ -12,9 +12,13 @@
 //                                     K] at KERNEL_OFFSET, bias [K] at
 //                                     BIAS_OFFSET
 //   4  y         storage, read_write  output after ReLU [N, OH, OW, K]    naive_forward writes, the rest read
-//                                     (y > 0 ⇔ pre-activation > 0)
-//   5  dy        storage, read        dL/dy, shaped like y                naive_backward_*
-//   6  dx        storage, read_write  dL/dx, shaped like x                naive_backward_input
+//                                     (y > 0 ⇔ pre-activation > 0; not read
+//                                     when DY_MASKED: it may then hold an
+//                                     absorbed layer's output)
+//   5  dy        storage, read        dL/dy, shaped like y (dL/d(pre-     naive_backward_*
+//                                     activation) when DY_MASKED)
+//   6  dx        storage, read_write  dL/dx, shaped like x, through the   naive_backward_input
+//                                     mask (MASK_POS, MASK_NEG)
 //   7  grads     storage, read_write  flat gradients, laid out like       naive_backward_weight, naive_backward_bias
 //                                     params
 //  15  epilogue  uniform Epilogue     a layer absorbed (epilogue.wgsl)    naive_forward

@@ -13,13 +13,16 @@
 //                                     BIAS_OFFSET
 //   4  y         storage, read_write  output after ReLU [N, OH, OW, K]    forward writes, relu_backward reads
 //                                     (y > 0 ⇔ pre-activation > 0), or
-//                                     the pre-activation when !RELU
+//                                     the pre-activation when !RELU; with
+//                                     an epilogue, the absorbed layer's
+//                                     output (relu_backward does not run
+//                                     then, DY_MASKED)
 //   5  dy        storage, read        dL/dy, shaped like y                relu_backward
 //   6  dx        storage, read_write  dL/dx, shaped like x, through the   backward
 //                                     mask (MASK_POS, MASK_NEG)
-//   8  dpre_out  storage, read_write  dL/d(pre-activation) = dy·(y > 0)   relu_backward writes
-//                                     (dy when !RELU),
-//                                     shaped like y
+//   8  dpre_out  storage, read_write  dL/d(pre-activation) = dy·(y > 0),  relu_backward writes
+//                                     shaped like y (only with RELU: dpre
+//                                     is dy itself without)
 //   9  partials  storage, read_write  [CHUNKS, 9·C·K + K] partial sums    backward, backward_weight_partial
 //                                     of dkernel and dbias per chunk of
 //                                     CHUNK_LEN output positions, from
@@ -57,13 +60,10 @@
 @group(0) @binding(12) var<storage, read> dpre: array<f32>;
 @group(0) @binding(13) var<storage, read> dpre4: array<vec4<f32>>;
 
-// dL/d(pre-activation) at output element o: ReLU passes the gradient where the output is positive
-// (without the activation, all of it). Run only when the layer after did not apply it.
+// dL/d(pre-activation) at output element o: ReLU passes the gradient where the output is
+// positive. Bound only with RELU, when the layer after did not apply it.
 fn relu_grad(o: u32) -> f32 {
-    if (RELU) {
-        return select(0.0, dy[o], y[o] > 0.0);
-    }
-    return dy[o];
+    return select(0.0, dy[o], y[o] > 0.0);
 }
 
 // dpre = dy · (y > 0), once per layer, so the backward kernels read one value instead of two.

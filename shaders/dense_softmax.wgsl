@@ -1,7 +1,8 @@
 // dense_softmax.wgsl — Flatten + Dense + softmax + categorical cross-entropy, fused so that the
 // loss gradient is the stable `softmax − one_hot`, plus Keras' L1 kernel regulariser
 // (`kernel_regularizer=l1(λ)`: λ·Σ|W| added to the loss, λ·sign(W) to the kernel gradient).
-// Prepended with common.wgsl (Step, linear_index) and dense_dot.wgsl (the logits' product).
+// Prepended with common.wgsl (Step, linear_index, mask_gradient) and dense_dot.wgsl (DOT_LANES
+// and its tree, lanes_sum, whose order of sums the logits keep).
 //
 // Bindings (group 0)                                                          used by
 //   0  step       uniform Step                                                all

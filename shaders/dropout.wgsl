@@ -1,6 +1,6 @@
 // dropout.wgsl — inverted dropout (Keras `Dropout(rate)`): in training, each element is kept
 // with probability 1 − rate and scaled by 1 / (1 − rate); at inference it passes unchanged.
-// Prepended with common.wgsl (Step, linear_index, uniform_at, dropout_key).
+// Prepended with common.wgsl (Step, linear_index, dropout_key, dropout_factor, mask_gradient).
 //
 // Bindings (group 0)                                                    used by
 //   0  step    uniform Step                                             all

@@ -1,5 +1,5 @@
 // probe.wgsl — what a device can do, measured for the roofline of `wgpu-cnn bench train`
-// (src/bench.rs, `device_rates`): `fma` its arithmetic rate, `copy` its memory bandwidth, `touch`
+// (src/bench.rs, `device_rates`): `fma_chains` its arithmetic rate, `copy` its memory bandwidth, `touch`
 // the cost of one more dispatch that depends on the one before (as every dispatch of a training
 // step does). Prepended with common.wgsl (linear_index).
 //
@@ -7,9 +7,10 @@
 //   0  src  storage, read        [n] vec4                                 copy
 //   1  dst  storage, read_write  [n] vec4                                 all
 //
-// fma runs FMA_CHAINS independent vec4 chains of FMA_ITERATIONS steps per invocation (2 FLOP per
+// fma_chains runs 4 independent vec4 chains of FMA_ITERATIONS steps per invocation (2 FLOP per
 // lane and step), so that latency hides behind the other chains; its result is stored, so that
-// the compiler keeps the work.
+// the compiler keeps the work. src/bench.rs counts its FLOP and checks it with the same numbers
+// (PROBE_FLOP_PER_INVOCATION, fma_chains_reference): change them together.
 
 const FMA_ITERATIONS: u32 = 256u;
 const SCALE: f32 = 0.999;

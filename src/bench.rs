@@ -377,7 +377,8 @@ pub static PROBE: Shader = Shader {
     ],
 };
 
-/// `fma_chains`' work: FLOP per invocation (4 chains × 4 lanes × 2 × 256 steps).
+/// `fma_chains`' work: FLOP per invocation (4 chains × 4 lanes × 2 × FMA_ITERATIONS = 256
+/// steps, as in `shaders/probe.wgsl`).
 const PROBE_FLOP_PER_INVOCATION: f64 = 4.0 * 4.0 * 2.0 * 256.0;
 /// Invocations of one `fma_chains` dispatch.
 const PROBE_INVOCATIONS: u64 = 1 << 18;
@@ -499,7 +500,8 @@ pub fn probe_checks(ctx: &GpuContext) -> Result<Vec<Check>> {
     ])
 }
 
-/// `fma_chains`' result for invocation `i`, in f32 (fused multiply-adds, as WGSL's `fma`).
+/// `fma_chains`' result for invocation `i`, in f32 (fused multiply-adds, as WGSL's `fma`), with
+/// `shaders/probe.wgsl`'s seeds, SCALE, OFFSET and FMA_ITERATIONS.
 fn fma_chains_reference(i: usize) -> [f32; 4] {
     let seed = (i % 1024) as f32 * (1.0 / 1024.0);
     let a0 = [seed, seed + 0.25, seed + 0.5, seed + 0.75];

@@ -150,10 +150,11 @@ pub fn bind(kernels: &Kernels, batch: usize, b: &GatherBuffers<'_>) -> Result<(D
     let args = [
         arg("step", b.step, 32),
         arg("shape", &shape_buffer, 16),
-        arg("images_low", &b.data.images_low, 4),
-        arg("images_high", &b.data.images_high, 4),
-        arg("labels", &b.data.labels, 4 * b.data.rows as u64),
-        arg("order", b.order, 4),
+        // A batch's rows of the dataset, from either half.
+        arg("images_low", &b.data.images_low, 4).moving(u64::from(shape.batch) * u64::from(shape.sample_len)),
+        arg("images_high", &b.data.images_high, 4).moving(0),
+        arg("labels", &b.data.labels, 4 * b.data.rows as u64).moving(floats(batch)),
+        arg("order", b.order, 4).moving(floats(batch)),
         arg("x", b.x, floats(batch * b.data.sample_len)),
         arg("batch_labels", b.batch_labels, floats(batch)),
     ];

@@ -329,6 +329,9 @@ impl Kernels {
 pub struct Arg<'a> {
     pub name: &'static str,
     pub resource: Resource<'a>,
+    /// The bytes the kernel reads or writes of the buffer, where not its first `bytes` (a
+    /// region past an offset, rows picked from a dataset): what [`Dispatch::bytes`] counts.
+    pub traffic: Option<u64>,
 }
 
 /// A buffer, of which the kernel touches the first `bytes`, or a texture view.
@@ -340,12 +343,19 @@ pub enum Resource<'a> {
 
 /// The buffer for binding `name`, of which the kernel touches the first `bytes` bytes.
 pub fn arg<'a>(name: &'static str, buffer: &'a wgpu::Buffer, bytes: u64) -> Arg<'a> {
-    Arg { name, resource: Resource::Buffer { buffer, bytes } }
+    Arg { name, resource: Resource::Buffer { buffer, bytes }, traffic: None }
+}
+
+impl Arg<'_> {
+    /// The same binding, of which the kernel moves `bytes` (see [`Arg::traffic`]).
+    pub fn moving(self, bytes: u64) -> Self {
+        Arg { traffic: Some(bytes), ..self }
+    }
 }
 
 /// The texture view for binding `name` (a sampled or a storage texture).
 pub fn texture_arg<'a>(name: &'static str, view: &'a wgpu::TextureView) -> Arg<'a> {
-    Arg { name, resource: Resource::Texture(view) }
+    Arg { name, resource: Resource::Texture(view), traffic: None }
 }
 
 /// The bytes of `floats` f32 values (or u32 words).
@@ -429,6 +439,7 @@ impl Dispatch {
         let mut touched: Vec<(&wgpu::Buffer, u64)> = Vec::new();
         for a in args {
             if let Resource::Buffer { buffer, bytes } = a.resource {
+                let bytes = a.traffic.unwrap_or(bytes);
                 match touched.iter_mut().find(|(b, _)| *b == buffer) {
                     Some((_, most)) => *most = (*most).max(bytes),
                     None => touched.push((buffer, bytes)),
@@ -462,9 +473,11 @@ impl Dispatch {
         self.workgroups
     }
 
-    /// The bytes of its buffers the kernel touches, each buffer counted once: its memory
-    /// traffic if it reads or writes each byte once and nothing is in a cache before it runs
-    /// (the memory side of a roofline).
+    /// The bytes of its buffers the kernel moves, each buffer counted once (the larger of its
+    /// bindings): its memory traffic if it reads or writes each of them once and nothing is in
+    /// a cache before it runs, the memory side of a roofline. Each binding counts the bytes it
+    /// declares ([`arg`]) or moves ([`Arg::moving`]); a kernel that reads some bytes twice or
+    /// skips some (a partial batch) moves more or fewer, so it is an estimate.
     pub fn bytes(&self) -> u64 {
         self.bytes
     }

@@ -234,7 +234,7 @@ pub fn hidden_layer(ctx: &GpuContext, c: &HiddenCheck<'_>) -> Result<Vec<Check>>
     let masks = fusion.masks_dx && !c.first;
     // As the engine binds it between two ReLU layers: dy arrives masked by its own ReLU (the
     // reference's outputs are the same from either dy), dx leaves masked for the one before.
-    let dy_masked: Vec<f32> = if fusion.relu_output {
+    let dy_masked_values: Vec<f32> = if fusion.relu_output {
         dy.iter().zip(&reference.y).map(|(&d, &y)| if y > 0.0 { d } else { 0.0 }).collect()
     } else {
         dy.clone()
@@ -243,7 +243,7 @@ pub fn hidden_layer(ctx: &GpuContext, c: &HiddenCheck<'_>) -> Result<Vec<Check>>
         let mask = if masks { Mask::RELU } else { Mask::NONE };
         let expected = Outputs { dx: masked(&reference.dx, &x, mask), ..reference.clone() };
         let variant = Variant { label: "beside ReLUs", dy_masked: fusion.relu_output, mask, ..Default::default() };
-        checks.extend(hidden_layer_bound(ctx, c, &Inputs { dy: &dy_masked, ..inputs }, &expected, &variant)?);
+        checks.extend(hidden_layer_bound(ctx, c, &Inputs { dy: &dy_masked_values, ..inputs }, &expected, &variant)?);
     }
     // As the engine binds it when it absorbs the layer after (dropout, LeakyReLU) or writes dx
     // through a layer absorbed before (a mask with both a scale and a slope). With an epilogue,
@@ -275,15 +275,19 @@ pub fn hidden_layer(ctx: &GpuContext, c: &HiddenCheck<'_>) -> Result<Vec<Check>>
             let mask = if masks { [Mask { pos: 2.0, neg: 0.3 }, Mask { pos: 1.0, neg: 0.0 }][k] } else { Mask::NONE };
             let expected = Outputs { y, dx: masked(&reference.dx, &x, mask), ..reference.clone() };
             let label = if fusion.takes_epilogue { label } else { "dx through a scale and a slope" };
-            let variant = Variant { label, mask, epilogue, dy_masked: fusion.relu_output };
-            checks.extend(hidden_layer_bound(ctx, c, &Inputs { dy: &dy_masked, ..inputs }, &expected, &variant)?);
+            // As the plan gives it: the layer after a dropout writes this one's dy through the
+            // ReLU as well; after an activation, this layer applies its own ReLU.
+            let dy_masked = fusion.relu_output && epilogue.is_dropout();
+            let dy = if dy_masked { &dy_masked_values } else { &dy };
+            let variant = Variant { label, mask, epilogue, dy_masked };
+            checks.extend(hidden_layer_bound(ctx, c, &Inputs { dy, ..inputs }, &expected, &variant)?);
         }
     }
     Ok(checks)
 }
 
 /// `dx` through `mask` at the inputs `x` (as `mask_gradient` in `shaders/common.wgsl`).
-fn masked(dx: &[f32], x: &[f32], mask: Mask) -> Vec<f32> {
+pub(crate) fn masked(dx: &[f32], x: &[f32], mask: Mask) -> Vec<f32> {
     let through = |(&d, &x): (&f32, &f32)| match (x > 0.0, mask.neg == 0.0) {
         (true, _) => d * mask.pos,
         (false, true) => 0.0,

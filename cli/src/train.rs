@@ -636,10 +636,7 @@ impl Roofline {
     fn print(&self, batch: usize) {
         let [compute, memory, dispatch] = self.sides().map(|(_, s)| s * 1e3);
         let (side, bound) = self.bound();
-        println!(
-            "
-Roofline of one GPU step (batch {batch}), from the rates above:"
-        );
+        println!("\nRoofline of one GPU step (batch {batch}), from the rates above:");
         let flop = format!("{:.3} GFLOP at the f32 FMA rate", self.flop / 1e9);
         let bytes = format!("{:.1} MB its dispatches touch, at the copy rate", self.bytes as f64 / 1e6);
         let dispatches = format!("{} dispatches, each after the one before", self.dispatches);

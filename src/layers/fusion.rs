@@ -93,6 +93,13 @@ pub struct Epilogue {
     pub _pad: [u32; 2],
 }
 
+impl Epilogue {
+    /// Whether it applies a dropout (which changes the sign of what it stores).
+    pub fn is_dropout(&self) -> bool {
+        self.kind == EPILOGUE_DROPOUT
+    }
+}
+
 /// How a kernel writes dx for the layers before it: `dx·pos` where its input x > 0, else
 /// `dx·neg` (exactly 0 when `neg` is 0).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -148,8 +155,9 @@ pub struct Plan {
 
 /// The bindings of hidden layers with `fusions` before a head that can mask its dx when
 /// `head_masks_dx`. A layer is absorbed when it is elementwise, the layer before takes
-/// epilogues and is not absorbed itself, the layer after masks its dx, and (for dropout) the
-/// layer before has a ReLU output.
+/// epilogues and is not absorbed itself, the layer after masks its dx, and, for dropout, the
+/// layer before has a ReLU output (its own or passed through), for LeakyReLU, its slope is at
+/// least 0 (so that its output's sign is its input's).
 pub fn plan(fusions: &[GpuFusion], head_masks_dx: bool) -> Plan {
     let n = fusions.len();
     let masks = |j: usize| if j < n { fusions[j].masks_dx } else { head_masks_dx };

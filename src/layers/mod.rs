@@ -447,6 +447,17 @@ pub struct GpuGrads<'a> {
     pub mask_dx: Mask,
 }
 
+impl GpuGrads<'_> {
+    /// The mask dx is written through: [`GpuGrads::mask_dx`] when there is a dx to write.
+    pub fn dx_mask(&self) -> Mask {
+        if self.dx.is_some() {
+            self.mask_dx
+        } else {
+            Mask::NONE
+        }
+    }
+}
+
 /// What the head binds its GPU kernels to.
 #[derive(Clone, Copy)]
 pub struct GpuHead<'a> {
@@ -475,9 +486,9 @@ pub struct GpuHead<'a> {
 /// for itself (scratch, its uniform), kept alive with it.
 #[derive(Debug, Default)]
 pub struct LayerPass {
+    /// Includes a head's regulariser's penalty, so every evaluation batch and classifier call
+    /// writes it too (its slot in the step uniform).
     pub forward: Vec<Dispatch>,
-    /// The regulariser's penalty (a head's), recorded once per training step or evaluation.
-    pub penalty: Vec<Dispatch>,
     /// Empty when bound for inference.
     pub backward: Vec<Dispatch>,
     /// The final sums of the partial sums the backward pass leaves in the scratch buffer,
@@ -492,17 +503,13 @@ impl LayerPass {
         self.forward.iter().for_each(|d| d.record(pass));
     }
 
-    pub fn record_penalty(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.penalty.iter().for_each(|d| d.record(pass));
-    }
-
     pub fn record_backward(&self, pass: &mut wgpu::ComputePass<'_>) {
         self.backward.iter().for_each(|d| d.record(pass));
     }
 
-    /// Dispatches of a training step: forward, penalty and backward.
+    /// Dispatches of a training step: forward and backward.
     pub fn dispatches(&self) -> usize {
-        self.forward.len() + self.penalty.len() + self.backward.len()
+        self.forward.len() + self.backward.len()
     }
 }
 

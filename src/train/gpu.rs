@@ -5,8 +5,9 @@
 //!
 //! gather → hidden layers forward → head forward (logits, softmax, CE, dlogits, L1 penalty, and
 //! dx) → head backward (its weights) → hidden layers backward (reversed) → the final sums of
-//! every layer's split weight-gradient reduction → Adam over the flat parameter buffer. A ReLU's backward is a mask in the kernel that writes its input gradient
-//! ([`crate::layers::GpuFusion`]).
+//! every layer's split weight-gradient reduction → Adam over the flat parameter buffer.
+//! Neighbouring layers share kernels as [`crate::layers::plan`] decides (a ReLU's backward is a
+//! mask, elementwise layers are absorbed).
 //!
 //! Nothing is read back during an epoch but the live metrics for the progress bar, through a
 //! copy that never stalls the queue: the per-sample loss and prediction land in a metrics buffer
@@ -133,13 +134,15 @@ impl GpuNet {
         // Which layers neighbours absorb, and where each binds (src/layers/fusion.rs).
         let fusions: Vec<_> = model.hidden.iter().map(|p| p.layer.gpu_fusion(&Ctx { at: &p.at, batch, run })).collect();
         let plan = crate::layers::plan(&fusions, model.head.layer.gpu_masks_dx());
-        // Each layer's region of the partial-sum scratch, on 4-float boundaries.
+        // Each layer's region of the partial-sum scratch, on 4-float boundaries (training only).
         let mut scratch_offsets = Vec::with_capacity(model.hidden.len());
         let mut scratch_len = 0;
         for p in &model.hidden {
             scratch_offsets.push(scratch_len as u32);
-            let len = p.layer.gpu_scratch_len(&Ctx { at: &p.at, batch, run }, tuning, naive);
-            scratch_len += len.next_multiple_of(4);
+            if grads.is_some() {
+                let len = p.layer.gpu_scratch_len(&Ctx { at: &p.at, batch, run }, tuning, naive);
+                scratch_len += len.next_multiple_of(4);
+            }
         }
         let scratch = f32_buffer(device, "partial-sum scratch", scratch_len.max(4))?;
         let hidden = model
@@ -299,7 +302,7 @@ impl GpuNet {
         let rows: Vec<u32> = (0..data.rows as u32).collect();
         for chunk in rows.chunks(self.metrics_capacity) {
             self.queue.write_buffer(&data.order, 0, bytemuck::cast_slice(chunk));
-            for (b, batch_start) in (0..chunk.len()).step_by(self.batch).enumerate() {
+            for batch_start in (0..chunk.len()).step_by(self.batch) {
                 let nb = (chunk.len() - batch_start).min(self.batch);
                 self.write_step(&StepParams {
                     batch_size: nb as u32,
@@ -314,9 +317,6 @@ impl GpuNet {
                     let mut pass = begin_pass(&mut encoder, "inference");
                     data.gather.record(&mut pass);
                     self.record_forward(&mut pass);
-                    if b == 0 {
-                        self.head.record_penalty(&mut pass);
-                    }
                 }
                 self.queue.submit([encoder.finish()]);
                 if probabilities {
@@ -486,7 +486,6 @@ impl GpuEngine {
         let backward = net.hidden.iter().rev().flat_map(|l| &l.backward);
         std::iter::once(&net.datasets[0].gather)
             .chain(forward)
-            .chain(&net.head.penalty)
             .chain(&net.head.backward)
             .chain(backward)
             .chain(&net.partial_sums)
@@ -576,9 +575,7 @@ impl GpuEngine {
             stages.push((format!("{name} forward"), Box::new(move |p| layer.record_forward(p))));
         }
         // The head's kernels each on their own: what each fuses is in its entry point's name.
-        for (part, dispatches) in
-            [("forward", &net.head.forward), ("penalty", &net.head.penalty), ("backward", &net.head.backward)]
-        {
+        for (part, dispatches) in [("forward", &net.head.forward), ("backward", &net.head.backward)] {
             for dispatch in dispatches {
                 stages.push((format!("head {part}: {}", dispatch.entry_point()), each(dispatch)));
             }

@@ -534,8 +534,10 @@ pub static NAIVE: Shader = Shader {
 };
 
 /// Binds the convolution of `s` (for batches up to `s.batch`) to `gpu`'s buffers, with pipelines
-/// specialised for `s`: the tiled kernels, or the naive ones when `gpu.naive`. Its scratch (dL/d
-/// pre-activation and the weight gradients' partial sums) is its own, made here for training.
+/// specialised for `s`: the tiled kernels, or the naive ones when `gpu.naive`. In training, the
+/// tiled weight gradients' partial sums go to `gpu`'s scratch region and their final sums are the
+/// pass's `sums`; a dL/d(pre-activation) buffer of its own is made only when the layer after did
+/// not apply the ReLU (relu_backward writes it).
 pub fn bind(gpu: &GpuLayer<'_>, s: &Conv2dShape) -> Result<LayerPass> {
     if !s.chunk_lanes.is_power_of_two() || !WORKGROUP_SIZE.is_multiple_of(s.chunk_lanes) {
         return Err(Error::invalid(format!(
@@ -545,7 +547,7 @@ pub fn bind(gpu: &GpuLayer<'_>, s: &Conv2dShape) -> Result<LayerPass> {
     }
     let device = gpu.kernels.device();
     let s = &Conv2dShape {
-        mask_dx: gpu.backward.filter(|g| g.dx.is_some()).map_or(Mask::NONE, |g| g.mask_dx),
+        mask_dx: gpu.backward.map_or(Mask::NONE, |g| g.dx_mask()),
         dy_masked: gpu.backward.is_some_and(|g| g.dy_masked),
         epilogue: gpu.epilogue.kind,
         partials_offset: gpu.backward.map_or(0, |g| g.scratch_offset),
@@ -560,7 +562,10 @@ pub fn bind(gpu: &GpuLayer<'_>, s: &Conv2dShape) -> Result<LayerPass> {
     let params_end = floats(s.kernel_offset as usize + s.kernel_len()).max(floats(s.bias_offset as usize + s.out_c as usize));
     let step = arg("step", gpu.step, 32);
     let (x, x4, y) = (arg("x", gpu.x, input), arg("x4", gpu.x, input), arg("y", gpu.y, output));
-    let (params, params4) = (arg("params", gpu.params, params_end), arg("params4", gpu.params, params_end));
+    // The layer's kernel and bias, at their offsets.
+    let own = floats(s.kernel_len() + s.out_c as usize);
+    let (params, params4) =
+        (arg("params", gpu.params, params_end).moving(own), arg("params4", gpu.params, params_end).moving(own));
     let blocks = |n: u32| n.div_ceil(4) as u64;
     let mut pass = LayerPass::default();
     let epilogue_buffer = epilogue_uniform(gpu);
@@ -602,7 +607,7 @@ pub fn bind(gpu: &GpuLayer<'_>, s: &Conv2dShape) -> Result<LayerPass> {
     };
     let dpre_source = dpre_buffer.as_ref().unwrap_or(dy_buffer);
     let (dpre, dpre4) = (arg("dpre", dpre_source, output), arg("dpre4", dpre_source, output));
-    let partials = arg("partials", scratch, floats(s.partials_offset as usize + s.partials_len()));
+    let partials = arg("partials", scratch, floats(s.partials_offset as usize + s.partials_len())).moving(floats(s.partials_len()));
     if let Some(dx) = dx {
         // dx and the partial sums in one dispatch: INPUT_WORKGROUPS workgroups, then the rest.
         let workgroups = u64::from(s.input_workgroups()) + u64::from(s.partial_invocations().div_ceil(WORKGROUP_SIZE));

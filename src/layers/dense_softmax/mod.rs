@@ -502,7 +502,6 @@ fn checks_for(ctx: &GpuContext, classes: usize) -> Result<Vec<Check>> {
     let bound = layer.bind_gpu(&c, &gpu_head)?;
     selftest::run(ctx, |pass| {
         bound.record_forward(pass);
-        bound.record_penalty(pass);
         bound.record_backward(pass);
     });
     let n = used * classes;
@@ -513,7 +512,7 @@ fn checks_for(ctx: &GpuContext, classes: usize) -> Result<Vec<Check>> {
     let gpu_grads = selftest::read(ctx, &grads_b, params.len())?;
     let kernel_len = features * classes;
     let masked_dx = masked_head_dx(ctx, &layer, &c, &gpu_head)?;
-    let reference_masked: Vec<f32> = dx.iter().zip(&x).map(|(&d, &x)| if x > 0.0 { d * HEAD_MASK.pos } else { 0.0 }).collect();
+    let reference_masked = selftest::masked(&dx, &x, HEAD_MASK);
     Ok(vec![
         Check::compare(format!("dense_softmax, {classes} classes: probabilities"), &selftest::read(ctx, &probs_b, n)?, &probs[..n], 1e-6, 1e-4),
         // The head's own dlogits scratch, the second buffer it made (see bind_gpu).

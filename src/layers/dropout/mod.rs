@@ -167,7 +167,7 @@ pub static SHADER: Shader = Shader {
 
 impl HiddenLayer for Dropout {
     fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuLayer<'_>) -> Result<LayerPass> {
-        let mask = gpu.backward.map_or(Mask::NONE, |g| g.mask_dx);
+        let mask = gpu.backward.map_or(Mask::NONE, |g| g.dx_mask());
         let s = DropoutShape { mask_pos: mask.pos, mask_neg: mask.neg, ..DropoutShape::for_layer(self, c) };
         let shape = uniform_buffer(gpu.kernels.device(), "dropout shape", &s);
         let (step, shape_arg, bytes) = (arg("step", gpu.step, 32), arg("shape", &shape, 32), floats(s.len()));

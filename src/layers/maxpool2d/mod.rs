@@ -165,7 +165,7 @@ pub static SHADER: Shader = Shader {
 
 impl HiddenLayer for MaxPool2d {
     fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuLayer<'_>) -> Result<LayerPass> {
-        let mask = gpu.backward.map_or(Mask::NONE, |g| g.mask_dx);
+        let mask = gpu.backward.map_or(Mask::NONE, |g| g.dx_mask());
         let s = PoolShape { mask_pos: mask.pos, mask_neg: mask.neg, ..PoolShape::for_layer(c) };
         let shape = uniform_buffer(gpu.kernels.device(), "maxpool2d shape", &s);
         let (x_bytes, y_bytes) = (floats(s.input_len()), floats(s.output_len()));
