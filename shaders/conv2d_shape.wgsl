@@ -34,12 +34,14 @@ override CHUNK_LEN: u32;   // output positions (n, oy, ox) per partial-sum chunk
 override CHUNKS: u32;      // ceil(BATCH · OUT_H · OUT_W / CHUNK_LEN)
 override CHUNK_LANES: u32; // invocations that share one chunk (a power of two dividing WORKGROUP_SIZE)
 override INPUT_WORKGROUPS: u32; // workgroups of the tiled `backward` that write dx (the rest: partial sums)
-override PARTIALS_OFFSET: u32;  // where the tiled partial sums start in the step's scratch buffer
 override RELU: bool;       // y = relu(pre), else y = pre (a convolution without activation)
-override DY_MASKED: bool;  // dy arrives as dL/d(pre-activation): the layer after applied the ReLU (y may
-                           // then hold an absorbed layer's output, so its sign is not read)
-override MASK_POS: f32;    // dx through the layers before (mask_gradient in common.wgsl): 1, 1 for none
-override MASK_NEG: f32;
+// How the layer meets its neighbours (src/layers/fusion.rs); the defaults are a layer on its own.
+override PARTIALS_OFFSET: u32 = 0u; // where the tiled partial sums start in the step's scratch buffer
+override DY_MASKED: bool = false;   // dy arrives as dL/d(pre-activation): the layer after applied the
+                                    // ReLU (y may then hold an absorbed layer's output: its sign is
+                                    // not read)
+override MASK_POS: f32 = 1.0;       // dx through the layers before (mask_gradient in common.wgsl)
+override MASK_NEG: f32 = 1.0;
 override X_VEC4: bool;     // IN_C % 4 == 0: a pixel's channels of x start on a vec4
 override K_VEC4: bool;     // OUT_C, KERNEL_OFFSET and BIAS_OFFSET multiples of 4: so do kernel rows, the
                            // bias and dpre's pixels
