@@ -147,15 +147,24 @@ fn workgroup_index(workgroup: vec3<u32>, groups: vec3<u32>) -> u32 {
     return workgroup.x + workgroup.y * groups.x;
 }
 
+// Workgroup w's share of the forward pass: sample w, or the penalty; whether it was a sample of
+// the batch.
+fn sample_or_penalty(w: u32, t: u32) -> bool {
+    if (w == shape.batch) {
+        l1_penalty(t);
+        return false;
+    }
+    if (w >= step.batch_size) {
+        return false;
+    }
+    sample_forward(w, t);
+    return true;
+}
+
 @compute @workgroup_size(DOT_LANES)
 fn forward(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
            @builtin(local_invocation_index) t: u32) {
-    let w = workgroup_index(workgroup, groups);
-    if (w == shape.batch) {
-        l1_penalty(t);
-    } else if (w < step.batch_size) {
-        sample_forward(w, t);
-    }
+    _ = sample_or_penalty(workgroup_index(workgroup, groups), t);
 }
 
 // forward, then in training steps dx[n, f] = Σ_j dlogits[n, j] · kernel[f, j] for the sample's
@@ -164,15 +173,7 @@ fn forward(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups)
 fn forward_backward(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
                     @builtin(local_invocation_index) t: u32) {
     let n = workgroup_index(workgroup, groups);
-    if (n == shape.batch) {
-        l1_penalty(t);
-        return;
-    }
-    if (n >= step.batch_size) {
-        return;
-    }
-    sample_forward(n, t);
-    if (step.training == 0u) {
+    if (!sample_or_penalty(n, t) || step.training == 0u) {
         return;
     }
     storageBarrier();   // lane 0's dlogits, visible to the workgroup
