@@ -5,8 +5,11 @@
 //! v ← v + (g² − v)·(1 − β₂)
 //! w ← w − α·m / (√v + ε)
 //! ```
-//! One dispatch updates every trainable parameter: they share one flat buffer. The CPU reference
-//! is [`update`]; the GPU kernel `shaders/adam.wgsl` ([`bind`]); the fast CPU one [`fast`].
+//! One dispatch updates every trainable parameter: they share one flat buffer. In a GPU training
+//! step the same dispatch first takes the final sums of the layers' split weight-gradient
+//! reductions ([`crate::partial_sums::Segments`]), which had a dispatch of their own. The CPU
+//! reference is [`update`]; the GPU kernel `shaders/adam.wgsl` ([`bind`]); the fast CPU one
+//! [`fast`].
 //! β₁, β₂ and ε travel in Adam's own uniform ([`AdamShape`]); the bias-corrected step size α,
 //! which changes every step, in the per-step uniform.
 
@@ -18,8 +21,9 @@ use num_traits::Float;
 
 use crate::error::Result;
 use crate::gpu::{uniform_buffer, GpuContext};
-use crate::kernel::{arg, floats, read, read_write, uniform, Dispatch, EntryPoint, Grid, Kernels, Shader};
+use crate::kernel::{arg, floats, read_write, uniform, Dispatch, EntryPoint, Grid, Kernels, Shader};
 use crate::layers::StepParams;
+use crate::partial_sums::{self, Segment, Segments};
 use crate::rng::Rng;
 use crate::selftest::{self, Check};
 use crate::{shader_own, shader_source};
@@ -82,28 +86,47 @@ pub fn update<T: Float>(params: &mut [T], m: &mut [T], v: &mut [T], grads: &[T],
 pub static SHADER: Shader = Shader {
     name: "adam",
     file: "adam.wgsl",
-    source: shader_source!("common.wgsl", "adam.wgsl"),
+    source: shader_source!("common.wgsl", "segments.wgsl", "adam.wgsl"),
     own: shader_own!("adam.wgsl"),
-    entry_points: &[EntryPoint {
-        name: "update",
-        bindings: &[
-            uniform(0, "step"),
-            uniform(1, "shape"),
-            read_write(2, "params"),
-            read(3, "grads"),
-            read_write(4, "m"),
-            read_write(5, "v"),
-        ],
-    }],
+    entry_points: &[
+        EntryPoint {
+            name: "update",
+            bindings: &[
+                uniform(0, "step"),
+                uniform(1, "shape"),
+                read_write(2, "params"),
+                read_write(3, "grads"),
+                read_write(4, "m"),
+                read_write(5, "v"),
+            ],
+        },
+        EntryPoint {
+            name: "sum_and_update",
+            bindings: &[
+                uniform(0, "step"),
+                uniform(1, "shape"),
+                read_write(2, "params"),
+                read_write(3, "grads"),
+                read_write(4, "m"),
+                read_write(5, "v"),
+                partial_sums::SEGMENTS,
+                partial_sums::SCRATCH,
+            ],
+        },
+    ],
 };
 
 /// The buffers Adam works on: the per-step uniform (for `adam_alpha`) and the flat vectors.
 pub struct AdamBuffers<'a> {
     pub step: &'a wgpu::Buffer,
     pub params: &'a wgpu::Buffer,
+    /// `STORAGE`: with `sums`, Adam writes the final sums into it.
     pub grads: &'a wgpu::Buffer,
     pub m: &'a wgpu::Buffer,
     pub v: &'a wgpu::Buffer,
+    /// The split weight-gradient reductions whose final sums the update takes first (a training
+    /// step's, over the layers' partial-sum scratch), or None for the gradients as they are.
+    pub sums: Option<(&'a Segments, &'a wgpu::Buffer)>,
 }
 
 /// Adam over `shape.count` parameters bound to `b`: one dispatch, and the uniform it made.
@@ -111,7 +134,7 @@ pub fn bind(kernels: &Kernels, shape: &AdamShape, b: &AdamBuffers<'_>) -> Result
     let device = kernels.device();
     let shape_buffer = uniform_buffer(device, "adam shape", shape);
     let bytes = floats(shape.count as usize);
-    let args = [
+    let mut args = vec![
         arg("step", b.step, 32),
         arg("shape", &shape_buffer, 16),
         arg("params", b.params, bytes),
@@ -119,40 +142,74 @@ pub fn bind(kernels: &Kernels, shape: &AdamShape, b: &AdamBuffers<'_>) -> Result
         arg("m", b.m, bytes),
         arg("v", b.v, bytes),
     ];
-    let update =
-        Dispatch::new(device, &kernels.get(&SHADER, "update", &[])?, &args, Grid::Invocations(u64::from(shape.count)))?;
+    let entry_point = match b.sums {
+        Some((segments, scratch)) => {
+            args.extend(segments.args(scratch));
+            "sum_and_update"
+        }
+        None => "update",
+    };
+    let grid = Grid::Invocations(u64::from(shape.count));
+    let update = Dispatch::new(device, &kernels.get(&SHADER, entry_point, &[])?, &args, grid)?;
     Ok((update, shape_buffer))
 }
 
-/// Three Adam steps over 1,000 parameters on the GPU against [`update`].
+/// Three Adam steps over 1,000 parameters on the GPU against [`update`]: of the gradients as
+/// they are, and with two segments of partial sums (one of a single chunk) taken first.
 pub fn checks(ctx: &GpuContext) -> Result<Vec<Check>> {
     let mut rng = Rng::new(14);
     let count = 1000;
     let config = AdamConfig::default();
     let shape = config.shape(count);
-    let mut params = selftest::random(&mut rng, count, 1.0);
-    let (mut m, mut v) = (vec![0.0; count], vec![0.0; count]);
-    let (params_b, m_b, v_b) =
-        (selftest::upload(ctx, &params)?, selftest::upload(ctx, &m)?, selftest::upload(ctx, &v)?);
     let kernels = Kernels::new(&ctx.device);
-    for t in 1..=3u64 {
-        let grads = selftest::random(&mut rng, count, 0.1);
-        update(&mut params, &mut m, &mut v, &grads, config.alpha(t), &shape);
-        let step = uniform_buffer(
-            &ctx.device,
-            "selftest step",
-            &StepParams { adam_alpha: config.alpha(t), ..Default::default() },
-        );
-        let grads_b = selftest::upload(ctx, &grads)?;
-        let (dispatch, _shape) =
-            bind(&kernels, &shape, &AdamBuffers { step: &step, params: &params_b, grads: &grads_b, m: &m_b, v: &v_b })?;
-        selftest::run(ctx, |pass| dispatch.record(pass));
+    // Out of order, as the layers list them; gradients outside both are taken as they are.
+    let segments = [
+        Segment { dst: 600, len: 250, src: 0, chunks: 3, stride: 260 },
+        Segment { dst: 10, len: 90, src: 800, chunks: 1, stride: 90 },
+    ];
+    let scratch_len = segments.iter().map(Segment::scratch_end).max().unwrap_or(0);
+    let mut checks = Vec::new();
+    for summed in [false, true] {
+        let name = if summed { "adam, 3 steps, after partial sums" } else { "adam, 3 steps" };
+        let mut params = selftest::random(&mut rng, count, 1.0);
+        let (mut m, mut v) = (vec![0.0; count], vec![0.0; count]);
+        let (params_b, m_b, v_b) =
+            (selftest::upload(ctx, &params)?, selftest::upload(ctx, &m)?, selftest::upload(ctx, &v)?);
+        let mut grads_got = Vec::new();
+        let mut grads_expected = Vec::new();
+        for t in 1..=3u64 {
+            let mut grads = selftest::random(&mut rng, count, 0.1);
+            let scratch = selftest::random(&mut rng, scratch_len, 0.1);
+            let grads_b = selftest::upload(ctx, &grads)?;
+            let scratch_b = selftest::upload(ctx, &scratch)?;
+            let table = match summed {
+                true => Segments::upload(&ctx.device, &segments, count)?,
+                false => None,
+            };
+            if summed {
+                partial_sums::reference(&segments, &scratch, &mut grads);
+            }
+            update(&mut params, &mut m, &mut v, &grads, config.alpha(t), &shape);
+            let step = uniform_buffer(
+                &ctx.device,
+                "selftest step",
+                &StepParams { adam_alpha: config.alpha(t), ..Default::default() },
+            );
+            let sums = table.as_ref().map(|table| (table, &scratch_b));
+            let buffers = AdamBuffers { step: &step, params: &params_b, grads: &grads_b, m: &m_b, v: &v_b, sums };
+            let (dispatch, _shape) = bind(&kernels, &shape, &buffers)?;
+            selftest::run(ctx, |pass| dispatch.record(pass));
+            grads_got = selftest::read(ctx, &grads_b, count)?;
+            grads_expected = grads;
+        }
+        checks.extend([
+            Check::compare(format!("{name}: params"), &selftest::read(ctx, &params_b, count)?, &params, 1e-7, 1e-6),
+            Check::compare(format!("{name}: m"), &selftest::read(ctx, &m_b, count)?, &m, 1e-9, 1e-6),
+            Check::compare(format!("{name}: v"), &selftest::read(ctx, &v_b, count)?, &v, 1e-12, 1e-5),
+            Check::compare(format!("{name}: grads"), &grads_got, &grads_expected, 1e-7, 1e-6),
+        ]);
     }
-    Ok(vec![
-        Check::compare("adam, 3 steps: params".into(), &selftest::read(ctx, &params_b, count)?, &params, 1e-7, 1e-6),
-        Check::compare("adam, 3 steps: m".into(), &selftest::read(ctx, &m_b, count)?, &m, 1e-9, 1e-6),
-        Check::compare("adam, 3 steps: v".into(), &selftest::read(ctx, &v_b, count)?, &v, 1e-12, 1e-5),
-    ])
+    Ok(checks)
 }
 
 #[cfg(test)]

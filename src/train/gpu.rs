@@ -4,8 +4,9 @@
 //! command encoder, and submits:
 //!
 //! gather → hidden layers forward → head forward (logits, softmax, CE, dlogits, L1 penalty, and
-//! dx) → head backward (its weights) → hidden layers backward (reversed) → the final sums of
-//! every layer's split weight-gradient reduction → Adam over the flat parameter buffer.
+//! dx) → head backward (its weights) → hidden layers backward (reversed) → Adam over the flat
+//! parameter buffer, which first takes the final sums of every layer's split weight-gradient
+//! reduction.
 //! Neighbouring layers share kernels as [`crate::layers::plan`] decides (a ReLU's backward is a
 //! mask, elementwise layers are absorbed).
 //!
@@ -31,6 +32,7 @@ use crate::gpu::{self, read_buffer_async, uniform_buffer, GpuContext, Readback};
 use crate::kernel::{begin_pass, floats, Dispatch, Kernels};
 use crate::layers::{Ctx, GpuGrads, GpuHead, GpuLayer, LayerPass, StepParams, Tuning};
 use crate::model::{Model, Weights};
+use crate::partial_sums::Segments;
 
 /// A prepared dataset: its upload, the order buffer evaluation writes, and its gather.
 struct GpuData {
@@ -79,9 +81,10 @@ pub(crate) struct GpuNet {
     eval_penalty_slot: usize,
     /// Elements of the model's `state` (its buffer is never empty).
     state_len: usize,
-    /// In training, the final sums of every layer's split weight-gradient reductions, after the
-    /// backward pass ([`crate::partial_sums`]).
-    partial_sums: Option<Dispatch>,
+    /// In training, every layer's split weight-gradient reductions, whose final sums Adam's
+    /// dispatch takes ([`crate::partial_sums`]), over `scratch`, where the layers write them.
+    segments: Option<Segments>,
+    scratch: wgpu::Buffer,
     // Kept alive with the bind groups.
     _buffers: Vec<wgpu::Buffer>,
 }
@@ -192,17 +195,10 @@ impl GpuNet {
         };
         let head = model.head.layer.bind_gpu(&Ctx { at: &model.head.at, batch, run }, &gpu_head)?;
         let segments: Vec<_> = hidden.iter().flat_map(|l: &LayerPass| l.sums.iter().copied()).collect();
-        let mut buffers = acts;
-        let partial_sums = match grads {
-            Some(g) => crate::partial_sums::bind(kernels, &segments, &scratch, &g.grads, model.param_count)?.map(
-                |(dispatch, table)| {
-                    buffers.push(table);
-                    dispatch
-                },
-            ),
+        let segments = match grads {
+            Some(_) => Segments::upload(device, &segments, model.param_count)?,
             None => None,
         };
-        buffers.push(scratch);
         Ok(GpuNet {
             device: ctx.device.clone(),
             queue: ctx.queue.clone(),
@@ -233,8 +229,9 @@ impl GpuNet {
             metrics_capacity,
             eval_penalty_slot: penalty_slots,
             state_len: weights.state.len(),
-            partial_sums,
-            _buffers: buffers,
+            segments,
+            scratch,
+            _buffers: acts,
         })
     }
 
@@ -426,7 +423,8 @@ impl GpuEngine {
         net.prepare("training set", train, train.len())?;
         let m = f32_buffer(device, "adam m", count)?;
         let v = f32_buffer(device, "adam v", count)?;
-        let buffers = AdamBuffers { step: &net.step, params: &net.params, grads: &grads.grads, m: &m, v: &v };
+        let sums = net.segments.as_ref().map(|segments| (segments, &net.scratch));
+        let buffers = AdamBuffers { step: &net.step, params: &net.params, grads: &grads.grads, m: &m, v: &v, sums };
         let (adam, adam_shape) = adam::bind(&ctx.kernels, &config.adam().shape(count), &buffers)?;
         let step_table = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("step table"),
@@ -465,8 +463,8 @@ impl GpuEngine {
         &self.net.state
     }
 
-    /// Dispatches per training step (for reports): the gather, every layer's, the partial
-    /// sums', Adam.
+    /// Dispatches per training step (for reports): the gather, every layer's, Adam (with the
+    /// partial sums).
     pub fn dispatches_per_step(&self) -> usize {
         self.step_dispatches().count()
     }
@@ -479,7 +477,7 @@ impl GpuEngine {
 
     /// A training step's dispatches, in the order they are recorded: the gather, every
     /// layer's forward, the head's penalty and backward, the hidden layers' backward in
-    /// reverse, the partial sums, Adam.
+    /// reverse, Adam (with the partial sums).
     fn step_dispatches(&self) -> impl Iterator<Item = &Dispatch> {
         let net = &self.net;
         let forward = net.hidden.iter().chain([&net.head]).flat_map(|l| &l.forward);
@@ -488,7 +486,6 @@ impl GpuEngine {
             .chain(forward)
             .chain(&net.head.backward)
             .chain(backward)
-            .chain(&net.partial_sums)
             .chain([&self.adam])
     }
 
@@ -587,10 +584,11 @@ impl GpuEngine {
                 stages.push((format!("{name} backward: {}", dispatch.entry_point()), each(dispatch)));
             }
         }
-        if let Some(sums) = &net.partial_sums {
-            stages.push(("partial sums of every layer".into(), each(sums)));
-        }
-        stages.push(("adam".into(), each(&self.adam)));
+        let adam = match net.segments {
+            Some(_) => "every layer's partial sums + adam",
+            None => "adam",
+        };
+        stages.push((adam.into(), each(&self.adam)));
 
         let count = 2 * stages.len() as u32;
         let queries = net.device.create_query_set(&wgpu::QuerySetDescriptor {
