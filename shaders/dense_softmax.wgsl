@@ -189,7 +189,11 @@ fn forward_backward(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_wo
             }
         }
         let i = n * shape.features + f;
-        dx[i] = mask_gradient(sum, x[i], shape.mask_pos, shape.mask_neg);
+        // Without a mask, x is not read again (a uniform branch).
+        if (shape.mask_pos != 1.0 || shape.mask_neg != 1.0) {
+            sum = mask_gradient(sum, x[i], shape.mask_pos, shape.mask_neg);
+        }
+        dx[i] = sum;
     }
 }
 

@@ -5,7 +5,7 @@
 // Bindings (group 0)                                                    used by
 //   0  step    uniform Step                                             all
 //   1  shape   uniform DropoutShape                                     all
-//   2  x       storage, read        input [N, ...]                      forward, backward_input (the mask)
+//   2  x       storage, read        input [N, ...]                      forward, backward_input (a mask's)
 //   3  y       storage, read_write  output, shaped like x               forward
 //   4  dy      storage, read        dL/dy                               backward_input
 //   5  dx      storage, read_write  dL/dx, through the mask            backward_input
@@ -53,5 +53,10 @@ fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     if (i >= step.batch_size * shape.sample_len) {
         return;
     }
-    dx[i] = mask_gradient(dy[i] * factor(i), x[i], shape.mask_pos, shape.mask_neg);
+    var g = dy[i] * factor(i);
+    // Without a mask, x is not read (a uniform branch: its load skipped, not selected away).
+    if (shape.mask_pos != 1.0 || shape.mask_neg != 1.0) {
+        g = mask_gradient(g, x[i], shape.mask_pos, shape.mask_neg);
+    }
+    dx[i] = g;
 }

@@ -173,8 +173,11 @@ impl HiddenLayer for Dropout {
         let (step, shape_arg, bytes) = (arg("step", gpu.step, 32), arg("shape", &shape, 32), floats(s.len()));
         let grid = Grid::Invocations(s.len() as u64);
         let forward = [step, shape_arg, arg("x", gpu.x, bytes), arg("y", gpu.y, bytes)];
+        // The backward pass reads x only for a mask.
+        let x_read = if mask.is_none() { 0 } else { bytes };
         let backward = gpu.backward.and_then(|g| g.dx.map(|dx| (g.dy, dx))).map(|(dy, dx)| {
-            (vec![step, shape_arg, arg("x", gpu.x, bytes), arg("dy", dy, bytes), arg("dx", dx, bytes)], grid)
+            let x = arg("x", gpu.x, bytes).moving(x_read);
+            (vec![step, shape_arg, x, arg("dy", dy, bytes), arg("dx", dx, bytes)], grid)
         });
         let mut pass = bind_forward_and_input_gradient(gpu, &SHADER, (&forward, grid, &[]), backward)?;
         pass.buffers.push(shape);
