@@ -43,13 +43,6 @@ struct GpuData {
     _shape: wgpu::Buffer,
 }
 
-/// The gradient buffers of a training net.
-struct Grads {
-    grads: wgpu::Buffer,
-    /// dL/d(output) of each hidden layer.
-    dacts: Vec<wgpu::Buffer>,
-}
-
 /// The forward net on one device, shared by training, inference and the embedders' classifier
 /// ([`crate::classify::Classifier`]).
 pub(crate) struct GpuNet {
@@ -89,6 +82,11 @@ pub(crate) struct GpuNet {
     _buffers: Vec<wgpu::Buffer>,
 }
 
+/// Buffer `i` of those the fusion plan keeps.
+fn bound(buffers: &[Option<wgpu::Buffer>], i: usize) -> &wgpu::Buffer {
+    buffers[i].as_ref().expect("the fusion plan binds only the buffers it keeps")
+}
+
 fn f32_buffer(device: &wgpu::Device, label: &str, len: usize) -> Result<wgpu::Buffer> {
     gpu::storage_buffer(device, label, floats(len))
 }
@@ -109,7 +107,7 @@ impl GpuNet {
         model: &Model,
         weights: &Weights,
         config: &TrainConfig,
-        grads: Option<&Grads>,
+        grads: Option<&wgpu::Buffer>,
         naive: bool,
         metrics_capacity: usize,
         penalty_slots: usize,
@@ -124,11 +122,6 @@ impl GpuNet {
         let sample_len: usize = model.input.iter().product();
         let x0 = activation_buffer(device, "batch images", batch * sample_len)?;
         let batch_labels = gpu::storage_buffer(device, "batch labels", floats(batch))?;
-        let acts: Vec<wgpu::Buffer> = model
-            .hidden
-            .iter()
-            .map(|p| activation_buffer(device, &format!("{} output", p.at.name), batch * p.at.output_len()))
-            .collect::<Result<_>>()?;
         let classes = model.classes();
         let probs = f32_buffer(device, "probabilities", batch * classes)?;
         let metrics = f32_buffer(device, "metrics", 2 * metrics_capacity)?;
@@ -137,6 +130,19 @@ impl GpuNet {
         // Which layers neighbours absorb, and where each binds (src/layers/fusion.rs).
         let fusions: Vec<_> = model.hidden.iter().map(|p| p.layer.gpu_fusion(&Ctx { at: &p.at, batch, run })).collect();
         let plan = crate::layers::plan(&fusions, model.head.layer.gpu_masks_dx());
+        // The activations and gradients some layer binds: an absorbed layer's neighbours write
+        // past it, into the next layer's output and the previous layer's gradient.
+        let kept = |i: usize, keep: bool, what: &str| -> Result<Option<wgpu::Buffer>> {
+            let p = &model.hidden[i];
+            keep.then(|| activation_buffer(device, &format!("{what}{} output", p.at.name), batch * p.at.output_len()))
+                .transpose()
+        };
+        let acts = (0..model.hidden.len())
+            .map(|i| kept(i, plan.hidden.iter().any(|at| !at.absorbed && at.y == i), ""))
+            .collect::<Result<Vec<_>>>()?;
+        let dacts = (0..model.hidden.len())
+            .map(|i| kept(i, grads.is_some() && !plan.hidden[i].absorbed, "d "))
+            .collect::<Result<Vec<_>>>()?;
         // Each layer's region of the partial-sum scratch, on 4-float boundaries (training only).
         let mut scratch_offsets = Vec::with_capacity(model.hidden.len());
         let mut scratch_len = 0;
@@ -164,12 +170,12 @@ impl GpuNet {
                     step: &step,
                     params: &params,
                     state: &state,
-                    x: if i == 0 { &x0 } else { &acts[i - 1] },
-                    y: &acts[at.y],
-                    backward: grads.map(|g| GpuGrads {
-                        dy: &g.dacts[i],
-                        dx: at.dx.map(|before| &g.dacts[before]),
-                        grads: &g.grads,
+                    x: if i == 0 { &x0 } else { bound(&acts, i - 1) },
+                    y: bound(&acts, at.y),
+                    backward: grads.map(|grads| GpuGrads {
+                        dy: bound(&dacts, i),
+                        dx: at.dx.map(|before| bound(&dacts, before)),
+                        grads,
                         scratch: &scratch,
                         scratch_offset: scratch_offsets[i],
                         dy_masked: at.dy_masked,
@@ -185,12 +191,12 @@ impl GpuNet {
             tuning,
             step: &step,
             params: &params,
-            x: acts.last().unwrap_or(&x0),
+            x: acts.len().checked_sub(1).map_or(&x0, |last| bound(&acts, last)),
             labels: &batch_labels,
             probs: &probs,
             metrics: &metrics,
             penalties: &penalties,
-            backward: grads.map(|g| (plan.head_dx.map(|i| &g.dacts[i]), &g.grads)),
+            backward: grads.map(|grads| (plan.head_dx.map(|i| bound(&dacts, i)), grads)),
             mask_dx: plan.head_mask,
         };
         let head = model.head.layer.bind_gpu(&Ctx { at: &model.head.at, batch, run }, &gpu_head)?;
@@ -231,7 +237,7 @@ impl GpuNet {
             state_len: weights.state.len(),
             segments,
             scratch,
-            _buffers: acts,
+            _buffers: acts.into_iter().chain(dacts).flatten().collect(),
         })
     }
 
@@ -357,7 +363,7 @@ macro_rules! gpu_inference {
 pub struct GpuEngine {
     net: GpuNet,
     /// Bound into the layers' backward passes and Adam's dispatch.
-    _grads: Grads,
+    _grads: wgpu::Buffer,
     m: wgpu::Buffer,
     v: wgpu::Buffer,
     adam: Dispatch,
@@ -409,14 +415,7 @@ impl GpuEngine {
         let device = &ctx.device;
         let batch = config.batch_size;
         let count = model.param_count;
-        let grads = Grads {
-            grads: f32_buffer(device, "grads", count)?,
-            dacts: model
-                .hidden
-                .iter()
-                .map(|p| activation_buffer(device, &format!("d {} output", p.at.name), batch * p.at.output_len()))
-                .collect::<Result<_>>()?,
-        };
+        let grads = f32_buffer(device, "grads", count)?;
         let train_batches = train.len().div_ceil(batch);
         let mut net =
             GpuNet::new(ctx, model, weights, config, Some(&grads), naive, train.len().max(batch), train_batches)?;
@@ -424,7 +423,7 @@ impl GpuEngine {
         let m = f32_buffer(device, "adam m", count)?;
         let v = f32_buffer(device, "adam v", count)?;
         let sums = net.segments.as_ref().map(|segments| (segments, &net.scratch));
-        let buffers = AdamBuffers { step: &net.step, params: &net.params, grads: &grads.grads, m: &m, v: &v, sums };
+        let buffers = AdamBuffers { step: &net.step, params: &net.params, grads: &grads, m: &m, v: &v, sums };
         let (adam, adam_shape) = adam::bind(&ctx.kernels, &config.adam().shape(count), &buffers)?;
         let step_table = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("step table"),
