@@ -306,6 +306,13 @@ impl Conv2dShape {
         extents.chain(mask).chain(flags.into_iter().map(|(name, on)| (name, f64::from(u8::from(on))))).collect()
     }
 
+    /// The constants of the forward kernels: those of [`Conv2dShape::constants`] with the
+    /// fields that only the backward kernels read at their defaults, so that a training net and
+    /// an inference net of one model (evaluation after training) share forward pipelines.
+    pub fn forward_constants(&self) -> Vec<(&'static str, f64)> {
+        Conv2dShape { mask_dx: Mask::NONE, dy_masked: false, partials_offset: 0, ..*self }.constants()
+    }
+
     fn dims(&self) -> [usize; 10] {
         [
             self.batch,
@@ -553,11 +560,13 @@ pub fn bind(gpu: &GpuLayer<'_>, s: &Conv2dShape) -> Result<LayerPass> {
         partials_offset: gpu.backward.map_or(0, |g| g.scratch_offset),
         ..*s
     };
-    let constants = s.constants();
+    let (constants, forward_constants) = (s.constants(), s.forward_constants());
     let shader = if gpu.naive { &NAIVE } else { &TILED };
-    let dispatch = |entry: &str, args: &[crate::kernel::Arg<'_>], grid: Grid| -> Result<Dispatch> {
-        Dispatch::new(device, &gpu.kernels.get(shader, entry, &constants)?, args, grid)
+    let kernel = |entry: &str, constants: &[(&'static str, f64)], args: &[crate::kernel::Arg<'_>], grid: Grid| {
+        Dispatch::new(device, &gpu.kernels.get(shader, entry, constants)?, args, grid)
     };
+    let forward = |entry: &str, args: &[crate::kernel::Arg<'_>], grid: Grid| kernel(entry, &forward_constants, args, grid);
+    let dispatch = |entry: &str, args: &[crate::kernel::Arg<'_>], grid: Grid| kernel(entry, &constants, args, grid);
     let (input, output) = (floats(s.input_len()), floats(s.output_len()));
     let params_end = floats(s.kernel_offset as usize + s.kernel_len()).max(floats(s.bias_offset as usize + s.out_c as usize));
     let step = arg("step", gpu.step, 32);
@@ -571,11 +580,11 @@ pub fn bind(gpu: &GpuLayer<'_>, s: &Conv2dShape) -> Result<LayerPass> {
     let epilogue_buffer = epilogue_uniform(gpu);
     let epilogue = arg("epilogue", &epilogue_buffer, 32);
     if gpu.naive {
-        pass.forward.push(dispatch("naive_forward", &[step, x, params, y, epilogue], Grid::Invocations(s.output_len() as u64))?);
+        pass.forward.push(forward("naive_forward", &[step, x, params, y, epilogue], Grid::Invocations(s.output_len() as u64))?);
     } else {
         let pixels = u64::from(s.batch * s.out_h) * blocks(s.out_w);
         let args = [step, x, params, y, x4, params4, epilogue];
-        pass.forward.push(dispatch("forward", &args, Grid::Invocations(pixels * blocks(s.out_c)))?);
+        pass.forward.push(forward("forward", &args, Grid::Invocations(pixels * blocks(s.out_c)))?);
     }
     pass.buffers.push(epilogue_buffer);
     let Some(grads) = gpu.backward else { return Ok(pass) };
@@ -796,6 +805,17 @@ mod tests {
         assert!(!flag(&unaligned, "K_VEC4"));
         let bias_elsewhere = Conv2dShape { bias_offset: 4610, ..inner };
         assert!(!flag(&bias_elsewhere, "K_VEC4"));
+    }
+
+    #[test]
+    fn forward_constants_do_not_depend_on_the_backward_neighbours() {
+        let alone = Conv2dShape::new(4, [16, 16, 16], 32, 1);
+        let fused = Conv2dShape { mask_dx: Mask::RELU, dy_masked: true, partials_offset: 96, ..alone };
+        assert_eq!(alone.forward_constants(), fused.forward_constants());
+        assert_ne!(alone.constants(), fused.constants());
+        // What the forward kernels read still keys them.
+        let with_epilogue = Conv2dShape { epilogue: 1, ..alone };
+        assert_ne!(alone.forward_constants(), with_epilogue.forward_constants());
     }
 
     #[test]
