@@ -7,22 +7,25 @@
 //   0  step    uniform Step                                                   all
 //   1  shape   uniform NormShape                                              all
 //   2  x       storage, read        input [N, H, W, C]                        all
-//   3  params  storage, read        gamma [C], beta [C] at their offsets      forward, backward_input
-//   4  state   storage, read_write  moving_mean [C], moving_variance [C]      statistics
-//   5  stats   storage, read_write  this pass's [mean [C], variance [C]]      statistics writes, the rest read
+//   3  params  storage, read        gamma [C], beta [C] at their offsets      forward, backward
+//   4  state   storage, read_write  moving_mean [C], moving_variance [C]      forward
+//   5  stats   storage, read_write  this pass's [mean [C], variance [C]]      forward writes, the rest read
 //   6  y       storage, read_write  output, shaped like x                     forward
-//   7  dy      storage, read        dL/dy                                     backward_*
-//   8  grads   storage, read_write  flat gradients: dgamma, dbeta             backward_reduce writes,
-//                                                                             backward_input reads
-//   9  dx      storage, read_write  dL/dx                                     backward_input
+//   7  dy      storage, read        dL/dy                                     backward*
+//   8  grads   storage, read_write  flat gradients: dgamma, dbeta             backward* write
+//   9  dx      storage, read_write  dL/dx                                     backward
 //  15  epilogue                         (epilogue.wgsl)                           forward
 //
 // Per channel c, over its M = N·H·W values:  mean = Σx / M,  variance = Σ(x − mean)² / M (biased,
 // as Keras), inv = gamma / √(variance + ε),  y = x·inv + (beta − mean·inv)  (TensorFlow's order).
 // Backward, with x̂ = (x − mean) / √(variance + ε):  dbeta = Σdy,  dgamma = Σdy·x̂,
 // dx = inv · (dy − (dbeta + x̂·dgamma) / M).
-// The reductions are one workgroup per channel, each lane summing every STAT_LANES-th value and
-// then a fixed-order tree: no atomics, the same bits every run.
+// Each pass is one dispatch: the per-element step needs the whole channel's sums, so the
+// workgroups that write a channel's elements each compute those sums themselves rather than
+// wait for a dispatch that has. shape.slices workgroups share a channel: each sums all of it
+// (each lane every STAT_LANES-th value, then a fixed-order tree: no atomics, the same bits in
+// every workgroup and every run) and then writes its slice of the outputs. One slice on a
+// software adapter; a few on a GPU, so that more workgroups write (src/layers/batch_norm).
 
 struct NormShape {
     channels: u32,
@@ -32,7 +35,7 @@ struct NormShape {
     epsilon: f32,
     momentum: f32,
     one_minus_momentum: f32,
-    _pad: u32,
+    slices: u32,            // workgroups per channel
 }
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -64,30 +67,21 @@ fn workgroup_sum(t: u32, value: f32) -> f32 {
     return total;
 }
 
-fn inv_std(c: u32) -> f32 {
-    return 1.0 / sqrt(stats[shape.channels + c] + shape.epsilon);
+// Workgroup w's channel and slice (the same for the whole workgroup, so the branches on them keep
+// the barriers in uniform control flow).
+fn channel_slice(workgroup: vec3<u32>, groups: vec3<u32>) -> vec2<u32> {
+    let w = workgroup.x + workgroup.y * groups.x;
+    return vec2<u32>(w / shape.slices, w % shape.slices);
 }
 
-// One workgroup per channel. Training: the batch's mean and variance into stats, and the moving
-// statistics moved towards them (once per step: the forward pass of a training step). Inference:
-// the moving statistics copied into stats.
-@compute @workgroup_size(STAT_LANES)
-fn statistics(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-              @builtin(local_invocation_index) t: u32) {
-    let c = workgroup.x + workgroup.y * groups.x;   // the same for the whole workgroup
+// 1 / √(variance + ε).
+fn inv_std(variance: f32) -> f32 {
+    return 1.0 / sqrt(variance + shape.epsilon);
+}
+
+// The batch's mean and variance of channel c, two passes over its values. Every lane gets them.
+fn batch_moments(c: u32, t: u32) -> vec2<f32> {
     let channels = shape.channels;
-    if (c >= channels) {
-        return;
-    }
-    let moving_mean = shape.mean_offset + c;
-    let moving_variance = shape.mean_offset + channels + c;
-    if (step.training == 0u) {
-        if (t == 0u) {
-            stats[c] = state[moving_mean];
-            stats[channels + c] = state[moving_variance];
-        }
-        return;
-    }
     let m = step.batch_size * shape.pixels;
     var sum = 0.0;
     for (var p = t; p < m; p += STAT_LANES) {
@@ -99,38 +93,50 @@ fn statistics(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgrou
         let d = x[p * channels + c] - mean;
         squares += d * d;
     }
-    let variance = workgroup_sum(t, squares) / f32(m);
-    if (t == 0u) {
-        stats[c] = mean;
-        stats[channels + c] = variance;
-        state[moving_mean] = state[moving_mean] * shape.momentum + mean * shape.one_minus_momentum;
-        state[moving_variance] = state[moving_variance] * shape.momentum + variance * shape.one_minus_momentum;
-    }
+    return vec2<f32>(mean, workgroup_sum(t, squares) / f32(m));
 }
 
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = linear_index(gid, groups);
-    if (i >= step.batch_size * shape.pixels * shape.channels) {
-        return;
-    }
-    let c = i % shape.channels;
-    let inv = inv_std(c) * params[shape.gamma_offset + c];
-    y[i] = apply_epilogue(x[i] * inv + (params[shape.gamma_offset + shape.channels + c] - stats[c] * inv), i);
-}
-
-// One workgroup per channel: dgamma and dbeta (overwritten).
+// Training: normalises with the batch's mean and variance, which the channel's first slice also
+// writes into stats, moving the moving statistics towards them (once per step: the forward pass
+// of a training step). Inference: with the moving statistics, copied into stats.
 @compute @workgroup_size(STAT_LANES)
-fn backward_reduce(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-                   @builtin(local_invocation_index) t: u32) {
-    let c = workgroup.x + workgroup.y * groups.x;
+fn forward(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+           @builtin(local_invocation_index) t: u32) {
+    let at = channel_slice(workgroup, groups);
+    let c = at.x;
     let channels = shape.channels;
     if (c >= channels) {
         return;
     }
+    let moving_mean = shape.mean_offset + c;
+    let moving_variance = shape.mean_offset + channels + c;
+    var moments = vec2<f32>(state[moving_mean], state[moving_variance]);
+    if (step.training != 0u) {
+        moments = batch_moments(c, t);
+    }
+    if (at.y == 0u && t == 0u) {
+        stats[c] = moments.x;
+        stats[channels + c] = moments.y;
+        if (step.training != 0u) {
+            state[moving_mean] = state[moving_mean] * shape.momentum + moments.x * shape.one_minus_momentum;
+            state[moving_variance] = state[moving_variance] * shape.momentum + moments.y * shape.one_minus_momentum;
+        }
+    }
+    let inv = inv_std(moments.y) * params[shape.gamma_offset + c];
+    let shift = params[shape.gamma_offset + channels + c] - moments.x * inv;
+    let m = step.batch_size * shape.pixels;
+    for (var p = at.y * STAT_LANES + t; p < m; p += shape.slices * STAT_LANES) {
+        let i = p * channels + c;
+        y[i] = apply_epilogue(x[i] * inv + shift, i);
+    }
+}
+
+// dbeta = Σdy and dgamma = Σdy·x̂ of channel c; every lane gets them.
+fn gradient_sums(c: u32, t: u32) -> vec2<f32> {
+    let channels = shape.channels;
     let m = step.batch_size * shape.pixels;
     let mean = stats[c];
-    let inv = inv_std(c);
+    let inv = inv_std(stats[channels + c]);
     var sum_dy = 0.0;
     var sum_dy_xhat = 0.0;
     for (var p = t; p < m; p += STAT_LANES) {
@@ -139,24 +145,49 @@ fn backward_reduce(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_wor
         sum_dy_xhat += g * ((x[p * channels + c] - mean) * inv);
     }
     let dbeta = workgroup_sum(t, sum_dy);
-    let dgamma = workgroup_sum(t, sum_dy_xhat);
-    if (t == 0u) {
-        grads[shape.gamma_offset + c] = dgamma;
-        grads[shape.gamma_offset + channels + c] = dbeta;
+    return vec2<f32>(dbeta, workgroup_sum(t, sum_dy_xhat));
+}
+
+fn write_gradients(c: u32, sums: vec2<f32>) {
+    grads[shape.gamma_offset + c] = sums.y;
+    grads[shape.gamma_offset + shape.channels + c] = sums.x;
+}
+
+// dgamma and dbeta (overwritten, by the channel's first slice), then dx of the slice.
+@compute @workgroup_size(STAT_LANES)
+fn backward(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+            @builtin(local_invocation_index) t: u32) {
+    let at = channel_slice(workgroup, groups);
+    let c = at.x;
+    let channels = shape.channels;
+    if (c >= channels) {
+        return;
+    }
+    let sums = gradient_sums(c, t);
+    if (at.y == 0u && t == 0u) {
+        write_gradients(c, sums);
+    }
+    let m = step.batch_size * shape.pixels;
+    let mean = stats[c];
+    let inv = inv_std(stats[channels + c]);
+    let scale = inv * params[shape.gamma_offset + c];
+    for (var p = at.y * STAT_LANES + t; p < m; p += shape.slices * STAT_LANES) {
+        let i = p * channels + c;
+        let xhat = (x[i] - mean) * inv;
+        dx[i] = scale * (dy[i] - (sums.x + xhat * sums.y) / f32(m));
     }
 }
 
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = linear_index(gid, groups);
-    let m = step.batch_size * shape.pixels;
-    if (i >= m * shape.channels) {
+// The first layer's: dgamma and dbeta alone (no dx), one workgroup per channel.
+@compute @workgroup_size(STAT_LANES)
+fn backward_reduce(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+                   @builtin(local_invocation_index) t: u32) {
+    let c = workgroup.x + workgroup.y * groups.x;
+    if (c >= shape.channels) {
         return;
     }
-    let c = i % shape.channels;
-    let inv = inv_std(c);
-    let xhat = (x[i] - stats[c]) * inv;
-    let dgamma = grads[shape.gamma_offset + c];
-    let dbeta = grads[shape.gamma_offset + shape.channels + c];
-    dx[i] = inv * params[shape.gamma_offset + c] * (dy[i] - (dbeta + xhat * dgamma) / f32(m));
+    let sums = gradient_sums(c, t);
+    if (t == 0u) {
+        write_gradients(c, sums);
+    }
 }

@@ -12,8 +12,9 @@
 //! `dx = inv·(dy − (dβ + x̂·dγ) / M)`.
 //!
 //! γ and β are trainable (Adam, in `params`); the moving statistics are not (in `state`, saved in
-//! checkpoints). The CPU sums in f64; the GPU in f32, one workgroup per channel with a fixed-
-//! order tree (no atomics: the same bits every run).
+//! checkpoints). The CPU sums in f64; the GPU in f32, each workgroup a channel's whole sums with
+//! a fixed-order tree (no atomics: the same bits every run), then its slice of the channel's
+//! outputs, so that each pass is one dispatch ([`NormShape::slices`]).
 //!
 //! A training forward pass needs the whole batch (its statistics), so a model with this layer
 //! runs each step of the fast CPU engine as one pass of the whole batch, layer by layer
@@ -46,6 +47,13 @@ pub const EPSILON: f32 = 1e-3;
 pub fn one_minus_momentum() -> f32 {
     (1.0 - f64::from(MOMENTUM)) as f32
 }
+
+/// Lanes of the reduction workgroups (`STAT_LANES` in `shaders/batch_norm.wgsl`).
+pub const STAT_LANES: usize = 256;
+/// On a hardware GPU: the most workgroups per channel, and about how many workgroups the
+/// channels should have between them ([`NormShape::with_slices`]).
+pub const GPU_SLICES: usize = 4;
+pub const GPU_WORKGROUPS: usize = 128;
 
 /// `bn`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,7 +107,9 @@ pub struct NormShape {
     pub epsilon: f32,
     pub momentum: f32,
     pub one_minus_momentum: f32,
-    pub _pad: u32,
+    /// Workgroups that share a channel: each sums the whole channel, then writes its slice
+    /// ([`NormShape::with_slices`]).
+    pub slices: u32,
 }
 
 impl NormShape {
@@ -117,8 +127,23 @@ impl NormShape {
             epsilon: EPSILON,
             momentum: MOMENTUM,
             one_minus_momentum: one_minus_momentum(),
-            _pad: 0,
+            slices: 1,
         }
+    }
+
+    /// The shape with the workgroups per channel `tuning` wants for batches of `batch`. On a
+    /// software adapter one: a few threads run every workgroup, and more would sum each channel
+    /// again for nothing. On a GPU up to [`GPU_SLICES`], until the channels have about
+    /// [`GPU_WORKGROUPS`] workgroups between them, and no slice holds fewer values than a
+    /// workgroup has lanes: each slice sums the whole channel again (L2 traffic) so that more
+    /// workgroups share the writes.
+    pub fn with_slices(self, tuning: Tuning, batch: usize) -> Self {
+        let values = batch * self.pixels as usize;
+        let slices = match tuning {
+            Tuning::Software => 1,
+            Tuning::Hardware => (GPU_WORKGROUPS / self.channels()).clamp(1, GPU_SLICES).min((values / STAT_LANES).max(1)),
+        };
+        NormShape { slices: slices as u32, ..self }
     }
 
     pub fn channels(&self) -> usize {
@@ -264,19 +289,29 @@ pub static SHADER: Shader = Shader {
     own: shader_own!("batch_norm.wgsl"),
     entry_points: &[
         EntryPoint {
-            name: "statistics",
-            bindings: &[uniform(0, "step"), uniform(1, "shape"), read(2, "x"), read_write(4, "state"), read_write(5, "stats")],
-        },
-        EntryPoint {
             name: "forward",
             bindings: &[
                 uniform(0, "step"),
                 uniform(1, "shape"),
                 read(2, "x"),
                 read(3, "params"),
+                read_write(4, "state"),
                 read_write(5, "stats"),
                 read_write(6, "y"),
                 uniform(15, "epilogue"),
+            ],
+        },
+        EntryPoint {
+            name: "backward",
+            bindings: &[
+                uniform(0, "step"),
+                uniform(1, "shape"),
+                read(2, "x"),
+                read(3, "params"),
+                read_write(5, "stats"),
+                read(7, "dy"),
+                read_write(8, "grads"),
+                read_write(9, "dx"),
             ],
         },
         EntryPoint {
@@ -288,19 +323,6 @@ pub static SHADER: Shader = Shader {
                 read_write(5, "stats"),
                 read(7, "dy"),
                 read_write(8, "grads"),
-            ],
-        },
-        EntryPoint {
-            name: "backward_input",
-            bindings: &[
-                uniform(0, "step"),
-                uniform(1, "shape"),
-                read(2, "x"),
-                read(3, "params"),
-                read_write(5, "stats"),
-                read(7, "dy"),
-                read_write(8, "grads"),
-                read_write(9, "dx"),
             ],
         },
     ],
@@ -317,9 +339,8 @@ impl HiddenLayer for BatchNorm {
     }
 
     fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuLayer<'_>) -> Result<LayerPass> {
-        let s = NormShape::for_layer(c.at);
+        let s = NormShape::for_layer(c.at).with_slices(gpu.tuning, c.batch);
         let device = gpu.kernels.device();
-        let kernel = |entry: &str| gpu.kernels.get(&SHADER, entry, &[]);
         let shape = uniform_buffer(device, "batch norm shape", &s);
         let channels = s.channels();
         let stats_buffer = gpu::storage_buffer(device, "batch norm statistics", floats(2 * channels))?;
@@ -329,33 +350,33 @@ impl HiddenLayer for BatchNorm {
         let params = arg("params", gpu.params, floats(s.beta().end));
         let state = arg("state", gpu.state, floats(s.moving_variance().end));
         let stats = arg("stats", &stats_buffer, floats(2 * channels));
-        let (per_channel, per_element) = (Grid::Workgroups(channels as u64), Grid::Invocations(len as u64));
+        let sliced = Grid::Workgroups((channels * s.slices as usize) as u64);
         let mut pass = LayerPass::default();
-        pass.forward.push(Dispatch::new(device, &kernel("statistics")?, &[step, shape_arg, x, state, stats], per_channel)?);
         let epilogue = epilogue_uniform(gpu);
         pass.forward.push(Dispatch::new(
             device,
             &gpu.kernels.get(&SHADER, "forward", &epilogue_constants(gpu))?,
-            &[step, shape_arg, x, params, stats, arg("y", gpu.y, bytes), arg("epilogue", &epilogue, 32)],
-            per_element,
+            &[step, shape_arg, x, params, state, stats, arg("y", gpu.y, bytes), arg("epilogue", &epilogue, 32)],
+            sliced,
         )?);
         pass.buffers.push(epilogue);
         if let Some(g) = gpu.backward {
             let (dy, grads) = (arg("dy", g.dy, bytes), arg("grads", g.grads, floats(s.beta().end)));
-            pass.backward.push(Dispatch::new(
-                device,
-                &kernel("backward_reduce")?,
-                &[step, shape_arg, x, stats, dy, grads],
-                per_channel,
-            )?);
-            if let Some(dx) = g.dx {
-                pass.backward.push(Dispatch::new(
+            let kernel = |entry: &str| gpu.kernels.get(&SHADER, entry, &[]);
+            pass.backward.push(match g.dx {
+                Some(dx) => Dispatch::new(
                     device,
-                    &kernel("backward_input")?,
+                    &kernel("backward")?,
                     &[step, shape_arg, x, params, stats, dy, grads, arg("dx", dx, bytes)],
-                    per_element,
-                )?);
-            }
+                    sliced,
+                )?,
+                None => Dispatch::new(
+                    device,
+                    &kernel("backward_reduce")?,
+                    &[step, shape_arg, x, stats, dy, grads],
+                    Grid::Workgroups(channels as u64),
+                )?,
+            });
         }
         pass.buffers.extend([shape, stats_buffer]);
         Ok(pass)
@@ -374,21 +395,33 @@ impl HiddenLayer for BatchNorm {
 }
 
 /// The GPU's statistics, normalisation, moving statistics and gradients against the reference,
-/// on a partial batch, with the layer's tensors at offsets past others'.
+/// on partial batches, with the layer's tensors at offsets past others': with this adapter's
+/// slices per channel and a GPU's (several), and as a first layer (no dx: `backward_reduce`).
 pub fn checks(ctx: &GpuContext) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
-    for (input, batch, used) in [([5, 6, 7], 4, 3), ([1, 1, 10], 5, 5), ([16, 16, 16], 8, 8)] {
+    let adapter = Tuning::for_adapter(&ctx.info);
+    let cases = [
+        ([5, 6, 7], 4, 3, adapter, false),
+        ([1, 1, 10], 5, 5, adapter, false),
+        ([16, 16, 16], 8, 8, adapter, false),
+        ([16, 16, 16], 8, 7, Tuning::Hardware, false),
+        ([5, 6, 7], 4, 4, adapter, true),
+    ];
+    for (input, batch, used, tuning, first) in cases {
         let at = LayerAt::place(&BatchNorm, 3, "batch_normalization".into(), input, 12, 6).map_err(Error::invalid)?;
+        let slices = NormShape::for_layer(&at).with_slices(tuning, batch).slices;
+        let role = if first { ", first layer" } else { "" };
+        let plural = |n: u32| if n == 1 { "" } else { "s" };
         checks.extend(selftest::hidden_layer(
             ctx,
             &HiddenCheck {
-                name: format!("batch norm {input:?}, batch {used}/{batch}"),
+                name: format!("batch norm {input:?}, batch {used}/{batch}, {slices} slice{}{role}", plural(slices)),
                 layer: &BatchNorm,
                 at: &at,
                 batch,
                 used,
-                first: false,
-                tuning: Tuning::for_adapter(&ctx.info),
+                first,
+                tuning,
                 naive: false,
                 run: Default::default(),
                 seed: 77 + input[2] as u64,
@@ -398,4 +431,31 @@ pub fn checks(ctx: &GpuContext) -> Result<Vec<Check>> {
         )?);
     }
     Ok(checks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shaders::WorkgroupDimension;
+
+    #[test]
+    fn every_kernel_has_stat_lanes_lanes() {
+        let manifest = crate::shaders::manifest().unwrap();
+        let shader = manifest.iter().find(|s| s.name == SHADER.name).unwrap();
+        for entry in &shader.entry_points {
+            assert_eq!(entry.workgroup_size[0], WorkgroupDimension::Fixed(STAT_LANES as u32), "{}", entry.name);
+        }
+    }
+
+    #[test]
+    fn slices_are_one_on_software_and_a_few_on_a_gpu() {
+        let at = |input| LayerAt::place(&BatchNorm, 0, "bn".into(), input, 0, 0).unwrap();
+        let slices = |input, tuning, batch| NormShape::for_layer(&at(input)).with_slices(tuning, batch).slices;
+        assert_eq!(slices([32, 32, 16], Tuning::Software, 128), 1);
+        assert_eq!(slices([32, 32, 16], Tuning::Hardware, 128), 4);
+        assert_eq!(slices([8, 8, 64], Tuning::Hardware, 128), 2);
+        assert_eq!(slices([8, 8, 256], Tuning::Hardware, 128), 1);
+        // No slice shorter than a workgroup: 2·100 values are one slice.
+        assert_eq!(slices([10, 10, 16], Tuning::Hardware, 2), 1);
+    }
 }
