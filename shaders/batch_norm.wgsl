@@ -4,28 +4,32 @@
 // epilogue.wgsl (a layer absorbed after it).
 //
 // Bindings (group 0)                                                          used by
-//   0  step    uniform Step                                                   all
-//   1  shape   uniform NormShape                                              all
-//   2  x       storage, read        input [N, H, W, C]                        all
-//   3  params  storage, read        gamma [C], beta [C] at their offsets      forward, backward
-//   4  state   storage, read_write  moving_mean [C], moving_variance [C]      forward
-//   5  stats   storage, read_write  this pass's [mean [C], variance [C]]      forward writes, the rest read
-//   6  y       storage, read_write  output, shaped like x                     forward
-//   7  dy      storage, read        dL/dy                                     backward*
-//   8  grads   storage, read_write  flat gradients: dgamma, dbeta             backward* write
-//   9  dx      storage, read_write  dL/dx                                     backward
-//  15  epilogue                         (epilogue.wgsl)                           forward
+//   0  step      uniform Step                                                 all
+//   1  shape     uniform NormShape                                            all
+//   2  x         storage, read        input [N, H, W, C]                      all
+//   3  params    storage, read        gamma [C], beta [C] at their offsets    forward, backward
+//   4  state     storage, read_write  moving_mean [C], moving_variance [C]    forward
+//   5  stats     storage, read_write  this pass's [mean [C], variance [C]]    forward writes, the rest read
+//   6  y         storage, read_write  output, shaped like x                   forward
+//   7  dy        storage, read        dL/dy                                   backward_partials, backward*
+//   8  grads     storage, read_write  flat gradients: dgamma, dbeta           backward* write
+//   9  dx        storage, read_write  dL/dx                                   backward
+//  10  partials  storage, read_write  per block of pixels and channel:        moments, backward_partials write,
+//                                     [blocks, C, 2]                          forward, backward* read
+//  15  epilogue                           (epilogue.wgsl)                         forward
 //
 // Per channel c, over its M = N·H·W values:  mean = Σx / M,  variance = Σ(x − mean)² / M (biased,
 // as Keras), inv = gamma / √(variance + ε),  y = x·inv + (beta − mean·inv)  (TensorFlow's order).
 // Backward, with x̂ = (x − mean) / √(variance + ε):  dbeta = Σdy,  dgamma = Σdy·x̂,
 // dx = inv · (dy − (dbeta + x̂·dgamma) / M).
-// Each pass is one dispatch: the per-element step needs the whole channel's sums, so the
-// workgroups that write a channel's elements each compute those sums themselves rather than
-// wait for a dispatch that has. shape.slices workgroups share a channel: each sums all of it
-// (each lane every STAT_LANES-th value, then a fixed-order tree: no atomics, the same bits in
-// every workgroup and every run) and then writes its slice of the outputs. One slice on a
-// software adapter; a few on a GPU, so that more workgroups write (src/layers/batch_norm).
+//
+// Two dispatches a pass, both over every channel at once with loads that follow memory: the
+// first sums blocks of shape.block_rows pixels (`moments`: each block's mean and Σ(x − its
+// mean)², two passes over it; `backward_partials`: Σdy and Σdy·x̂), the second combines the
+// blocks in their order (Chan's pairwise update for the moments) and writes each element.
+// No atomics: the same bits every run. Lanes are (channel, row): lane t takes channel
+// c0 + t % CH of each chunk of CH = min(C, STAT_LANES) channels starting at c0, and every
+// L-th pixel row from t / CH, L = STAT_LANES / CH; a warp's loads are then consecutive floats.
 
 struct NormShape {
     channels: u32,
@@ -35,7 +39,10 @@ struct NormShape {
     epsilon: f32,
     momentum: f32,
     one_minus_momentum: f32,
-    slices: u32,            // workgroups per channel
+    block_rows: u32,        // pixel rows (n, h, w) per block of the partial sums
+    blocks: u32,            // blocks of the bound batch: ceil(batch · pixels / block_rows)
+    workgroup_rows: u32,    // pixel rows per workgroup of forward and backward
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -48,30 +55,122 @@ struct NormShape {
 @group(0) @binding(7) var<storage, read> dy: array<f32>;
 @group(0) @binding(8) var<storage, read_write> grads: array<f32>;
 @group(0) @binding(9) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(10) var<storage, read_write> partials: array<f32>;
 
 const STAT_LANES: u32 = 256u;
 var<workgroup> part: array<f32, STAT_LANES>;
+var<workgroup> channel_totals: array<f32, STAT_LANES>;   // [channel in the chunk]
 
-// The sum of every lane's `value`, in a fixed order; every lane gets it.
-fn workgroup_sum(t: u32, value: f32) -> f32 {
+// Lane t's place: its channel in the chunk, its first row and the row step; whether it has a
+// channel (lanes past CH·L, or past the last channel of a short last chunk, have none).
+struct Lane {
+    channel: u32,
+    row: u32,
+    rows_step: u32,
+    working: bool,
+}
+
+fn chunk_width() -> u32 {
+    return min(shape.channels, STAT_LANES);
+}
+
+fn lane(t: u32, c0: u32) -> Lane {
+    let width = chunk_width();
+    let step_rows = STAT_LANES / width;
+    let c = c0 + t % width;
+    return Lane(c, t / width, step_rows, t < width * step_rows && c < shape.channels);
+}
+
+// Pixel rows of the batch this step, and the rows of block b among them.
+fn batch_rows() -> u32 {
+    return step.batch_size * shape.pixels;
+}
+
+fn block_range(b: u32) -> vec2<u32> {
+    let rows = batch_rows();
+    return vec2<u32>(min(b * shape.block_rows, rows), min((b + 1u) * shape.block_rows, rows));
+}
+
+// The sum of `value` over the lanes of lane t's channel (in lane order), in every lane of it.
+// Called by every lane (it holds barriers).
+fn channel_sum(t: u32, l: Lane, value: f32) -> f32 {
     part[t] = value;
     workgroupBarrier();
-    for (var half = STAT_LANES / 2u; half > 0u; half >>= 1u) {
-        if (t < half) {
-            part[t] += part[t + half];
+    let width = chunk_width();
+    if (l.working && l.row == 0u) {
+        var total = 0.0;
+        for (var k = 0u; k < l.rows_step; k++) {
+            total += part[t + k * width];
         }
-        workgroupBarrier();
+        channel_totals[t] = total;
     }
-    let total = part[0];
+    workgroupBarrier();
+    let total = channel_totals[t % width];
     workgroupBarrier();
     return total;
 }
 
-// Workgroup w's channel and slice (the same for the whole workgroup, so the branches on them keep
-// the barriers in uniform control flow).
-fn channel_slice(workgroup: vec3<u32>, groups: vec3<u32>) -> vec2<u32> {
-    let w = workgroup.x + workgroup.y * groups.x;
-    return vec2<u32>(w / shape.slices, w % shape.slices);
+// Workgroup w of a 2-D grid.
+fn workgroup_index(workgroup: vec3<u32>, groups: vec3<u32>) -> u32 {
+    return workgroup.x + workgroup.y * groups.x;
+}
+
+// Training, one workgroup per block: the block's mean and Σ(x − its mean)² per channel
+// (nothing at inference, which normalises with the moving statistics).
+@compute @workgroup_size(STAT_LANES)
+fn moments(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+           @builtin(local_invocation_index) t: u32) {
+    let b = workgroup_index(workgroup, groups);
+    if (b >= shape.blocks || step.training == 0u) {
+        return;
+    }
+    let range = block_range(b);
+    let count = f32(range.y - range.x);
+    let channels = shape.channels;
+    for (var c0 = 0u; c0 < channels; c0 += chunk_width()) {
+        let l = lane(t, c0);
+        var sum = 0.0;
+        if (l.working) {
+            for (var r = range.x + l.row; r < range.y; r += l.rows_step) {
+                sum += x[r * channels + l.channel];
+            }
+        }
+        let mean = channel_sum(t, l, sum) / max(count, 1.0);
+        var squares = 0.0;
+        if (l.working) {
+            for (var r = range.x + l.row; r < range.y; r += l.rows_step) {
+                let d = x[r * channels + l.channel] - mean;
+                squares += d * d;
+            }
+        }
+        let m2 = channel_sum(t, l, squares);
+        if (l.working && l.row == 0u) {
+            partials[(b * channels + l.channel) * 2u] = mean;
+            partials[(b * channels + l.channel) * 2u + 1u] = m2;
+        }
+    }
+}
+
+// The batch's mean and variance of channel c from the blocks' moments, combined in block order
+// (Chan et al.'s pairwise update; empty blocks of a partial batch skipped).
+fn batch_moments(c: u32) -> vec2<f32> {
+    var count = 0.0;
+    var mean = 0.0;
+    var m2 = 0.0;
+    for (var b = 0u; b < shape.blocks; b++) {
+        let range = block_range(b);
+        let n = f32(range.y - range.x);
+        if (n == 0.0) {
+            break;
+        }
+        let block = (b * shape.channels + c) * 2u;
+        let delta = partials[block] - mean;
+        let total = count + n;
+        mean += delta * (n / total);
+        m2 += partials[block + 1u] + delta * delta * (count * n / total);
+        count = total;
+    }
+    return vec2<f32>(mean, m2 / count);
 }
 
 // 1 / √(variance + ε).
@@ -79,115 +178,132 @@ fn inv_std(variance: f32) -> f32 {
     return 1.0 / sqrt(variance + shape.epsilon);
 }
 
-// The batch's mean and variance of channel c, two passes over its values. Every lane gets them.
-fn batch_moments(c: u32, t: u32) -> vec2<f32> {
-    let channels = shape.channels;
-    let m = step.batch_size * shape.pixels;
-    var sum = 0.0;
-    for (var p = t; p < m; p += STAT_LANES) {
-        sum += x[p * channels + c];
-    }
-    let mean = workgroup_sum(t, sum) / f32(m);
-    var squares = 0.0;
-    for (var p = t; p < m; p += STAT_LANES) {
-        let d = x[p * channels + c] - mean;
-        squares += d * d;
-    }
-    return vec2<f32>(mean, workgroup_sum(t, squares) / f32(m));
-}
-
-// Training: normalises with the batch's mean and variance, which the channel's first slice also
-// writes into stats, moving the moving statistics towards them (once per step: the forward pass
-// of a training step). Inference: with the moving statistics, copied into stats.
+// Each workgroup its shape.workgroup_rows pixel rows. Training normalises with the batch's
+// moments, which workgroup 0 also writes into stats, moving the moving statistics towards them
+// (once per step: the forward pass of a training step); inference with the moving statistics,
+// copied into stats.
 @compute @workgroup_size(STAT_LANES)
 fn forward(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
            @builtin(local_invocation_index) t: u32) {
-    let at = channel_slice(workgroup, groups);
-    let c = at.x;
+    let w = workgroup_index(workgroup, groups);
     let channels = shape.channels;
-    if (c >= channels) {
-        return;
-    }
-    let moving_mean = shape.mean_offset + c;
-    let moving_variance = shape.mean_offset + channels + c;
-    var moments = vec2<f32>(state[moving_mean], state[moving_variance]);
-    if (step.training != 0u) {
-        moments = batch_moments(c, t);
-    }
-    if (at.y == 0u && t == 0u) {
-        stats[c] = moments.x;
-        stats[channels + c] = moments.y;
+    let first = w * shape.workgroup_rows;
+    let last = min(first + shape.workgroup_rows, batch_rows());
+    for (var c0 = 0u; c0 < channels; c0 += chunk_width()) {
+        let l = lane(t, c0);
+        if (!l.working) {
+            continue;
+        }
+        let c = l.channel;
+        let moving_mean = shape.mean_offset + c;
+        let moving_variance = shape.mean_offset + channels + c;
+        var moments = vec2<f32>(state[moving_mean], state[moving_variance]);
         if (step.training != 0u) {
-            state[moving_mean] = state[moving_mean] * shape.momentum + moments.x * shape.one_minus_momentum;
-            state[moving_variance] = state[moving_variance] * shape.momentum + moments.y * shape.one_minus_momentum;
+            moments = batch_moments(c);
+        }
+        if (w == 0u && l.row == 0u) {
+            stats[c] = moments.x;
+            stats[channels + c] = moments.y;
+            if (step.training != 0u) {
+                state[moving_mean] = state[moving_mean] * shape.momentum + moments.x * shape.one_minus_momentum;
+                state[moving_variance] = state[moving_variance] * shape.momentum + moments.y * shape.one_minus_momentum;
+            }
+        }
+        let inv = inv_std(moments.y) * params[shape.gamma_offset + c];
+        let shift = params[shape.gamma_offset + channels + c] - moments.x * inv;
+        for (var r = first + l.row; r < last; r += l.rows_step) {
+            let i = r * channels + c;
+            y[i] = apply_epilogue(x[i] * inv + shift, i);
         }
     }
-    let inv = inv_std(moments.y) * params[shape.gamma_offset + c];
-    let shift = params[shape.gamma_offset + channels + c] - moments.x * inv;
-    let m = step.batch_size * shape.pixels;
-    for (var p = at.y * STAT_LANES + t; p < m; p += shape.slices * STAT_LANES) {
-        let i = p * channels + c;
-        y[i] = apply_epilogue(x[i] * inv + shift, i);
-    }
 }
 
-// dbeta = Σdy and dgamma = Σdy·x̂ of channel c; every lane gets them.
-fn gradient_sums(c: u32, t: u32) -> vec2<f32> {
+// One workgroup per block: Σdy and Σdy·x̂ per channel.
+@compute @workgroup_size(STAT_LANES)
+fn backward_partials(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+                     @builtin(local_invocation_index) t: u32) {
+    let b = workgroup_index(workgroup, groups);
+    if (b >= shape.blocks) {
+        return;
+    }
+    let range = block_range(b);
     let channels = shape.channels;
-    let m = step.batch_size * shape.pixels;
-    let mean = stats[c];
-    let inv = inv_std(stats[channels + c]);
-    var sum_dy = 0.0;
-    var sum_dy_xhat = 0.0;
-    for (var p = t; p < m; p += STAT_LANES) {
-        let g = dy[p * channels + c];
-        sum_dy += g;
-        sum_dy_xhat += g * ((x[p * channels + c] - mean) * inv);
+    for (var c0 = 0u; c0 < channels; c0 += chunk_width()) {
+        let l = lane(t, c0);
+        var sum_dy = 0.0;
+        var sum_dy_xhat = 0.0;
+        if (l.working) {
+            let mean = stats[l.channel];
+            let inv = inv_std(stats[channels + l.channel]);
+            for (var r = range.x + l.row; r < range.y; r += l.rows_step) {
+                let i = r * channels + l.channel;
+                let g = dy[i];
+                sum_dy += g;
+                sum_dy_xhat += g * ((x[i] - mean) * inv);
+            }
+        }
+        let dbeta = channel_sum(t, l, sum_dy);
+        let dgamma = channel_sum(t, l, sum_dy_xhat);
+        if (l.working && l.row == 0u) {
+            partials[(b * channels + l.channel) * 2u] = dbeta;
+            partials[(b * channels + l.channel) * 2u + 1u] = dgamma;
+        }
     }
-    let dbeta = workgroup_sum(t, sum_dy);
-    return vec2<f32>(dbeta, workgroup_sum(t, sum_dy_xhat));
 }
 
-fn write_gradients(c: u32, sums: vec2<f32>) {
-    grads[shape.gamma_offset + c] = sums.y;
-    grads[shape.gamma_offset + shape.channels + c] = sums.x;
+// dbeta and dgamma of channel c: the blocks' sums, in block order.
+fn gradient_sums(c: u32) -> vec2<f32> {
+    var sums = vec2<f32>(0.0, 0.0);
+    for (var b = 0u; b < shape.blocks; b++) {
+        let block = (b * shape.channels + c) * 2u;
+        sums += vec2<f32>(partials[block], partials[block + 1u]);
+    }
+    return sums;
 }
 
-// dgamma and dbeta (overwritten, by the channel's first slice), then dx of the slice.
+// Workgroup 0's first lane of a channel writes its dgamma and dbeta (overwritten).
+fn write_gradients(w: u32, l: Lane, sums: vec2<f32>) {
+    if (w == 0u && l.row == 0u) {
+        grads[shape.gamma_offset + l.channel] = sums.y;
+        grads[shape.gamma_offset + shape.channels + l.channel] = sums.x;
+    }
+}
+
+// Each workgroup its shape.workgroup_rows pixel rows of dx; workgroup 0 also dgamma and dbeta.
 @compute @workgroup_size(STAT_LANES)
 fn backward(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
             @builtin(local_invocation_index) t: u32) {
-    let at = channel_slice(workgroup, groups);
-    let c = at.x;
+    let w = workgroup_index(workgroup, groups);
     let channels = shape.channels;
-    if (c >= channels) {
-        return;
-    }
-    let sums = gradient_sums(c, t);
-    if (at.y == 0u && t == 0u) {
-        write_gradients(c, sums);
-    }
-    let m = step.batch_size * shape.pixels;
-    let mean = stats[c];
-    let inv = inv_std(stats[channels + c]);
-    let scale = inv * params[shape.gamma_offset + c];
-    for (var p = at.y * STAT_LANES + t; p < m; p += shape.slices * STAT_LANES) {
-        let i = p * channels + c;
-        let xhat = (x[i] - mean) * inv;
-        dx[i] = scale * (dy[i] - (sums.x + xhat * sums.y) / f32(m));
+    let m = batch_rows();
+    let first = w * shape.workgroup_rows;
+    let last = min(first + shape.workgroup_rows, m);
+    for (var c0 = 0u; c0 < channels; c0 += chunk_width()) {
+        let l = lane(t, c0);
+        if (!l.working) {
+            continue;
+        }
+        let c = l.channel;
+        let sums = gradient_sums(c);
+        write_gradients(w, l, sums);
+        let mean = stats[c];
+        let inv = inv_std(stats[channels + c]);
+        let scale = inv * params[shape.gamma_offset + c];
+        for (var r = first + l.row; r < last; r += l.rows_step) {
+            let i = r * channels + c;
+            let xhat = (x[i] - mean) * inv;
+            dx[i] = scale * (dy[i] - (sums.x + xhat * sums.y) / f32(m));
+        }
     }
 }
 
-// The first layer's: dgamma and dbeta alone (no dx), one workgroup per channel.
+// The first layer's: dgamma and dbeta alone (no dx), one workgroup.
 @compute @workgroup_size(STAT_LANES)
-fn backward_reduce(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-                   @builtin(local_invocation_index) t: u32) {
-    let c = workgroup.x + workgroup.y * groups.x;
-    if (c >= shape.channels) {
-        return;
-    }
-    let sums = gradient_sums(c, t);
-    if (t == 0u) {
-        write_gradients(c, sums);
+fn backward_gradients(@builtin(local_invocation_index) t: u32) {
+    for (var c0 = 0u; c0 < shape.channels; c0 += chunk_width()) {
+        let l = lane(t, c0);
+        if (l.working) {
+            write_gradients(0u, l, gradient_sums(l.channel));
+        }
     }
 }

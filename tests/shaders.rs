@@ -175,6 +175,7 @@ macro_rules! assert_layout {
 fn training_uniforms_match_their_wgsl_structs() {
     use wgpu_cnn::adam::AdamShape;
     use wgpu_cnn::gather::GatherShape;
+    use wgpu_cnn::layers::batch_norm::NormShape;
     use wgpu_cnn::layers::dense_softmax::DenseShape;
     use wgpu_cnn::layers::dropout::DropoutShape;
     use wgpu_cnn::layers::maxpool2d::PoolShape;
@@ -216,6 +217,24 @@ fn training_uniforms_match_their_wgsl_structs() {
         [kind, rate, scale, seed, layer, slope, _pad, _pad + 4]
     );
     assert_layout!(shader("gather.wgsl").source, "GatherShape", GatherShape, [batch, sample_len, split_row, _pad]);
+    assert_layout!(
+        shader("batch_norm.wgsl").source,
+        "NormShape",
+        NormShape,
+        [
+            channels,
+            pixels,
+            gamma_offset,
+            mean_offset,
+            epsilon,
+            momentum,
+            one_minus_momentum,
+            block_rows,
+            blocks,
+            workgroup_rows,
+            _pad
+        ]
+    );
 }
 
 #[test]

@@ -12,9 +12,10 @@
 //! `dx = inv·(dy − (dβ + x̂·dγ) / M)`.
 //!
 //! γ and β are trainable (Adam, in `params`); the moving statistics are not (in `state`, saved in
-//! checkpoints). The CPU sums in f64; the GPU in f32, each workgroup a channel's whole sums with
-//! a fixed-order tree (no atomics: the same bits every run), then its slice of the channel's
-//! outputs, so that each pass is one dispatch ([`NormShape::slices`]).
+//! checkpoints). The CPU sums in f64; the GPU in f32, two dispatches a pass over every channel
+//! at once: partial sums per block of pixels, then their combination (Chan's pairwise update for
+//! the moments) in block order and each element (no atomics: the same bits every run;
+//! [`NormShape::for_batch`]).
 //!
 //! A training forward pass needs the whole batch (its statistics), so a model with this layer
 //! runs each step of the fast CPU engine as one pass of the whole batch, layer by layer
@@ -48,12 +49,12 @@ pub fn one_minus_momentum() -> f32 {
     (1.0 - f64::from(MOMENTUM)) as f32
 }
 
-/// Lanes of the reduction workgroups (`STAT_LANES` in `shaders/batch_norm.wgsl`).
+/// Lanes of every workgroup of `shaders/batch_norm.wgsl` (its `STAT_LANES`).
 pub const STAT_LANES: usize = 256;
-/// On a hardware GPU: the most workgroups per channel, and about how many workgroups the
-/// channels should have between them ([`NormShape::with_slices`]).
-pub const GPU_SLICES: usize = 4;
-pub const GPU_WORKGROUPS: usize = 128;
+/// About how many blocks of pixel rows the partial sums split a batch into.
+pub const PARTIAL_BLOCKS: usize = 32;
+/// Pixel rows of one channel each lane of the per-element kernels writes.
+pub const ROWS_PER_LANE: usize = 32;
 
 /// `bn`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,9 +108,12 @@ pub struct NormShape {
     pub epsilon: f32,
     pub momentum: f32,
     pub one_minus_momentum: f32,
-    /// Workgroups that share a channel: each sums the whole channel, then writes its slice
-    /// ([`NormShape::with_slices`]).
-    pub slices: u32,
+    /// Pixel rows per block of the partial sums, the blocks of the bound batch, and the rows of
+    /// each workgroup of the per-element kernels ([`NormShape::for_batch`]).
+    pub block_rows: u32,
+    pub blocks: u32,
+    pub workgroup_rows: u32,
+    pub _pad: u32,
 }
 
 impl NormShape {
@@ -127,23 +131,33 @@ impl NormShape {
             epsilon: EPSILON,
             momentum: MOMENTUM,
             one_minus_momentum: one_minus_momentum(),
-            slices: 1,
+            block_rows: 0,
+            blocks: 0,
+            workgroup_rows: 0,
+            _pad: 0,
         }
     }
 
-    /// The shape with the workgroups per channel `tuning` wants for batches of `batch`. On a
-    /// software adapter one: a few threads run every workgroup, and more would sum each channel
-    /// again for nothing. On a GPU up to [`GPU_SLICES`], until the channels have about
-    /// [`GPU_WORKGROUPS`] workgroups between them, and no slice holds fewer values than a
-    /// workgroup has lanes: each slice sums the whole channel again (L2 traffic) so that more
-    /// workgroups share the writes.
-    pub fn with_slices(self, tuning: Tuning, batch: usize) -> Self {
-        let values = batch * self.pixels as usize;
-        let slices = match tuning {
-            Tuning::Software => 1,
-            Tuning::Hardware => (GPU_WORKGROUPS / self.channels()).clamp(1, GPU_SLICES).min((values / STAT_LANES).max(1)),
-        };
-        NormShape { slices: slices as u32, ..self }
+    /// The shape with the GPU's blocks for batches of `batch`: about [`PARTIAL_BLOCKS`] blocks
+    /// of pixel rows, each summed by one workgroup with loads that follow memory (few enough that
+    /// each per-element workgroup combines them all cheaply), and [`ROWS_PER_LANE`] rows of one
+    /// channel per lane in the per-element kernels (their workgroups combine the blocks' sums
+    /// once for that many elements).
+    pub fn for_batch(self, batch: usize) -> Self {
+        let rows = (batch * self.pixels as usize).max(1);
+        let block_rows = rows.div_ceil(PARTIAL_BLOCKS);
+        let lanes_per_channel = STAT_LANES / self.channels().clamp(1, STAT_LANES);
+        NormShape {
+            block_rows: block_rows as u32,
+            blocks: rows.div_ceil(block_rows) as u32,
+            workgroup_rows: (lanes_per_channel * ROWS_PER_LANE) as u32,
+            ..self
+        }
+    }
+
+    /// Workgroups of the per-element kernels for batches of `batch`.
+    pub fn workgroups(&self, batch: usize) -> usize {
+        (batch * self.pixels as usize).div_ceil(self.workgroup_rows.max(1) as usize)
     }
 
     pub fn channels(&self) -> usize {
@@ -289,6 +303,10 @@ pub static SHADER: Shader = Shader {
     own: shader_own!("batch_norm.wgsl"),
     entry_points: &[
         EntryPoint {
+            name: "moments",
+            bindings: &[uniform(0, "step"), uniform(1, "shape"), read(2, "x"), read_write(10, "partials")],
+        },
+        EntryPoint {
             name: "forward",
             bindings: &[
                 uniform(0, "step"),
@@ -298,7 +316,19 @@ pub static SHADER: Shader = Shader {
                 read_write(4, "state"),
                 read_write(5, "stats"),
                 read_write(6, "y"),
+                read_write(10, "partials"),
                 uniform(15, "epilogue"),
+            ],
+        },
+        EntryPoint {
+            name: "backward_partials",
+            bindings: &[
+                uniform(0, "step"),
+                uniform(1, "shape"),
+                read(2, "x"),
+                read_write(5, "stats"),
+                read(7, "dy"),
+                read_write(10, "partials"),
             ],
         },
         EntryPoint {
@@ -312,18 +342,12 @@ pub static SHADER: Shader = Shader {
                 read(7, "dy"),
                 read_write(8, "grads"),
                 read_write(9, "dx"),
+                read_write(10, "partials"),
             ],
         },
         EntryPoint {
-            name: "backward_reduce",
-            bindings: &[
-                uniform(0, "step"),
-                uniform(1, "shape"),
-                read(2, "x"),
-                read_write(5, "stats"),
-                read(7, "dy"),
-                read_write(8, "grads"),
-            ],
+            name: "backward_gradients",
+            bindings: &[uniform(1, "shape"), read_write(8, "grads"), read_write(10, "partials")],
         },
     ],
 };
@@ -339,46 +363,57 @@ impl HiddenLayer for BatchNorm {
     }
 
     fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuLayer<'_>) -> Result<LayerPass> {
-        let s = NormShape::for_layer(c.at).with_slices(gpu.tuning, c.batch);
+        let s = NormShape::for_layer(c.at).for_batch(c.batch);
         let device = gpu.kernels.device();
         let shape = uniform_buffer(device, "batch norm shape", &s);
         let channels = s.channels();
         let stats_buffer = gpu::storage_buffer(device, "batch norm statistics", floats(2 * channels))?;
+        let partials_len = 2 * channels * s.blocks as usize;
+        let partials_buffer = gpu::storage_buffer(device, "batch norm partial sums", floats(partials_len))?;
         let len = c.batch * c.at.input_len();
-        let (step, shape_arg, bytes) = (arg("step", gpu.step, 32), arg("shape", &shape, 32), floats(len));
+        let size = std::mem::size_of::<NormShape>() as u64;
+        let (step, shape_arg, bytes) = (arg("step", gpu.step, 32), arg("shape", &shape, size), floats(len));
         let x = arg("x", gpu.x, bytes);
         let params = arg("params", gpu.params, floats(s.beta().end));
         let state = arg("state", gpu.state, floats(s.moving_variance().end));
         let stats = arg("stats", &stats_buffer, floats(2 * channels));
-        let sliced = Grid::Workgroups((channels * s.slices as usize) as u64);
+        let partials = arg("partials", &partials_buffer, floats(partials_len));
+        let (blocks, elements) = (Grid::Workgroups(u64::from(s.blocks)), Grid::Workgroups(s.workgroups(c.batch) as u64));
+        let kernel = |entry: &str| gpu.kernels.get(&SHADER, entry, &[]);
         let mut pass = LayerPass::default();
+        pass.forward.push(Dispatch::new(device, &kernel("moments")?, &[step, shape_arg, x, partials], blocks)?);
         let epilogue = epilogue_uniform(gpu);
         pass.forward.push(Dispatch::new(
             device,
             &gpu.kernels.get(&SHADER, "forward", &epilogue_constants(gpu))?,
-            &[step, shape_arg, x, params, state, stats, arg("y", gpu.y, bytes), arg("epilogue", &epilogue, 32)],
-            sliced,
+            &[step, shape_arg, x, params, state, stats, arg("y", gpu.y, bytes), partials, arg("epilogue", &epilogue, 32)],
+            elements,
         )?);
         pass.buffers.push(epilogue);
         if let Some(g) = gpu.backward {
             let (dy, grads) = (arg("dy", g.dy, bytes), arg("grads", g.grads, floats(s.beta().end)));
-            let kernel = |entry: &str| gpu.kernels.get(&SHADER, entry, &[]);
+            pass.backward.push(Dispatch::new(
+                device,
+                &kernel("backward_partials")?,
+                &[step, shape_arg, x, stats, dy, partials],
+                blocks,
+            )?);
             pass.backward.push(match g.dx {
                 Some(dx) => Dispatch::new(
                     device,
                     &kernel("backward")?,
-                    &[step, shape_arg, x, params, stats, dy, grads, arg("dx", dx, bytes)],
-                    sliced,
+                    &[step, shape_arg, x, params, stats, dy, grads, arg("dx", dx, bytes), partials],
+                    elements,
                 )?,
                 None => Dispatch::new(
                     device,
-                    &kernel("backward_reduce")?,
-                    &[step, shape_arg, x, stats, dy, grads],
-                    Grid::Workgroups(channels as u64),
+                    &kernel("backward_gradients")?,
+                    &[shape_arg, grads, partials],
+                    Grid::Workgroups(1),
                 )?,
             });
         }
-        pass.buffers.extend([shape, stats_buffer]);
+        pass.buffers.extend([shape, stats_buffer, partials_buffer]);
         Ok(pass)
     }
 
@@ -395,33 +430,34 @@ impl HiddenLayer for BatchNorm {
 }
 
 /// The GPU's statistics, normalisation, moving statistics and gradients against the reference,
-/// on partial batches, with the layer's tensors at offsets past others': with this adapter's
-/// slices per channel and a GPU's (several), and as a first layer (no dx: `backward_reduce`).
+/// on partial batches, with the layer's tensors at offsets past others': of one block and of
+/// many (a partial batch leaves some empty), channels that share a chunk's lanes unevenly (7,
+/// 10) and more channels than a workgroup has lanes (300), and as a first layer (no dx).
 pub fn checks(ctx: &GpuContext) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
-    let adapter = Tuning::for_adapter(&ctx.info);
     let cases = [
-        ([5, 6, 7], 4, 3, adapter, false),
-        ([1, 1, 10], 5, 5, adapter, false),
-        ([16, 16, 16], 8, 8, adapter, false),
-        ([16, 16, 16], 8, 7, Tuning::Hardware, false),
-        ([5, 6, 7], 4, 4, adapter, true),
+        ([5, 6, 7], 4, 3, false),
+        ([1, 1, 10], 5, 5, false),
+        ([16, 16, 16], 8, 8, false),
+        ([16, 16, 16], 8, 5, false),
+        ([2, 3, 300], 3, 2, false),
+        ([5, 6, 7], 4, 4, true),
     ];
-    for (input, batch, used, tuning, first) in cases {
+    for (input, batch, used, first) in cases {
         let at = LayerAt::place(&BatchNorm, 3, "batch_normalization".into(), input, 12, 6).map_err(Error::invalid)?;
-        let slices = NormShape::for_layer(&at).with_slices(tuning, batch).slices;
+        let blocks = NormShape::for_layer(&at).for_batch(batch).blocks;
         let role = if first { ", first layer" } else { "" };
         let plural = |n: u32| if n == 1 { "" } else { "s" };
         checks.extend(selftest::hidden_layer(
             ctx,
             &HiddenCheck {
-                name: format!("batch norm {input:?}, batch {used}/{batch}, {slices} slice{}{role}", plural(slices)),
+                name: format!("batch norm {input:?}, batch {used}/{batch}, {blocks} block{}{role}", plural(blocks)),
                 layer: &BatchNorm,
                 at: &at,
                 batch,
                 used,
                 first,
-                tuning,
+                tuning: Tuning::for_adapter(&ctx.info),
                 naive: false,
                 run: Default::default(),
                 seed: 77 + input[2] as u64,
@@ -448,14 +484,17 @@ mod tests {
     }
 
     #[test]
-    fn slices_are_one_on_software_and_a_few_on_a_gpu() {
+    fn blocks_cover_the_batch() {
         let at = |input| LayerAt::place(&BatchNorm, 0, "bn".into(), input, 0, 0).unwrap();
-        let slices = |input, tuning, batch| NormShape::for_layer(&at(input)).with_slices(tuning, batch).slices;
-        assert_eq!(slices([32, 32, 16], Tuning::Software, 128), 1);
-        assert_eq!(slices([32, 32, 16], Tuning::Hardware, 128), 4);
-        assert_eq!(slices([8, 8, 64], Tuning::Hardware, 128), 2);
-        assert_eq!(slices([8, 8, 256], Tuning::Hardware, 128), 1);
-        // No slice shorter than a workgroup: 2·100 values are one slice.
-        assert_eq!(slices([10, 10, 16], Tuning::Hardware, 2), 1);
+        for (input, batch) in [([32, 32, 16], 128), ([8, 8, 32], 128), ([1, 1, 10], 5), ([3, 3, 300], 1), ([1, 1, 1], 1)] {
+            let s = NormShape::for_layer(&at(input)).for_batch(batch);
+            let rows = batch * input[0] * input[1];
+            let (block_rows, blocks) = (s.block_rows as usize, s.blocks as usize);
+            assert!(blocks <= PARTIAL_BLOCKS && block_rows * blocks >= rows, "{input:?}: {s:?}");
+            assert!(block_rows * (blocks - 1) < rows, "no empty block: {input:?}: {s:?}");
+            assert!(s.workgroups(batch) * s.workgroup_rows as usize >= rows);
+        }
+        // 16 channels: 16 lanes each, 32 rows a lane.
+        assert_eq!(NormShape::for_layer(&at([32, 32, 16])).for_batch(128).workgroup_rows, 512);
     }
 }
