@@ -270,6 +270,17 @@ fn conv2d_shapes_set_exactly_the_overrides_the_shaders_declare() {
 }
 
 #[test]
+fn batch_norm_s_kernels_have_the_lanes_its_rust_side_sizes_them_by() {
+    use wgpu_cnn::layers::batch_norm::{SHADER, STAT_LANES};
+    use wgpu_cnn::shaders::{manifest, WorkgroupDimension};
+    let manifest = manifest().unwrap();
+    let shader = manifest.iter().find(|s| s.name == SHADER.name).unwrap();
+    for entry in &shader.entry_points {
+        assert_eq!(entry.workgroup_size[0], WorkgroupDimension::Fixed(STAT_LANES as u32), "{}", entry.name);
+    }
+}
+
+#[test]
 fn the_manifest_gives_every_shader_with_its_workgroup_sizes_bindings_and_overrides() {
     use wgpu_cnn::shaders::{manifest, WorkgroupDimension};
     let manifest = manifest().unwrap();
