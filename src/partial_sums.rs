@@ -140,7 +140,7 @@ pub fn bind(
 }
 
 /// Three segments (one of a single chunk, gaps between them in both buffers) against
-/// [`reference`], the gradients outside them untouched.
+/// [`reference()`], the gradients outside them untouched.
 pub fn checks(ctx: &GpuContext) -> Result<Vec<Check>> {
     let mut rng = Rng::new(15);
     let segments = [

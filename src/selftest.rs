@@ -488,7 +488,7 @@ pub fn swap_red_blue(bytes: &[u8]) -> Vec<u8> {
     bytes.chunks_exact(4).flat_map(|p| [p[2], p[1], p[0], p[3]]).collect()
 }
 
-/// Part I on textures against [`texture::reference`]: odd sizes, one channel and all, integer
+/// Part I on textures against [`crate::filter::texture::reference`]: odd sizes, one channel and all, integer
 /// kernels bit for bit and a fractional one within a grey level, read from Rgba8Unorm, Bgra8Unorm
 /// and (through its byte view) Rgba8UnormSrgb, written to Rgba8Unorm and, where the device can
 /// store to it, Bgra8Unorm.

@@ -1,11 +1,11 @@
-//! Adam over the flat parameter vector — fast. [`crate::layers::adam::update`]'s operations in
+//! Adam over the flat parameter vector — fast. [`crate::adam::update`]'s operations in
 //! its order, compiled for the widest vectors (Rust never fuses `a·b + c` on its own, and
 //! vector `sqrt` and division round as the scalar ones): the result is bit-exact.
 
 use super::AdamShape;
 use crate::fast::simd::{multiversion, Isa, Simd};
 
-/// One Adam update of `params` from `grads` (see [`crate::layers::adam`]).
+/// One Adam update of `params` from `grads` (see [`crate::adam`]).
 pub fn update(params: &mut [f32], m: &mut [f32], v: &mut [f32], grads: &[f32], alpha: f32, s: &AdamShape, isa: Isa) {
     let count = s.count as usize;
     assert!(params.len() >= count && m.len() >= count && v.len() >= count && grads.len() >= count);

@@ -18,7 +18,7 @@
 //! Those of the u8 path, per channel: zero padding, no kernel flip, clipped to 0..=255; integer
 //! kernels exact (bit-identical to [`super::cpu::conv3x3_reference`] on each channel's bytes),
 //! fractional ones within one grey level. [`TextureChannels`] picks one channel (written as grey
-//! to R, G and B, alpha 255) or each of R, G, B (alpha copied). [`reference`] is the CPU oracle.
+//! to R, G and B, alpha 255) or each of R, G, B (alpha copied). [`reference()`] is the CPU oracle.
 
 use bytemuck::{Pod, Zeroable};
 

@@ -7,7 +7,7 @@
 //! backward (generic over f32/f64, so that finite differences can run in f64), how its GPU
 //! kernels are bound and recorded, its fast CPU kernels, and its GPU-vs-reference checks. The
 //! model is a list of these; no other file matches on the layer kind. Adding a layer is its
-//! module plus one line of [`registry!`].
+//! module plus one line of `registry!`.
 //!
 //! Two roles: [`HiddenLayer`]s map activations to activations; the one [`HeadLayer`], last in a
 //! model, maps the final activations to class probabilities and the loss.
