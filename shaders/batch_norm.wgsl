@@ -26,7 +26,8 @@
 // Two dispatches a pass, both over every channel at once with loads that follow memory: the
 // first sums blocks of shape.block_rows pixels (`moments`: each block's mean and Σ(x − its
 // mean)², two passes over it; `backward_partials`: Σdy and Σdy·x̂), the second combines the
-// blocks in their order (Chan's pairwise update for the moments) and writes each element.
+// blocks in their order (Chan's pairwise update for the moments; SHARED_VALUES below) and writes
+// each element.
 // No atomics: the same bits every run. Lanes are (channel, row): lane t takes channel
 // c0 + t % CH of each chunk of CH = min(C, STAT_LANES) channels starting at c0, and every
 // L-th pixel row from t / CH, L = STAT_LANES / CH; a warp's loads are then consecutive floats.
@@ -60,6 +61,33 @@ struct NormShape {
 const STAT_LANES: u32 = 256u;
 var<workgroup> part: array<f32, STAT_LANES>;
 var<workgroup> channel_totals: array<f32, STAT_LANES>;   // [channel in the chunk]
+// What the per-element kernels apply to a channel, combined from the blocks: forward (inv,
+// shift), backward (dbeta, dgamma, mean, inv). With SHARED_VALUES (a hardware GPU) the
+// channel's first lane combines them once per workgroup and the others read them here, after a
+// barrier; without (a software adapter, where a barrier is a switch between coroutines and the
+// blocks' sums are in cache) every lane combines them itself. The same bits either way.
+override SHARED_VALUES: bool = true;
+var<workgroup> channel_values: array<vec4<f32>, STAT_LANES>;
+
+// Lane l's values: combined by itself (`combine`, when it is the lane that does) or read after
+// the channel's first lane has combined them. Called by every lane (it may hold a barrier).
+fn channel_share(t: u32, l: Lane, combined: vec4<f32>) -> vec4<f32> {
+    if (!SHARED_VALUES) {
+        return combined;
+    }
+    if (l.working && l.row == 0u) {
+        channel_values[t] = combined;
+    }
+    workgroupBarrier();
+    let values = channel_values[t % chunk_width()];
+    workgroupBarrier();   // read before the next chunk writes
+    return values;
+}
+
+// Whether lane l combines its channel's values itself.
+fn combines(l: Lane) -> bool {
+    return l.working && (l.row == 0u || !SHARED_VALUES);
+}
 
 // Lane t's place: its channel in the chunk, its first row and the row step; whether it has a
 // channel (lanes past CH·L, or past the last channel of a short last chunk, have none).
@@ -191,29 +219,33 @@ fn forward(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups)
     let last = min(first + shape.workgroup_rows, batch_rows());
     for (var c0 = 0u; c0 < channels; c0 += chunk_width()) {
         let l = lane(t, c0);
-        if (!l.working) {
-            continue;
-        }
         let c = l.channel;
-        let moving_mean = shape.mean_offset + c;
-        let moving_variance = shape.mean_offset + channels + c;
-        var moments = vec2<f32>(state[moving_mean], state[moving_variance]);
-        if (step.training != 0u) {
-            moments = batch_moments(c);
-        }
-        if (w == 0u && l.row == 0u) {
-            stats[c] = moments.x;
-            stats[channels + c] = moments.y;
+        var combined = vec4<f32>();
+        if (combines(l)) {
+            let moving_mean = shape.mean_offset + c;
+            let moving_variance = shape.mean_offset + channels + c;
+            var moments = vec2<f32>(state[moving_mean], state[moving_variance]);
             if (step.training != 0u) {
-                state[moving_mean] = state[moving_mean] * shape.momentum + moments.x * shape.one_minus_momentum;
-                state[moving_variance] = state[moving_variance] * shape.momentum + moments.y * shape.one_minus_momentum;
+                moments = batch_moments(c);
             }
+            if (w == 0u && l.row == 0u) {
+                stats[c] = moments.x;
+                stats[channels + c] = moments.y;
+                if (step.training != 0u) {
+                    state[moving_mean] = state[moving_mean] * shape.momentum + moments.x * shape.one_minus_momentum;
+                    state[moving_variance] = state[moving_variance] * shape.momentum + moments.y * shape.one_minus_momentum;
+                }
+            }
+            let inv = inv_std(moments.y) * params[shape.gamma_offset + c];
+            let shift = params[shape.gamma_offset + channels + c] - moments.x * inv;
+            combined = vec4<f32>(inv, shift, 0.0, 0.0);
         }
-        let inv = inv_std(moments.y) * params[shape.gamma_offset + c];
-        let shift = params[shape.gamma_offset + channels + c] - moments.x * inv;
-        for (var r = first + l.row; r < last; r += l.rows_step) {
-            let i = r * channels + c;
-            y[i] = apply_epilogue(x[i] * inv + shift, i);
+        let values = channel_share(t, l, combined);
+        if (l.working) {
+            for (var r = first + l.row; r < last; r += l.rows_step) {
+                let i = r * channels + c;
+                y[i] = apply_epilogue(x[i] * values.x + values.y, i);
+            }
         }
     }
 }
@@ -280,19 +312,24 @@ fn backward(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups
     let last = min(first + shape.workgroup_rows, m);
     for (var c0 = 0u; c0 < channels; c0 += chunk_width()) {
         let l = lane(t, c0);
-        if (!l.working) {
-            continue;
-        }
         let c = l.channel;
-        let sums = gradient_sums(c);
-        write_gradients(w, l, sums);
-        let mean = stats[c];
-        let inv = inv_std(stats[channels + c]);
-        let scale = inv * params[shape.gamma_offset + c];
-        for (var r = first + l.row; r < last; r += l.rows_step) {
-            let i = r * channels + c;
-            let xhat = (x[i] - mean) * inv;
-            dx[i] = scale * (dy[i] - (sums.x + xhat * sums.y) / f32(m));
+        var combined = vec4<f32>();
+        if (combines(l)) {
+            let sums = gradient_sums(c);
+            write_gradients(w, l, sums);
+            combined = vec4<f32>(sums, stats[c], inv_std(stats[channels + c]));
+        }
+        let values = channel_share(t, l, combined);
+        if (l.working) {
+            let sums = values.xy;
+            let mean = values.z;
+            let inv = values.w;
+            let scale = inv * params[shape.gamma_offset + c];
+            for (var r = first + l.row; r < last; r += l.rows_step) {
+                let i = r * channels + c;
+                let xhat = (x[i] - mean) * inv;
+                dx[i] = scale * (dy[i] - (sums.x + xhat * sums.y) / f32(m));
+            }
         }
     }
 }

@@ -379,13 +379,16 @@ impl HiddenLayer for BatchNorm {
         let stats = arg("stats", &stats_buffer, floats(2 * channels));
         let partials = arg("partials", &partials_buffer, floats(partials_len));
         let (blocks, elements) = (Grid::Workgroups(u64::from(s.blocks)), Grid::Workgroups(s.workgroups(c.batch) as u64));
-        let kernel = |entry: &str| gpu.kernels.get(&SHADER, entry, &[]);
+        // A hardware GPU shares each channel's combined sums through workgroup memory; on a
+        // software adapter every lane combines them itself (`SHARED_VALUES`).
+        let shared = ("SHARED_VALUES", f64::from(u8::from(gpu.tuning == Tuning::Hardware)));
+        let kernel = |entry: &str| gpu.kernels.get(&SHADER, entry, &[shared]);
         let mut pass = LayerPass::default();
         pass.forward.push(Dispatch::new(device, &kernel("moments")?, &[step, shape_arg, x, partials], blocks)?);
         let epilogue = epilogue_uniform(gpu);
         pass.forward.push(Dispatch::new(
             device,
-            &gpu.kernels.get(&SHADER, "forward", &epilogue_constants(gpu))?,
+            &gpu.kernels.get(&SHADER, "forward", &[epilogue_constants(gpu)[0], shared])?,
             &[step, shape_arg, x, params, state, stats, arg("y", gpu.y, bytes), partials, arg("epilogue", &epilogue, 32)],
             elements,
         )?);
@@ -435,18 +438,27 @@ impl HiddenLayer for BatchNorm {
 /// 10) and more channels than a workgroup has lanes (300), and as a first layer (no dx).
 pub fn checks(ctx: &GpuContext) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
+    // Both ways of sharing a channel's sums (SHARED_VALUES), whatever this adapter is.
+    let (adapter, hardware) = (Tuning::for_adapter(&ctx.info), Tuning::Hardware);
     let cases = [
-        ([5, 6, 7], 4, 3, false),
-        ([1, 1, 10], 5, 5, false),
-        ([16, 16, 16], 8, 8, false),
-        ([16, 16, 16], 8, 5, false),
-        ([2, 3, 300], 3, 2, false),
-        ([5, 6, 7], 4, 4, true),
+        ([5, 6, 7], 4, 3, false, adapter),
+        ([1, 1, 10], 5, 5, false, adapter),
+        ([16, 16, 16], 8, 8, false, adapter),
+        ([16, 16, 16], 8, 5, false, adapter),
+        ([2, 3, 300], 3, 2, false, adapter),
+        ([5, 6, 7], 4, 4, true, adapter),
+        ([16, 16, 16], 8, 5, false, hardware),
+        ([2, 3, 300], 3, 2, false, hardware),
+        ([1, 1, 10], 5, 5, false, hardware),
     ];
-    for (input, batch, used, first) in cases {
+    for (input, batch, used, first, tuning) in cases {
         let at = LayerAt::place(&BatchNorm, 3, "batch_normalization".into(), input, 12, 6).map_err(Error::invalid)?;
         let blocks = NormShape::for_layer(&at).for_batch(batch).blocks;
-        let role = if first { ", first layer" } else { "" };
+        let role = match (first, tuning) {
+            (true, _) => ", first layer",
+            (false, Tuning::Hardware) => ", sums shared",
+            (false, Tuning::Software) => "",
+        };
         let plural = |n: u32| if n == 1 { "" } else { "s" };
         checks.extend(selftest::hidden_layer(
             ctx,
@@ -457,7 +469,7 @@ pub fn checks(ctx: &GpuContext) -> Result<Vec<Check>> {
                 batch,
                 used,
                 first,
-                tuning: Tuning::for_adapter(&ctx.info),
+                tuning,
                 naive: false,
                 run: Default::default(),
                 seed: 77 + input[2] as u64,
