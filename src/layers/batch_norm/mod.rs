@@ -382,13 +382,14 @@ impl HiddenLayer for BatchNorm {
         // A hardware GPU shares each channel's combined sums through workgroup memory; on a
         // software adapter every lane combines them itself (`SHARED_VALUES`).
         let shared = ("SHARED_VALUES", f64::from(u8::from(gpu.tuning == Tuning::Hardware)));
-        let kernel = |entry: &str| gpu.kernels.get(&SHADER, entry, &[shared]);
+        // Each pipeline keyed by the constants its kernel reads.
+        let kernel = |entry: &str, constants: &[(&'static str, f64)]| gpu.kernels.get(&SHADER, entry, constants);
         let mut pass = LayerPass::default();
-        pass.forward.push(Dispatch::new(device, &kernel("moments")?, &[step, shape_arg, x, partials], blocks)?);
+        pass.forward.push(Dispatch::new(device, &kernel("moments", &[])?, &[step, shape_arg, x, partials], blocks)?);
         let epilogue = epilogue_uniform(gpu);
         pass.forward.push(Dispatch::new(
             device,
-            &gpu.kernels.get(&SHADER, "forward", &[epilogue_constants(gpu)[0], shared])?,
+            &kernel("forward", &[epilogue_constants(gpu)[0], shared])?,
             &[step, shape_arg, x, params, state, stats, arg("y", gpu.y, bytes), partials, arg("epilogue", &epilogue, 32)],
             elements,
         )?);
@@ -397,20 +398,20 @@ impl HiddenLayer for BatchNorm {
             let (dy, grads) = (arg("dy", g.dy, bytes), arg("grads", g.grads, floats(s.beta().end)));
             pass.backward.push(Dispatch::new(
                 device,
-                &kernel("backward_partials")?,
+                &kernel("backward_partials", &[])?,
                 &[step, shape_arg, x, stats, dy, partials],
                 blocks,
             )?);
             pass.backward.push(match g.dx {
                 Some(dx) => Dispatch::new(
                     device,
-                    &kernel("backward")?,
+                    &kernel("backward", &[shared])?,
                     &[step, shape_arg, x, params, stats, dy, grads, arg("dx", dx, bytes), partials],
                     elements,
                 )?,
                 None => Dispatch::new(
                     device,
-                    &kernel("backward_gradients")?,
+                    &kernel("backward_gradients", &[])?,
                     &[shape_arg, grads, partials],
                     Grid::Workgroups(1),
                 )?,
