@@ -19,7 +19,8 @@
 //                                      + n of the epoch: [loss, predicted class]
 //   8  grads      storage, read_write  flat gradients                         backward_weight
 //   9  dx         storage, read_write  dL/dx [N, F], through the mask         forward_backward
-//                                      (shape.mask_pos, mask_neg)
+//                                      (shape.mask_*: a dropout's keep mask,
+//                                      then mask_pos, mask_neg)
 //  10  penalties  storage, read_write  λ·Σ|W|, at step.penalty_slot           forward, forward_backward
 //
 // One dispatch for everything per sample: `forward` is a workgroup per sample (the logits, then
@@ -36,6 +37,12 @@ struct DenseShape {
     l1: f32,
     mask_pos: f32,  // dx through the layers before (mask_gradient): 1, 1 for none
     mask_neg: f32,
+    // Before that, through a dropout absorbed with an activation before it (DropoutShape's
+    // rate, scale, seed and layer; a rate of 0 for none), as the dropout's backward would.
+    mask_rate: f32,
+    mask_scale: f32,
+    mask_seed: u32,
+    mask_layer: u32,
 }
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -189,6 +196,10 @@ fn forward_backward(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_wo
             }
         }
         let i = n * shape.features + f;
+        if (shape.mask_rate > 0.0) {
+            let key = dropout_key(shape.mask_seed, step.step, shape.mask_layer);
+            sum = sum * dropout_factor(step.training != 0u, key, shape.mask_rate, shape.mask_scale, i);
+        }
         // Without a mask, x is not read again (a uniform branch).
         if (shape.mask_pos != 1.0 || shape.mask_neg != 1.0) {
             sum = mask_gradient(sum, x[i], shape.mask_pos, shape.mask_neg);

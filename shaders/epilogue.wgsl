@@ -1,8 +1,9 @@
-// epilogue.wgsl — an elementwise layer (dropout, ReLU, LeakyReLU) applied by the kernel that writes
-// its input, as it stores each output: the engine absorbs such a layer into the layer before it
-// (src/layers/fusion.rs), which saves the layer's dispatches and a pass through memory. Compiled
-// after common.wgsl (Step, dropout_factor, activate) and before the shader of a layer that takes
-// epilogues, whose forward kernels bind it and read that shader's `step`. No entry points.
+// epilogue.wgsl — an elementwise layer (dropout, ReLU, LeakyReLU), or an activation and a dropout
+// after it, applied by the kernel that writes its input, as it stores each output: the engine
+// absorbs such layers into the layer before them (src/layers/fusion.rs), which saves their
+// dispatches and passes through memory. Compiled after common.wgsl (Step, dropout_factor,
+// activate) and before the shader of a layer that takes epilogues, whose forward kernels bind it
+// and read that shader's `step`. No entry points.
 //
 // Bindings (group 0)
 //  15  epilogue  uniform Epilogue     forward kernels of the including shader
@@ -11,7 +12,7 @@
 // the same functions of the same values, at the same element index.
 
 struct Epilogue {
-    kind: u32,     // 0 nothing, 1 dropout, 2 ReLU, 3 LeakyReLU (what EPILOGUE is set to)
+    kind: u32,     // an activation (0 none, 1 ReLU, 2 LeakyReLU), + 4 for a dropout after it
     rate: f32,     // dropout's rate, scale (1 / (1 − rate)), the run's seed and the layer's index
     scale: f32,
     seed: u32,
@@ -27,21 +28,22 @@ struct Epilogue {
 // were without one, and the others to one case with no branch around it.
 override EPILOGUE: u32 = 0u;
 
-// Output v at element i of the batch, after the absorbed layer.
+// Output v at element i of the batch, after the absorbed layers: the activation, then the
+// dropout, as their own kernels would in turn.
 fn apply_epilogue(v: f32, i: u32) -> f32 {
-    switch (EPILOGUE) {
+    var out = v;
+    switch (EPILOGUE & 3u) {
         case 1u: {
-            let key = dropout_key(epilogue.seed, step.step, epilogue.layer);
-            return v * dropout_factor(step.training != 0u, key, epilogue.rate, epilogue.scale, i);
+            out = activate(v, 0.0, false);
         }
         case 2u: {
-            return activate(v, 0.0, false);
+            out = activate(v, epilogue.slope, true);
         }
-        case 3u: {
-            return activate(v, epilogue.slope, true);
-        }
-        default: {
-            return v;
-        }
+        default: {}
     }
+    if ((EPILOGUE & 4u) != 0u) {
+        let key = dropout_key(epilogue.seed, step.step, epilogue.layer);
+        out = out * dropout_factor(step.training != 0u, key, epilogue.rate, epilogue.scale, i);
+    }
+    return out;
 }

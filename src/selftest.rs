@@ -250,29 +250,44 @@ pub fn hidden_layer(ctx: &GpuContext, c: &HiddenCheck<'_>) -> Result<Vec<Check>>
     // y holds the absorbed layer's output, so a ReLU layer takes its dy masked (as the engine
     // gives it: the layer after writes it through the dropout's mask and the ReLU).
     if fusion.takes_epilogue || masks {
-        let after: [(&dyn HiddenLayer, &str); 2] = [
-            (&crate::layers::dropout::Dropout { rate: 0.5 }, "+ dropout 0.5"),
-            (&crate::layers::activation::Activation::LeakyRelu { slope: 0.3 }, "+ leaky relu 0.3"),
+        let dropout = crate::layers::dropout::Dropout { rate: 0.5 };
+        let leaky = crate::layers::activation::Activation::LeakyRelu { slope: 0.3 };
+        let after: [(&[&dyn HiddenLayer], &str); 3] = [
+            (&[&dropout], "+ dropout 0.5"),
+            (&[&leaky], "+ leaky relu 0.3"),
+            (&[&leaky, &dropout], "+ leaky relu 0.3 + dropout 0.5"),
         ];
-        let absorbed = if fusion.takes_epilogue { &after[..] } else { &after[..1] };
+        // Two in one epilogue only after a layer without a ReLU of its own, as the plan has it.
+        let absorbed = match (fusion.takes_epilogue, fusion.relu_output) {
+            (false, _) => &after[..1],
+            (true, true) => &after[..2],
+            (true, false) => &after[..],
+        };
         for (k, (next, label)) in absorbed.iter().enumerate() {
-            // The layer after, at index 7 of its model, on this one's output.
-            let next_at =
-                LayerAt::place(*next, 7, "absorbed".into(), at.output, 0, 0).map_err(crate::Error::invalid)?;
-            let next_ctx = Ctx { at: &next_at, batch: c.used, run: c.run };
             let (epilogue, y) = if fusion.takes_epilogue {
-                let elementwise = next
-                    .gpu_fusion(&next_ctx)
-                    .elementwise
-                    .ok_or_else(|| crate::Error::invalid("an elementwise layer"))?;
-                let mut z = vec![f32::NAN; reference.y.len()];
+                let mut epilogue = Epilogue::default();
+                let mut z = reference.y.clone();
                 let used = c.used * at.output_len();
-                Reference::<f32>::forward(*next, &next_ctx, pass, &reference.y[..used], &mut z[..used], &[], &mut []);
-                (elementwise.epilogue(), z)
+                for layer in next.iter() {
+                    // The layer after, at index 7 of its model, on this one's output.
+                    let next_at =
+                        LayerAt::place(*layer, 7, "absorbed".into(), at.output, 0, 0).map_err(crate::Error::invalid)?;
+                    let next_ctx = Ctx { at: &next_at, batch: c.used, run: c.run };
+                    let elementwise = layer
+                        .gpu_fusion(&next_ctx)
+                        .elementwise
+                        .ok_or_else(|| crate::Error::invalid("an elementwise layer"))?;
+                    epilogue = epilogue.then(elementwise);
+                    let mut out = vec![f32::NAN; z.len()];
+                    Reference::<f32>::forward(*layer, &next_ctx, pass, &z[..used], &mut out[..used], &[], &mut []);
+                    z = out;
+                }
+                (epilogue, z)
             } else {
                 (Epilogue::default(), reference.y.clone())
             };
-            let mask = if masks { [Mask { pos: 2.0, neg: 0.3 }, Mask { pos: 1.0, neg: 0.0 }][k] } else { Mask::NONE };
+            let masks_for = [Mask { pos: 2.0, neg: 0.3, dropout: None }, Mask { pos: 1.0, neg: 0.0, dropout: None }];
+            let mask = if masks { masks_for[k % 2] } else { Mask::NONE };
             let expected = Outputs { y, dx: masked(&reference.dx, &x, mask), ..reference.clone() };
             let label = if fusion.takes_epilogue { label } else { "dx through a scale and a slope" };
             // As the plan gives it: the layer after a dropout writes this one's dy through the

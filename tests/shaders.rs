@@ -202,7 +202,20 @@ fn training_uniforms_match_their_wgsl_structs() {
         shader("dense_softmax.wgsl").source,
         "DenseShape",
         DenseShape,
-        [batch, features, classes, kernel_offset, bias_offset, l1, mask_pos, mask_neg]
+        [
+            batch,
+            features,
+            classes,
+            kernel_offset,
+            bias_offset,
+            l1,
+            mask_pos,
+            mask_neg,
+            mask_rate,
+            mask_scale,
+            mask_seed,
+            mask_layer
+        ]
     );
     assert_layout!(
         shader("adam.wgsl").source,

@@ -106,6 +106,26 @@ fn a_gpu_training_epoch_matches_the_cpu_reference_with_batch_norm_and_a_hidden_d
 }
 
 #[test]
+fn a_gpu_training_epoch_matches_the_cpu_reference_with_an_activation_and_a_dropout_in_one_epilogue() {
+    // cifar_bn's end (the head recomputes the dropout's keep mask), and a ReLU and a dropout
+    // before a convolution (which reads it from the output's sign).
+    gpu_matches_cpu("c6,bn,lrelu,d0.5,f10", 12);
+    gpu_matches_cpu("c6n,relu,d0.4,c4,f10", 12);
+}
+
+#[test]
+fn each_named_net_takes_the_dispatches_a_step_the_readme_gives() {
+    let Some(ctx) = gpu() else { return };
+    let train = subset(16);
+    let config = TrainConfig { batch_size: 8, ..Default::default() };
+    for (name, dispatches) in [("base", 12), ("maxpool", 16), ("deep", 16), ("cifar_bn", 28)] {
+        let model = model(name);
+        let gpu = GpuEngine::new(ctx, &model, &train, &model.init(1), &config).unwrap();
+        assert_eq!(gpu.dispatches_per_step(), dispatches, "{name}");
+    }
+}
+
+#[test]
 fn the_same_seed_gives_the_same_run_on_the_gpu() {
     // Batch norm's per-channel sums are fixed-order trees, as the weight gradients are; and
     // however many steps one submission holds, the same kernels run in the same order.

@@ -40,7 +40,7 @@ use crate::kernel::{Dispatch, Kernels, Shader};
 use crate::selftest::Check;
 
 mod fusion;
-pub use fusion::{plan, Elementwise, Epilogue, GpuFusion, Mask, Placement, Plan};
+pub use fusion::{plan, Elementwise, Epilogue, GpuFusion, Keep, Mask, Placement, Plan};
 
 /// Declares the layer modules and lists them in [`REGISTRY`], in the order the architecture
 /// parser tries them: one line per layer kind.
@@ -477,8 +477,8 @@ pub struct GpuHead<'a> {
     pub penalties: &'a wgpu::Buffer,
     /// For training: dL/dx (None when the head is the only layer) and the flat gradients.
     pub backward: Option<(Option<&'a wgpu::Buffer>, &'a wgpu::Buffer)>,
-    /// Write dx through this mask (see [`GpuGrads::mask_dx`]); only asked when
-    /// [`HeadLayer::gpu_masks_dx`].
+    /// Write dx through this mask (see [`GpuGrads::mask_dx`]); only asked as
+    /// [`HeadLayer::gpu_fusion`] allows.
     pub mask_dx: Mask,
 }
 
@@ -593,10 +593,10 @@ pub trait HeadLayer: LayerInfo + HeadReference<f32> + HeadReference<f64> {
     /// Builds and binds the head's GPU kernels for batches of up to `c.batch` samples.
     fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuHead<'_>) -> Result<LayerPass>;
 
-    /// Whether the kernel that writes the head's dx can write it through a [`Mask`]
-    /// ([`GpuFusion::masks_dx`]).
-    fn gpu_masks_dx(&self) -> bool {
-        false
+    /// What the head's kernels share with the layer before: only [`GpuFusion::masks_dx`] and
+    /// [`GpuFusion::masks_dropout`] are read.
+    fn gpu_fusion(&self) -> GpuFusion {
+        GpuFusion::default()
     }
 
     /// The fast CPU kernels of the head for micro-batches of up to `c.batch`; None runs the

@@ -129,7 +129,7 @@ impl GpuNet {
 
         // Which layers neighbours absorb, and where each binds (src/layers/fusion.rs).
         let fusions: Vec<_> = model.hidden.iter().map(|p| p.layer.gpu_fusion(&Ctx { at: &p.at, batch, run })).collect();
-        let plan = crate::layers::plan(&fusions, model.head.layer.gpu_masks_dx());
+        let plan = crate::layers::plan(&fusions, model.head.layer.gpu_fusion());
         // The activations and gradients some layer binds: an absorbed layer's neighbours write
         // past it, into the next layer's output and the previous layer's gradient.
         let kept = |i: usize, keep: bool, what: &str| -> Result<Option<wgpu::Buffer>> {
@@ -163,6 +163,10 @@ impl GpuNet {
                 if at.absorbed {
                     return Ok(LayerPass::default());
                 }
+                debug_assert!(
+                    at.mask_dx.dropout.is_none() || fusions[i].masks_dropout,
+                    "the plan keeps keep masks to layers that recompute them"
+                );
                 let gpu = GpuLayer {
                     kernels,
                     tuning,

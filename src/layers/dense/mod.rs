@@ -137,9 +137,7 @@ impl HiddenDenseShape {
             classes: self.units,
             kernel_offset: self.kernel_offset,
             bias_offset: self.bias_offset,
-            l1: 0.0,
-            mask_pos: 1.0,
-            mask_neg: 1.0,
+            ..super::dense_softmax::DenseShape::new(0, 0, 0, 0.0)
         }
     }
 }

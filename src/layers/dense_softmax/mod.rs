@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{self, uniform_buffer, GpuContext};
 use crate::kernel::{arg, floats, read, read_write, uniform, Dispatch, EntryPoint, Grid, Shader};
 use crate::layers::dense::MAX_UNITS;
-use crate::layers::{Mask, StepParams};
+use crate::layers::{GpuFusion, Keep, Mask, StepParams};
 use crate::rng::Rng;
 use crate::selftest::{self, Check};
 use crate::{shader_own, shader_source};
@@ -102,9 +102,14 @@ pub struct DenseShape {
     pub kernel_offset: u32,
     pub bias_offset: u32,
     pub l1: f32,
-    /// How dx is written for the layers before ([`crate::layers::GpuHead::mask_dx`]).
+    /// How dx is written for the layers before ([`crate::layers::GpuHead::mask_dx`]): through
+    /// a dropout's keep mask (a rate of 0 for none), then `mask_pos` and `mask_neg`.
     pub mask_pos: f32,
     pub mask_neg: f32,
+    pub mask_rate: f32,
+    pub mask_scale: f32,
+    pub mask_seed: u32,
+    pub mask_layer: u32,
 }
 
 impl DenseShape {
@@ -119,6 +124,24 @@ impl DenseShape {
             l1,
             mask_pos: 1.0,
             mask_neg: 1.0,
+            mask_rate: 0.0,
+            mask_scale: 1.0,
+            mask_seed: 0,
+            mask_layer: 0,
+        }
+    }
+
+    /// Writing dx through `mask`.
+    pub fn with_mask(&self, mask: Mask) -> Self {
+        let keep = mask.dropout.unwrap_or(Keep { rate: 0.0, scale: 1.0, seed: 0, layer: 0 });
+        DenseShape {
+            mask_pos: mask.pos,
+            mask_neg: mask.neg,
+            mask_rate: keep.rate,
+            mask_scale: keep.scale,
+            mask_seed: keep.seed,
+            mask_layer: keep.layer,
+            ..*self
         }
     }
 
@@ -368,12 +391,12 @@ impl HeadLayer for DenseSoftmax {
         self.units
     }
 
-    fn gpu_masks_dx(&self) -> bool {
-        true
+    fn gpu_fusion(&self) -> GpuFusion {
+        GpuFusion { masks_dx: true, masks_dropout: true, ..Default::default() }
     }
 
     fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuHead<'_>) -> Result<LayerPass> {
-        let s = DenseShape { mask_pos: gpu.mask_dx.pos, mask_neg: gpu.mask_dx.neg, ..DenseShape::for_layer(c) };
+        let s = DenseShape::for_layer(c).with_mask(gpu.mask_dx);
         let device = gpu.kernels.device();
         let kernel = |entry: &str| gpu.kernels.get(&SHADER, entry, &[]);
         let shape = uniform_buffer(device, "dense shape", &s);
@@ -428,17 +451,63 @@ impl HeadLayer for DenseSoftmax {
 }
 
 /// The mask of the base net's head: through a dropout of rate 0.5 after a ReLU.
-const HEAD_MASK: Mask = Mask { pos: 2.0, neg: 0.0 };
+const HEAD_MASK: Mask = Mask { pos: 2.0, neg: 0.0, dropout: None };
 
-/// The head's dx as it is bound after a dropout after a ReLU ([`HEAD_MASK`]), on `gpu`'s
-/// buffers but a dx of its own.
-fn masked_head_dx(ctx: &GpuContext, layer: &DenseSoftmax, c: &Ctx<'_>, gpu: &GpuHead<'_>) -> Result<Vec<f32>> {
+/// The head's dx as it is bound with input `x` and dx through `mask`, on `gpu`'s other buffers
+/// but a dx of its own.
+fn masked_head_dx(
+    ctx: &GpuContext,
+    layer: &DenseSoftmax,
+    c: &Ctx<'_>,
+    gpu: &GpuHead<'_>,
+    x: &wgpu::Buffer,
+    mask: Mask,
+) -> Result<Vec<f32>> {
     let len = c.batch * c.at.input_len();
     let dx = selftest::sentinel(ctx, len)?;
     let grads = gpu.backward.map(|(_, grads)| grads).ok_or_else(|| Error::invalid("a training binding"))?;
-    let bound = layer.bind_gpu(c, &GpuHead { backward: Some((Some(&dx), grads)), mask_dx: HEAD_MASK, ..*gpu })?;
+    let bound = layer.bind_gpu(c, &GpuHead { x, backward: Some((Some(&dx), grads)), mask_dx: mask, ..*gpu })?;
     selftest::run(ctx, |pass| bound.record_forward(pass));
     selftest::read(ctx, &dx, len)
+}
+
+/// The head after a LeakyReLU (slope 0.3) and a dropout (rate 0.5, step 0) both absorbed into
+/// the layer before (cifar_bn's end): its input is `dropout(z)`, and dx, written through the
+/// recomputed keep mask and the slope, must be what the two layers' own backward passes make of
+/// the head's dx. Returns (GPU, reference) for the `used` samples of the step.
+fn head_dx_through_leaky_relu_and_dropout(
+    ctx: &GpuContext,
+    layer: &DenseSoftmax,
+    (c, used): (&Ctx<'_>, usize),
+    gpu: &GpuHead<'_>,
+    params: &[f32],
+    labels: &[u32],
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let (features, classes) = (c.at.input_len(), layer.units);
+    let used_c = Ctx { batch: used, ..*c };
+    let dropout = crate::layers::dropout::DropoutShape::new(c.batch, features, 3, 0.5, 5);
+    let z = selftest::random(&mut Rng::new(29), c.batch * features, 1.0);
+    let x: Vec<f32> = z.iter().enumerate().map(|(i, &z)| z * dropout.factor(0, i)).collect();
+    let (mut probs, mut dlogits) = (vec![0.0; used * classes], vec![0.0; used * classes]);
+    let (mut losses, mut predicted) = (vec![0.0; used], vec![0u32; used]);
+    let out = HeadOutputs { probs: &mut probs, dlogits: &mut dlogits, losses: &mut losses, predicted: &mut predicted };
+    HeadReference::<f32>::forward(layer, &used_c, &x, params, labels, used, out);
+    let (mut grads, mut dx) = (vec![0.0; params.len()], vec![0.0; x.len()]);
+    HeadReference::<f32>::backward(layer, &used_c, &x, &dlogits, Some(&mut dx), params, &mut grads);
+    // The dropout's backward, then the LeakyReLU's (on its own output z: the same sign as its input).
+    let reference: Vec<f32> = (0..x.len())
+        .map(|i| {
+            let g = dx[i] * dropout.factor(0, i);
+            if z[i] > 0.0 {
+                g
+            } else {
+                g * 0.3
+            }
+        })
+        .collect();
+    let mask = Mask { pos: 1.0, neg: 0.3, dropout: Some(dropout.keep()) };
+    let gpu_dx = masked_head_dx(ctx, layer, c, gpu, &selftest::upload(ctx, &x)?, mask)?;
+    Ok((gpu_dx[..used * features].to_vec(), reference[..used * features].to_vec()))
 }
 
 /// The fused head on the GPU against the reference: probabilities, dlogits, per-sample metrics
@@ -511,10 +580,13 @@ fn checks_for(ctx: &GpuContext, classes: usize) -> Result<Vec<Check>> {
     let cpu_predicted: Vec<f32> = predicted[..used].iter().map(|&p| p as f32).collect();
     let gpu_grads = selftest::read(ctx, &grads_b, params.len())?;
     let kernel_len = features * classes;
-    let masked_dx = masked_head_dx(ctx, &layer, &c, &gpu_head)?;
+    // Read before the heads bound below overwrite them.
+    let gpu_probs = selftest::read(ctx, &probs_b, n)?;
+    let masked_dx = masked_head_dx(ctx, &layer, &c, &gpu_head, &x_b, HEAD_MASK)?;
+    let (kept_dx, kept_reference) = head_dx_through_leaky_relu_and_dropout(ctx, &layer, (&c, used), &gpu_head, &params, &labels)?;
     let reference_masked = selftest::masked(&dx, &x, HEAD_MASK);
     Ok(vec![
-        Check::compare(format!("dense_softmax, {classes} classes: probabilities"), &selftest::read(ctx, &probs_b, n)?, &probs[..n], 1e-6, 1e-4),
+        Check::compare(format!("dense_softmax, {classes} classes: probabilities"), &gpu_probs, &probs[..n], 1e-6, 1e-4),
         // The head's own dlogits scratch, the second buffer it made (see bind_gpu).
         Check::compare(format!("dense_softmax, {classes} classes: dlogits"), &selftest::read(ctx, &bound.buffers[1], n)?, &dlogits[..n], 1e-6, 1e-4),
         Check::untouched(format!("dense_softmax, {classes} classes: metrics before batch_start"), &metrics[..6]),
@@ -533,6 +605,13 @@ fn checks_for(ctx: &GpuContext, classes: usize) -> Result<Vec<Check>> {
             format!("dense_softmax, {classes} classes: dx through a dropout after a ReLU"),
             &masked_dx[..used * features],
             &reference_masked[..used * features],
+            1e-6,
+            1e-4,
+        ),
+        Check::compare(
+            format!("dense_softmax, {classes} classes: dx through a LeakyReLU and a dropout (keep mask recomputed)"),
+            &kept_dx,
+            &kept_reference,
             1e-6,
             1e-4,
         ),

@@ -16,7 +16,7 @@ use bytemuck::{Pod, Zeroable};
 use num_traits::Float;
 
 use super::{
-    bind_forward_and_input_gradient, cast, Backward, Ctx, Elementwise, GpuFusion, GpuLayer, Mask, HiddenLayer, Kind, LayerAt, LayerInfo, LayerPass, Parsed, Pass, Reference,
+    bind_forward_and_input_gradient, cast, Backward, Ctx, Elementwise, GpuFusion, Keep, GpuLayer, Mask, HiddenLayer, Kind, LayerAt, LayerInfo, LayerPass, Parsed, Pass, Reference,
     RunSettings, Tuning,
 };
 use crate::error::{Error, Result};
@@ -103,6 +103,11 @@ impl DropoutShape {
         DropoutShape { batch: batch as u32, ..*self }
     }
 
+    /// Its keep mask, for the kernels that absorb it.
+    pub fn keep(&self) -> Keep {
+        Keep { rate: self.rate, scale: self.scale, seed: self.seed, layer: self.layer }
+    }
+
     pub fn len(&self) -> usize {
         (self.batch * self.sample_len) as usize
     }
@@ -187,8 +192,7 @@ impl HiddenLayer for Dropout {
     fn gpu_fusion(&self, c: &Ctx<'_>) -> GpuFusion {
         // dx is dy times the mask's factor: it can take the ReLU before it as well. Absorbed,
         // the layer before applies the mask (the same hash of the same index) as it stores.
-        let s = DropoutShape::for_layer(self, c);
-        let elementwise = Elementwise::Dropout { rate: s.rate, scale: s.scale, seed: s.seed, layer: s.layer };
+        let elementwise = Elementwise::Dropout(DropoutShape::for_layer(self, c).keep());
         GpuFusion { masks_dx: true, elementwise: Some(elementwise), ..Default::default() }
     }
 
