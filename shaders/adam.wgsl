@@ -5,8 +5,10 @@
 //   w ← w − α·m / (√v + ε),  α = lr·√(1 − β₂ᵗ) / (1 − β₁ᵗ)  (computed on the host per step)
 // `update` takes the gradients as they are; `sum_and_update`, a training step's last dispatch,
 // first takes the final sums of the layers' split reductions (segments.wgsl) where a segment holds
-// a gradient, and writes them into grads: one dispatch where the sums had one of their own.
-// Prepended with common.wgsl (Step, linear_index) and segments.wgsl (Segment, segment_sum).
+// a gradient, and the dense head's weight gradient (dense_gradient.wgsl) where it covers one, and
+// writes them into grads: one dispatch where the sums and the head's gradient had their own.
+// Prepended with common.wgsl (Step, linear_index), segments.wgsl (Segment, segment_sum) and
+// dense_gradient.wgsl (dense_gradient).
 //
 // Bindings (group 0)                                                     used by
 //   0  step      uniform Step              step.adam_alpha = α for this step  all
@@ -17,6 +19,7 @@
 //   4  m         storage, read_write  first moments [count]               all
 //   5  v         storage, read_write  second moments [count]              all
 //  13  segments, 14 scratch           (segments.wgsl)                     sum_and_update
+//  16  dense, 17 dense_x, 18 dense_dlogits  (dense_gradient.wgsl)         sum_and_update
 
 struct AdamShape {
     count: u32,
@@ -59,6 +62,9 @@ fn sum_and_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     let summed = segment_sum(i);
     var g = summed.sum;
     if (summed.covered) {
+        grads[i] = g;
+    } else if (i >= dense.kernel_offset && i - dense.kernel_offset < dense_len()) {
+        g = dense_gradient(i - dense.kernel_offset, params[i]);
         grads[i] = g;
     } else {
         g = grads[i];

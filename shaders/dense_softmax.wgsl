@@ -1,20 +1,21 @@
 // dense_softmax.wgsl — Flatten + Dense + softmax + categorical cross-entropy, fused so that the
 // loss gradient is the stable `softmax − one_hot`, plus Keras' L1 kernel regulariser
 // (`kernel_regularizer=l1(λ)`: λ·Σ|W| added to the loss, λ·sign(W) to the kernel gradient).
-// Prepended with common.wgsl (Step, linear_index, mask_gradient) and dense_dot.wgsl (DOT_LANES
-// and its tree, lanes_sum, whose order of sums the logits keep).
+// Prepended with common.wgsl (Step, linear_index, mask_gradient), dense_dot.wgsl (DOT_LANES
+// and its tree, lanes_sum, whose order of sums the logits keep) and dense_gradient.wgsl (the
+// weight gradient, which Adam's dispatch shares).
 //
 // Bindings (group 0)                                                          used by
 //   0  step       uniform Step                                                all
 //   1  shape      uniform DenseShape                                          all
-//   2  x          storage, read        input [N, F], F = H·W·C in NHWC order  all
+//   2  x          storage, read        input [N, F], F = H·W·C in NHWC order  forward*
 //                                      (Flatten is free: NHWC is already that order)
 //   3  params     storage, read        kernel [F, K] at shape.kernel_offset,  all
 //                                      bias [K] at shape.bias_offset
 //   4  labels     storage, read        u32 class of each sample [N]           forward, forward_backward
 //   5  probs      storage, read_write  [N, K]: logits, then softmax in place  forward, forward_backward
-//   6  dlogits    storage, read_write  dL/dlogits of the batch-mean loss      forward* write, backward_weight
-//                                      [N, K]                                 reads
+//   6  dlogits    storage, read_write  dL/dlogits of the batch-mean loss      forward*
+//                                      [N, K]
 //   7  metrics    storage, read_write  per sample, at position batch_start    forward, forward_backward
 //                                      + n of the epoch: [loss, predicted class]
 //   8  grads      storage, read_write  flat gradients                         backward_weight
@@ -22,11 +23,13 @@
 //                                      (shape.mask_*: a dropout's keep mask,
 //                                      then mask_pos, mask_neg)
 //  10  penalties  storage, read_write  λ·Σ|W|, at step.penalty_slot           forward, forward_backward
+//  16-18  dense, dense_x, dense_dlogits   (dense_gradient.wgsl: x and dlogits)  backward_weight
 //
 // One dispatch for everything per sample: `forward` is a workgroup per sample (the logits, then
 // softmax, loss and dlogits), plus one workgroup for the L1 penalty; `forward_backward` also
-// writes the sample's dx in training steps. Then `backward_weight` (kernel and bias, a sum over
-// the batch) is the second and last. All gathers, gradients overwritten.
+// writes the sample's dx in training steps. Then the weight gradient (kernel and bias, a sum
+// over the batch): `backward_weight` when the head is bound alone, Adam's dispatch in a training
+// step. All gathers, gradients overwritten.
 
 struct DenseShape {
     batch: u32,
@@ -208,29 +211,15 @@ fn forward_backward(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_wo
     }
 }
 
-// dkernel[f, j] = Σ_n x[n, f] · dlogits[n, j] + λ·sign(kernel[f, j]) for i < F·K;
-// dbias[j] = Σ_n dlogits[n, j] for the K invocations after those.
+// The kernel's and the bias's gradients (dense_gradient.wgsl), one invocation each: the head
+// bound alone. A training step leaves them to Adam's dispatch (adam.wgsl), which takes them
+// as it updates.
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = linear_index(gid, groups);
-    let kernel_len = shape.features * shape.classes;
-    if (i >= kernel_len + shape.classes) {
+    if (i >= dense_len()) {
         return;
     }
-    var sum = 0.0;
-    if (i < kernel_len) {
-        let j = i % shape.classes;
-        let f = i / shape.classes;
-        for (var n = 0u; n < step.batch_size; n++) {
-            sum += x[n * shape.features + f] * dlogits[n * shape.classes + j];
-        }
-        // TensorFlow's sign(0) is 0.
-        grads[shape.kernel_offset + i] = sum + shape.l1 * sign(params[shape.kernel_offset + i]);
-    } else {
-        let j = i - kernel_len;
-        for (var n = 0u; n < step.batch_size; n++) {
-            sum += dlogits[n * shape.classes + j];
-        }
-        grads[shape.bias_offset + j] = sum;
-    }
+    let p = dense.kernel_offset + i;
+    grads[p] = dense_gradient(i, params[p]);
 }

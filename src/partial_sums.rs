@@ -89,12 +89,12 @@ pub struct Segments {
 
 impl Segments {
     /// `segments` (those of any length) on the device, sorted by their first gradient as
-    /// `segment_sum` walks them; None when none has a length. An error if one writes past
-    /// `grads_len` gradients or two write the same.
-    pub fn upload(device: &wgpu::Device, segments: &[Segment], grads_len: usize) -> Result<Option<Segments>> {
-        let segments = sorted(segments, grads_len)?;
+    /// `segment_sum` walks them; with none of any length, one of none (a binding is never
+    /// empty). An error if one writes past `grads_len` gradients or two write the same.
+    pub fn upload(device: &wgpu::Device, segments: &[Segment], grads_len: usize) -> Result<Segments> {
+        let mut segments = sorted(segments, grads_len)?;
         if segments.is_empty() {
-            return Ok(None);
+            segments.push(Segment::default());
         }
         let table = crate::gpu::upload(
             device,
@@ -102,12 +102,13 @@ impl Segments {
             bytemuck::cast_slice(&segments),
             wgpu::BufferUsages::empty(),
         )?;
-        Ok(Some(Segments {
+        Ok(Segments {
             table,
             bytes: std::mem::size_of_val(segments.as_slice()) as u64,
-            scratch_end: segments.iter().map(Segment::scratch_end).max().unwrap_or(0),
+            // At least one float: a binding is never empty.
+            scratch_end: segments.iter().map(Segment::scratch_end).max().unwrap_or(0).max(1),
             scratch_read: segments.iter().map(|s| u64::from(s.len) * u64::from(s.chunks)).sum(),
-        }))
+        })
     }
 
     /// The two bindings of `shaders/segments.wgsl`, the segments reading `scratch`.
@@ -129,9 +130,10 @@ pub fn bind(
     grads_len: usize,
 ) -> Result<Option<(Dispatch, Segments)>> {
     let device = kernels.device();
-    let Some(table) = Segments::upload(device, segments, grads_len)? else {
+    if segments.iter().all(|s| s.len == 0) {
         return Ok(None);
-    };
+    }
+    let table = Segments::upload(device, segments, grads_len)?;
     let [segments_arg, scratch_arg] = table.args(scratch);
     let args = [arg("grads", grads, floats(grads_len)), segments_arg, scratch_arg];
     let grid = Grid::Invocations(grads_len as u64);

@@ -219,6 +219,12 @@ fn training_uniforms_match_their_wgsl_structs() {
     );
     assert_layout!(
         shader("adam.wgsl").source,
+        "DenseGradientShape",
+        wgpu_cnn::layers::dense_softmax::DenseGradientShape,
+        [kernel_offset, features, classes, l1]
+    );
+    assert_layout!(
+        shader("adam.wgsl").source,
         "AdamShape",
         AdamShape,
         [count, one_minus_beta1, one_minus_beta2, epsilon]

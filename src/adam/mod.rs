@@ -7,7 +7,8 @@
 //! ```
 //! One dispatch updates every trainable parameter: they share one flat buffer. In a GPU training
 //! step the same dispatch first takes the final sums of the layers' split weight-gradient
-//! reductions ([`crate::partial_sums::Segments`]), which had a dispatch of their own. The CPU
+//! reductions ([`crate::partial_sums::Segments`]) and the dense head's weight gradient
+//! ([`DenseGradient`]), which had dispatches of their own ([`Taken`]). The CPU
 //! reference is [`update`]; the GPU kernel `shaders/adam.wgsl` ([`bind`]); the fast CPU one
 //! [`fast`].
 //! β₁, β₂ and ε travel in Adam's own uniform ([`AdamShape`]); the bias-corrected step size α,
@@ -22,6 +23,7 @@ use num_traits::Float;
 use crate::error::Result;
 use crate::gpu::{uniform_buffer, GpuContext};
 use crate::kernel::{arg, floats, read_write, uniform, Dispatch, EntryPoint, Grid, Kernels, Shader};
+use crate::layers::dense_softmax::{backward_weight, DenseGradient, DenseShape, GRADIENT_BINDINGS};
 use crate::layers::StepParams;
 use crate::partial_sums::{self, Segment, Segments};
 use crate::rng::Rng;
@@ -86,7 +88,7 @@ pub fn update<T: Float>(params: &mut [T], m: &mut [T], v: &mut [T], grads: &[T],
 pub static SHADER: Shader = Shader {
     name: "adam",
     file: "adam.wgsl",
-    source: shader_source!("common.wgsl", "segments.wgsl", "adam.wgsl"),
+    source: shader_source!("common.wgsl", "segments.wgsl", "dense_gradient.wgsl", "adam.wgsl"),
     own: shader_own!("adam.wgsl"),
     entry_points: &[
         EntryPoint {
@@ -111,6 +113,9 @@ pub static SHADER: Shader = Shader {
                 read_write(5, "v"),
                 partial_sums::SEGMENTS,
                 partial_sums::SCRATCH,
+                GRADIENT_BINDINGS[0],
+                GRADIENT_BINDINGS[1],
+                GRADIENT_BINDINGS[2],
             ],
         },
     ],
@@ -124,9 +129,20 @@ pub struct AdamBuffers<'a> {
     pub grads: &'a wgpu::Buffer,
     pub m: &'a wgpu::Buffer,
     pub v: &'a wgpu::Buffer,
-    /// The split weight-gradient reductions whose final sums the update takes first (a training
-    /// step's, over the layers' partial-sum scratch), or None for the gradients as they are.
-    pub sums: Option<(&'a Segments, &'a wgpu::Buffer)>,
+    /// The gradients the update takes first (a training step's), or None for the gradients as
+    /// they are.
+    pub taken: Option<Taken<'a>>,
+}
+
+/// The gradients a training step's Adam dispatch computes before it updates, where each had a
+/// dispatch of its own, and writes into grads.
+#[derive(Clone, Copy)]
+pub struct Taken<'a> {
+    /// The split weight-gradient reductions' final sums, over the layers' partial-sum scratch.
+    pub segments: &'a Segments,
+    pub scratch: &'a wgpu::Buffer,
+    /// The dense head's weight gradient ([`DenseGradient::none`] for none).
+    pub dense: &'a DenseGradient,
 }
 
 /// Adam over `shape.count` parameters bound to `b`: one dispatch, and the uniform it made.
@@ -142,9 +158,10 @@ pub fn bind(kernels: &Kernels, shape: &AdamShape, b: &AdamBuffers<'_>) -> Result
         arg("m", b.m, bytes),
         arg("v", b.v, bytes),
     ];
-    let entry_point = match b.sums {
-        Some((segments, scratch)) => {
-            args.extend(segments.args(scratch));
+    let entry_point = match b.taken {
+        Some(taken) => {
+            args.extend(taken.segments.args(taken.scratch));
+            args.extend(taken.dense.args());
             "sum_and_update"
         }
         None => "update",
@@ -155,23 +172,31 @@ pub fn bind(kernels: &Kernels, shape: &AdamShape, b: &AdamBuffers<'_>) -> Result
 }
 
 /// Three Adam steps over 1,000 parameters on the GPU against [`update`]: of the gradients as
-/// they are, and with two segments of partial sums (one of a single chunk) taken first.
+/// they are, and with what a training step's takes first: two segments of partial sums (one of
+/// a single chunk) and a dense layer's weight gradient over 5 of 6 samples.
 pub fn checks(ctx: &GpuContext) -> Result<Vec<Check>> {
     let mut rng = Rng::new(14);
     let count = 1000;
     let config = AdamConfig::default();
     let shape = config.shape(count);
     let kernels = Kernels::new(&ctx.device);
-    // Out of order, as the layers list them; gradients outside both are taken as they are.
+    // Out of order, as the layers list them; gradients outside all three are taken as they are.
     let segments = [
         Segment { dst: 600, len: 250, src: 0, chunks: 3, stride: 260 },
         Segment { dst: 10, len: 90, src: 800, chunks: 1, stride: 90 },
     ];
     let scratch_len = segments.iter().map(Segment::scratch_end).max().unwrap_or(0);
+    let (batch, used, features, classes) = (6, 5, 30, 7);
+    let dense = DenseShape {
+        kernel_offset: 200,
+        bias_offset: 200 + (features * classes) as u32,
+        ..DenseShape::new(batch, features, classes, 1e-2)
+    };
     let mut checks = Vec::new();
-    for summed in [false, true] {
-        let name = if summed { "adam, 3 steps, after partial sums" } else { "adam, 3 steps" };
+    for taken in [false, true] {
+        let name = if taken { "adam, 3 steps, after partial sums and a dense gradient" } else { "adam, 3 steps" };
         let mut params = selftest::random(&mut rng, count, 1.0);
+        params[205] = 0.0; // sign(0) = 0
         let (mut m, mut v) = (vec![0.0; count], vec![0.0; count]);
         let (params_b, m_b, v_b) =
             (selftest::upload(ctx, &params)?, selftest::upload(ctx, &m)?, selftest::upload(ctx, &v)?);
@@ -180,23 +205,29 @@ pub fn checks(ctx: &GpuContext) -> Result<Vec<Check>> {
         for t in 1..=3u64 {
             let mut grads = selftest::random(&mut rng, count, 0.1);
             let scratch = selftest::random(&mut rng, scratch_len, 0.1);
-            let grads_b = selftest::upload(ctx, &grads)?;
-            let scratch_b = selftest::upload(ctx, &scratch)?;
-            let table = match summed {
-                true => Segments::upload(&ctx.device, &segments, count)?,
+            let x = selftest::random(&mut rng, batch * features, 1.0);
+            let dlogits = selftest::random(&mut rng, batch * classes, 0.1);
+            let (grads_b, scratch_b) = (selftest::upload(ctx, &grads)?, selftest::upload(ctx, &scratch)?);
+            let (x_b, dlogits_b) = (selftest::upload(ctx, &x)?, selftest::upload(ctx, &dlogits)?);
+            let table = match taken {
+                true => Some(Segments::upload(&ctx.device, &segments, count)?),
                 false => None,
             };
-            if summed {
+            let gradient = DenseGradient::new(&ctx.device, &dense, &x_b, &dlogits_b);
+            if taken {
                 partial_sums::reference(&segments, &scratch, &mut grads);
+                let s = dense.with_batch(used);
+                let (dkernel, dbias) = grads[s.kernel_offset as usize..].split_at_mut(s.kernel_len());
+                backward_weight(dkernel, dbias, &dlogits, &x, &params[s.kernel_range()], &s);
             }
             update(&mut params, &mut m, &mut v, &grads, config.alpha(t), &shape);
             let step = uniform_buffer(
                 &ctx.device,
                 "selftest step",
-                &StepParams { adam_alpha: config.alpha(t), ..Default::default() },
+                &StepParams { adam_alpha: config.alpha(t), batch_size: used as u32, ..Default::default() },
             );
-            let sums = table.as_ref().map(|table| (table, &scratch_b));
-            let buffers = AdamBuffers { step: &step, params: &params_b, grads: &grads_b, m: &m_b, v: &v_b, sums };
+            let taken = table.as_ref().map(|segments| Taken { segments, scratch: &scratch_b, dense: &gradient });
+            let buffers = AdamBuffers { step: &step, params: &params_b, grads: &grads_b, m: &m_b, v: &v_b, taken };
             let (dispatch, _shape) = bind(&kernels, &shape, &buffers)?;
             selftest::run(ctx, |pass| dispatch.record(pass));
             grads_got = selftest::read(ctx, &grads_b, count)?;

@@ -480,6 +480,9 @@ pub struct GpuHead<'a> {
     /// Write dx through this mask (see [`GpuGrads::mask_dx`]); only asked as
     /// [`HeadLayer::gpu_fusion`] allows.
     pub mask_dx: Mask,
+    /// Leave the weight gradient to Adam's dispatch ([`LayerPass::dense_gradient`]) instead of
+    /// recording a dispatch of its own (a training step's binding).
+    pub gradient_to_adam: bool,
 }
 
 /// A layer bound to its buffers: the dispatches it records, in order, and the buffers it made
@@ -492,9 +495,12 @@ pub struct LayerPass {
     /// Empty when bound for inference.
     pub backward: Vec<Dispatch>,
     /// The final sums of the partial sums the backward pass leaves in the scratch buffer,
-    /// which the engine runs for every layer at once after the backward pass
+    /// which a training step's Adam dispatch takes for every layer at once
     /// ([`crate::partial_sums`]).
     pub sums: Vec<crate::partial_sums::Segment>,
+    /// A dense head's weight gradient, left for Adam's dispatch to take
+    /// ([`GpuHead::gradient_to_adam`], [`crate::adam::Taken`]).
+    pub dense_gradient: Option<crate::layers::dense_softmax::DenseGradient>,
     pub buffers: Vec<wgpu::Buffer>,
 }
 

@@ -24,12 +24,13 @@ use super::{
     check_engine_inputs, check_moments, DataId, Engine, EpochProgress, Inference, Moments, Pending, RawMetrics, Step,
     TrainConfig,
 };
-use crate::adam::{self, AdamBuffers};
+use crate::adam::{self, AdamBuffers, Taken};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::gather::{self, GatherBuffers, GpuDataset};
 use crate::gpu::{self, read_buffer_async, uniform_buffer, GpuContext, Readback};
 use crate::kernel::{begin_pass, floats, Dispatch, Kernels};
+use crate::layers::dense_softmax::DenseGradient;
 use crate::layers::{Ctx, GpuGrads, GpuHead, GpuLayer, LayerPass, StepParams, Tuning};
 use crate::model::{Model, Weights};
 use crate::partial_sums::Segments;
@@ -74,9 +75,10 @@ pub(crate) struct GpuNet {
     eval_penalty_slot: usize,
     /// Elements of the model's `state` (its buffer is never empty).
     state_len: usize,
-    /// In training, every layer's split weight-gradient reductions, whose final sums Adam's
-    /// dispatch takes ([`crate::partial_sums`]), over `scratch`, where the layers write them.
-    segments: Option<Segments>,
+    /// In training, what Adam's dispatch takes before it updates: every layer's split
+    /// weight-gradient reductions' final sums ([`crate::partial_sums`]), over `scratch`, where
+    /// the layers write them, and the head's weight gradient.
+    taken: Option<(Segments, DenseGradient)>,
     scratch: wgpu::Buffer,
     // Kept alive with the bind groups.
     _buffers: Vec<wgpu::Buffer>,
@@ -202,11 +204,18 @@ impl GpuNet {
             penalties: &penalties,
             backward: grads.map(|grads| (plan.head_dx.map(|i| bound(&dacts, i)), grads)),
             mask_dx: plan.head_mask,
+            gradient_to_adam: true,
         };
-        let head = model.head.layer.bind_gpu(&Ctx { at: &model.head.at, batch, run }, &gpu_head)?;
-        let segments: Vec<_> = hidden.iter().flat_map(|l: &LayerPass| l.sums.iter().copied()).collect();
-        let segments = match grads {
-            Some(_) => Segments::upload(device, &segments, model.param_count)?,
+        let mut head = model.head.layer.bind_gpu(&Ctx { at: &model.head.at, batch, run }, &gpu_head)?;
+        let taken = match grads {
+            Some(_) => {
+                let segments: Vec<_> = hidden.iter().flat_map(|l: &LayerPass| l.sums.iter().copied()).collect();
+                let dense = match head.dense_gradient.take() {
+                    Some(dense) => dense,
+                    None => DenseGradient::none(device)?,
+                };
+                Some((Segments::upload(device, &segments, model.param_count)?, dense))
+            }
             None => None,
         };
         Ok(GpuNet {
@@ -226,20 +235,19 @@ impl GpuNet {
             probs,
             hidden,
             head,
-            // A layer that applies the next one's function is named with it: "conv2d_3 + dropout".
+            // A layer that applies the next ones' functions is named with them: "conv2d_3 +
+            // dropout" (the layers up to the one whose output it writes).
             hidden_names: (0..model.hidden.len())
-                .map(|i| match plan.hidden.get(i + 1) {
-                    Some(next) if next.absorbed => {
-                        format!("{} + {}", model.hidden[i].at.name, model.hidden[i + 1].at.name)
-                    }
-                    _ => model.hidden[i].at.name.clone(),
+                .map(|i| {
+                    let names = model.hidden[i..=plan.hidden[i].y].iter().map(|p| p.at.name.as_str());
+                    names.collect::<Vec<_>>().join(" + ")
                 })
                 .collect(),
             datasets: Vec::new(),
             metrics_capacity,
             eval_penalty_slot: penalty_slots,
             state_len: weights.state.len(),
-            segments,
+            taken,
             scratch,
             _buffers: acts.into_iter().chain(dacts).flatten().collect(),
         })
@@ -426,8 +434,8 @@ impl GpuEngine {
         net.prepare("training set", train, train.len())?;
         let m = f32_buffer(device, "adam m", count)?;
         let v = f32_buffer(device, "adam v", count)?;
-        let sums = net.segments.as_ref().map(|segments| (segments, &net.scratch));
-        let buffers = AdamBuffers { step: &net.step, params: &net.params, grads: &grads, m: &m, v: &v, sums };
+        let taken = net.taken.as_ref().map(|(segments, dense)| Taken { segments, scratch: &net.scratch, dense });
+        let buffers = AdamBuffers { step: &net.step, params: &net.params, grads: &grads, m: &m, v: &v, taken };
         let (adam, adam_shape) = adam::bind(&ctx.kernels, &config.adam().shape(count), &buffers)?;
         let step_table = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("step table"),
@@ -587,11 +595,7 @@ impl GpuEngine {
                 stages.push((format!("{name} backward: {}", dispatch.entry_point()), each(dispatch)));
             }
         }
-        let adam = match net.segments {
-            Some(_) => "every layer's partial sums + adam",
-            None => "adam",
-        };
-        stages.push((adam.into(), each(&self.adam)));
+        stages.push(("every layer's partial sums + the head's weight gradient + adam".into(), each(&self.adam)));
 
         let count = 2 * stages.len() as u32;
         let queries = net.device.create_query_set(&wgpu::QuerySetDescriptor {

@@ -25,7 +25,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::gpu::{self, uniform_buffer, GpuContext};
-use crate::kernel::{arg, floats, read, read_write, uniform, Dispatch, EntryPoint, Grid, Shader};
+use crate::kernel::{arg, floats, read, read_write, uniform, Arg, Binding, Dispatch, EntryPoint, Grid, Shader};
 use crate::layers::dense::MAX_UNITS;
 use crate::layers::{GpuFusion, Keep, Mask, StepParams};
 use crate::rng::Rng;
@@ -340,7 +340,7 @@ impl<T: Float> HeadReference<T> for DenseSoftmax {
 pub static SHADER: Shader = Shader {
     name: "dense_softmax",
     file: "dense_softmax.wgsl",
-    source: shader_source!("common.wgsl", "dense_dot.wgsl", "dense_softmax.wgsl"),
+    source: shader_source!("common.wgsl", "dense_dot.wgsl", "dense_gradient.wgsl", "dense_softmax.wgsl"),
     own: shader_own!("dense_softmax.wgsl"),
     entry_points: &[
         EntryPoint {
@@ -376,15 +376,69 @@ pub static SHADER: Shader = Shader {
             name: "backward_weight",
             bindings: &[
                 uniform(0, "step"),
-                uniform(1, "shape"),
-                read(2, "x"),
                 read(3, "params"),
-                read_write(6, "dlogits"),
                 read_write(8, "grads"),
+                GRADIENT_BINDINGS[0],
+                GRADIENT_BINDINGS[1],
+                GRADIENT_BINDINGS[2],
             ],
         },
     ],
 };
+
+/// The bindings `shaders/dense_gradient.wgsl` declares, for the shaders that include it.
+pub const GRADIENT_BINDINGS: [Binding; 3] = [uniform(16, "dense"), read(17, "dense_x"), read(18, "dense_dlogits")];
+
+/// Mirror of `DenseGradientShape` in `shaders/dense_gradient.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct DenseGradientShape {
+    pub kernel_offset: u32,
+    pub features: u32,
+    /// 0 where no gradient is bound.
+    pub classes: u32,
+    pub l1: f32,
+}
+
+/// The head's weight gradient (`shaders/dense_gradient.wgsl`: its shape, the head's input and
+/// dlogits) for a kernel that takes it: the head's `backward_weight`, or Adam's dispatch in a
+/// training step ([`crate::adam::Taken`]), which had that dispatch of its own.
+#[derive(Debug)]
+pub struct DenseGradient {
+    shape: wgpu::Buffer,
+    x: wgpu::Buffer,
+    x_bytes: u64,
+    dlogits: wgpu::Buffer,
+    dlogits_bytes: u64,
+}
+
+impl DenseGradient {
+    /// The gradient of the dense layer `s` with input `x` and dlogits `dlogits`.
+    pub fn new(device: &wgpu::Device, s: &DenseShape, x: &wgpu::Buffer, dlogits: &wgpu::Buffer) -> Self {
+        debug_assert_eq!(s.bias_offset, s.kernel_offset + s.features * s.classes, "the bias follows the kernel");
+        let shape = DenseGradientShape { kernel_offset: s.kernel_offset, features: s.features, classes: s.classes, l1: s.l1 };
+        DenseGradient {
+            shape: uniform_buffer(device, "dense gradient shape", &shape),
+            x: x.clone(),
+            x_bytes: floats((s.batch * s.features) as usize),
+            dlogits: dlogits.clone(),
+            dlogits_bytes: floats((s.batch * s.classes) as usize),
+        }
+    }
+
+    /// None: covers no parameter (for a head that computes its own gradient).
+    pub fn none(device: &wgpu::Device) -> Result<Self> {
+        let empty = gpu::storage_buffer(device, "no dense gradient", 4)?;
+        let shape = uniform_buffer(device, "no dense gradient", &DenseGradientShape::default());
+        Ok(DenseGradient { shape, x: empty.clone(), x_bytes: 4, dlogits: empty, dlogits_bytes: 4 })
+    }
+
+    /// The three bindings of `shaders/dense_gradient.wgsl`.
+    pub fn args(&self) -> [Arg<'_>; 3] {
+        let [shape, x, dlogits] = GRADIENT_BINDINGS.map(|b| b.name);
+        [arg(shape, &self.shape, 16), arg(x, &self.x, self.x_bytes), arg(dlogits, &self.dlogits, self.dlogits_bytes)]
+    }
+}
 
 impl HeadLayer for DenseSoftmax {
     fn classes(&self) -> usize {
@@ -432,15 +486,21 @@ impl HeadLayer for DenseSoftmax {
             }
             None => pass.forward.push(Dispatch::new(device, &kernel("forward")?, &forward, grid)?),
         }
+        let mut kept = None;
         if let Some((_, grads)) = gpu.backward {
-            pass.backward.push(Dispatch::new(
-                device,
-                &kernel("backward_weight")?,
-                &[step, shape_arg, x, params, dlogits, arg("grads", grads, floats((s.bias_offset + s.classes) as usize))],
-                Grid::Invocations(s.kernel_len() as u64 + u64::from(s.classes)),
-            )?);
+            let gradient = DenseGradient::new(device, &s, gpu.x, &dlogits_buffer);
+            if gpu.gradient_to_adam {
+                pass.dense_gradient = Some(gradient);
+            } else {
+                let mut args = vec![step, params, arg("grads", grads, floats((s.bias_offset + s.classes) as usize))];
+                args.extend(gradient.args());
+                let grid = Grid::Invocations(s.kernel_len() as u64 + u64::from(s.classes));
+                pass.backward.push(Dispatch::new(device, &kernel("backward_weight")?, &args, grid)?);
+                // After the shape and dlogits (the selftest reads dlogits as buffers[1]).
+                kept = Some(gradient.shape);
+            }
         }
-        pass.buffers.extend([shape, dlogits_buffer]);
+        pass.buffers.extend([shape, dlogits_buffer].into_iter().chain(kept));
         Ok(pass)
     }
 
@@ -567,6 +627,7 @@ fn checks_for(ctx: &GpuContext, classes: usize) -> Result<Vec<Check>> {
         penalties: &penalties_b,
         backward: Some((Some(&dx_b), &grads_b)),
         mask_dx: Mask::NONE,
+        gradient_to_adam: false,
     };
     let bound = layer.bind_gpu(&c, &gpu_head)?;
     selftest::run(ctx, |pass| {
