@@ -114,6 +114,12 @@ fn a_gpu_training_epoch_matches_the_cpu_reference_with_an_activation_and_a_dropo
 }
 
 #[test]
+fn a_gpu_training_epoch_matches_the_cpu_reference_without_split_reductions() {
+    // No convolution: Adam's dispatch has no partial sums to take, only the head's gradient.
+    gpu_matches_cpu("p,h6,f10", 12);
+}
+
+#[test]
 fn each_named_net_takes_the_dispatches_a_step_the_readme_gives() {
     let Some(ctx) = gpu() else { return };
     let train = subset(16);

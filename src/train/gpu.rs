@@ -475,7 +475,7 @@ impl GpuEngine {
     }
 
     /// Dispatches per training step (for reports): the gather, every layer's, Adam (with the
-    /// partial sums).
+    /// partial sums and the head's weight gradient).
     pub fn dispatches_per_step(&self) -> usize {
         self.step_dispatches().count()
     }
@@ -487,8 +487,9 @@ impl GpuEngine {
     }
 
     /// A training step's dispatches, in the order they are recorded: the gather, every
-    /// layer's forward, the head's penalty and backward, the hidden layers' backward in
-    /// reverse, Adam (with the partial sums).
+    /// layer's forward, the head's (its penalty and dx; its backward is empty when Adam takes
+    /// its weight gradient), the hidden layers' backward in reverse, Adam (with the partial
+    /// sums and the head's weight gradient).
     fn step_dispatches(&self) -> impl Iterator<Item = &Dispatch> {
         let net = &self.net;
         let forward = net.hidden.iter().chain([&net.head]).flat_map(|l| &l.forward);
