@@ -277,7 +277,9 @@ pub fn hidden_layer(ctx: &GpuContext, c: &HiddenCheck<'_>) -> Result<Vec<Check>>
                         .gpu_fusion(&next_ctx)
                         .elementwise
                         .ok_or_else(|| crate::Error::invalid("an elementwise layer"))?;
-                    epilogue = epilogue.then(elementwise);
+                    epilogue = epilogue
+                        .then(elementwise)
+                        .ok_or_else(|| crate::Error::invalid("an activation, then a dropout"))?;
                     let mut out = vec![f32::NAN; z.len()];
                     Reference::<f32>::forward(*layer, &next_ctx, pass, &z[..used], &mut out[..used], &[], &mut []);
                     z = out;

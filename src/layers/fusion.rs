@@ -68,7 +68,7 @@ pub enum Elementwise {
 impl Elementwise {
     /// The epilogue that applies it.
     pub fn epilogue(&self) -> Epilogue {
-        Epilogue::default().then(*self)
+        Epilogue::default().then(*self).expect("any one elementwise layer is an epilogue")
     }
 
     /// The mask the layer after writes its dx through, from its input (this layer's output);
@@ -118,23 +118,23 @@ impl Epilogue {
         self.kind & EPILOGUE_DROPOUT != 0
     }
 
-    /// This epilogue, then `next`: an activation on nothing, or a dropout on nothing or an
-    /// activation (what the shader applies in that order). Panics on any other order, which
+    /// This epilogue, then `next`: an activation after nothing, or a dropout after nothing or
+    /// an activation (what the shader applies, in that order); None for any other order, which
     /// [`plan`] never asks for.
-    pub fn then(mut self, next: Elementwise) -> Epilogue {
-        assert!(!self.is_dropout(), "nothing follows a dropout in an epilogue");
+    pub fn then(mut self, next: Elementwise) -> Option<Epilogue> {
+        if self.is_dropout() {
+            return None;
+        }
         match next {
             Elementwise::Dropout(Keep { rate, scale, seed, layer }) => {
                 self.kind |= EPILOGUE_DROPOUT;
                 (self.rate, self.scale, self.seed, self.layer) = (rate, scale, seed, layer);
             }
-            Elementwise::Relu | Elementwise::LeakyRelu { .. } if self.kind != 0 => {
-                panic!("one activation an epilogue")
-            }
+            Elementwise::Relu | Elementwise::LeakyRelu { .. } if self.kind != 0 => return None,
             Elementwise::Relu => self.kind = EPILOGUE_RELU,
             Elementwise::LeakyRelu { slope } => (self.kind, self.slope) = (EPILOGUE_LEAKY_RELU, slope),
         }
-        self
+        Some(self)
     }
 }
 
@@ -271,7 +271,9 @@ pub fn plan(fusions: &[GpuFusion], head: GpuFusion) -> Plan {
                 0 => fusions[i].relu_output && after(i + 1).masks_dx,
                 _ => fusions[i].relu_output && matches!(fusions[i + 1].elementwise, Some(Elementwise::Dropout(_))),
             };
-            let epilogue = (i + 1..i + 1 + absorbs).fold(Epilogue::default(), |e, j| e.then(elementwise(j)));
+            let epilogue = (i + 1..i + 1 + absorbs).fold(Epilogue::default(), |e, j| {
+                e.then(elementwise(j)).expect("the plan absorbs an activation, then a dropout")
+            });
             Placement { absorbed: absorbed[i], y: i + absorbs, epilogue, dx, mask_dx, dy_masked }
         })
         .collect();
@@ -391,10 +393,12 @@ mod tests {
 
     #[test]
     fn epilogues_chain_an_activation_then_a_dropout() {
-        let e = Elementwise::LeakyRelu { slope: 0.3 }.epilogue().then(Elementwise::Dropout(KEEP));
+        let e = Elementwise::LeakyRelu { slope: 0.3 }.epilogue().then(Elementwise::Dropout(KEEP)).unwrap();
         assert_eq!((e.kind, e.slope, e.scale, e.seed), (EPILOGUE_LEAKY_RELU | EPILOGUE_DROPOUT, 0.3, 2.0, 1));
         assert!(e.is_dropout() && !Elementwise::Relu.epilogue().is_dropout());
-        assert!(std::panic::catch_unwind(|| Elementwise::Dropout(KEEP).epilogue().then(Elementwise::Relu)).is_err());
+        // Nothing after a dropout, and one activation.
+        assert_eq!(Elementwise::Dropout(KEEP).epilogue().then(Elementwise::Relu), None);
+        assert_eq!(Elementwise::Relu.epilogue().then(Elementwise::LeakyRelu { slope: 0.1 }), None);
     }
 
     #[test]
