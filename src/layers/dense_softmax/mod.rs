@@ -426,7 +426,7 @@ impl DenseGradient {
         }
     }
 
-    /// None: covers no parameter (for a head that computes its own gradient).
+    /// A gradient that covers no parameter, for Adam to bind where the head computes its own.
     pub fn none(device: &wgpu::Device) -> Result<Self> {
         let empty = gpu::storage_buffer(device, "no dense gradient", 4)?;
         let shape = uniform_buffer(device, "no dense gradient", &DenseGradientShape::default());
