@@ -95,6 +95,22 @@ pub const fn storage_texture(number: u32, name: &'static str, format: wgpu::Text
     Binding { number, name, access: Access::StorageTexture(format) }
 }
 
+/// The bindings of `a`, then those of `b`: the table of an entry point that binds what another
+/// does and more. `N` must be `A + B` (checked where the constant is evaluated).
+pub const fn extended<const A: usize, const B: usize, const N: usize>(
+    a: [Binding; A],
+    b: [Binding; B],
+) -> [Binding; N] {
+    assert!(A + B == N, "an extended binding table holds both tables");
+    let mut all = [uniform(0, ""); N];
+    let mut i = 0;
+    while i < N {
+        all[i] = if i < A { a[i] } else { b[i - A] };
+        i += 1;
+    }
+    all
+}
+
 /// An entry point and exactly the bindings it uses.
 #[derive(Clone, Copy, Debug)]
 pub struct EntryPoint {

@@ -109,8 +109,10 @@ fn shader_manifest(shader: &'static Shader) -> crate::Result<ShaderManifest> {
                     Some(expression) => WorkgroupDimension::Override(override_name(expression)),
                     None => WorkgroupDimension::Fixed(entry.workgroup_size[d]),
                 });
-            let bindings = table
-                .bindings
+            // In binding order, however the table lists them (an extended table lists its own last).
+            let mut sorted = table.bindings.to_vec();
+            sorted.sort_by_key(|b| b.number);
+            let bindings = sorted
                 .iter()
                 .map(|b| {
                     let (kind, format) = match b.access {

@@ -22,7 +22,7 @@ use num_traits::Float;
 
 use crate::error::Result;
 use crate::gpu::{uniform_buffer, GpuContext};
-use crate::kernel::{arg, floats, read_write, uniform, Dispatch, EntryPoint, Grid, Kernels, Shader};
+use crate::kernel::{arg, extended, floats, read_write, uniform, Binding, Dispatch, EntryPoint, Grid, Kernels, Shader};
 use crate::layers::dense_softmax::{backward_weight, DenseGradient, DenseShape, GRADIENT_BINDINGS};
 use crate::layers::StepParams;
 use crate::partial_sums::{self, Segment, Segments};
@@ -84,6 +84,21 @@ pub fn update<T: Float>(params: &mut [T], m: &mut [T], v: &mut [T], grads: &[T],
     }
 }
 
+const UPDATE: [Binding; 6] = [
+    uniform(0, "step"),
+    uniform(1, "shape"),
+    read_write(2, "params"),
+    read_write(3, "grads"),
+    read_write(4, "m"),
+    read_write(5, "v"),
+];
+
+/// `update`'s, and what it takes first (the partial sums' table and scratch, the dense gradient).
+const SUM_AND_UPDATE: [Binding; 11] = extended(
+    UPDATE,
+    [partial_sums::SEGMENTS, partial_sums::SCRATCH, GRADIENT_BINDINGS[0], GRADIENT_BINDINGS[1], GRADIENT_BINDINGS[2]],
+);
+
 /// The binding table of `shaders/adam.wgsl`.
 pub static SHADER: Shader = Shader {
     name: "adam",
@@ -91,33 +106,8 @@ pub static SHADER: Shader = Shader {
     source: shader_source!("common.wgsl", "segments.wgsl", "dense_gradient.wgsl", "adam.wgsl"),
     own: shader_own!("adam.wgsl"),
     entry_points: &[
-        EntryPoint {
-            name: "update",
-            bindings: &[
-                uniform(0, "step"),
-                uniform(1, "shape"),
-                read_write(2, "params"),
-                read_write(3, "grads"),
-                read_write(4, "m"),
-                read_write(5, "v"),
-            ],
-        },
-        EntryPoint {
-            name: "sum_and_update",
-            bindings: &[
-                uniform(0, "step"),
-                uniform(1, "shape"),
-                read_write(2, "params"),
-                read_write(3, "grads"),
-                read_write(4, "m"),
-                read_write(5, "v"),
-                partial_sums::SEGMENTS,
-                partial_sums::SCRATCH,
-                GRADIENT_BINDINGS[0],
-                GRADIENT_BINDINGS[1],
-                GRADIENT_BINDINGS[2],
-            ],
-        },
+        EntryPoint { name: "update", bindings: &UPDATE },
+        EntryPoint { name: "sum_and_update", bindings: &SUM_AND_UPDATE },
     ],
 };
 

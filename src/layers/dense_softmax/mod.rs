@@ -25,7 +25,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::gpu::{self, uniform_buffer, GpuContext};
-use crate::kernel::{arg, floats, read, read_write, uniform, Arg, Binding, Dispatch, EntryPoint, Grid, Shader};
+use crate::kernel::{arg, extended, floats, read, read_write, uniform, Arg, Binding, Dispatch, EntryPoint, Grid, Shader};
 use crate::layers::dense::MAX_UNITS;
 use crate::layers::{GpuFusion, Keep, Mask, StepParams};
 use crate::rng::Rng;
@@ -336,6 +336,24 @@ impl<T: Float> HeadReference<T> for DenseSoftmax {
     }
 }
 
+const FORWARD: [Binding; 9] = [
+    uniform(0, "step"),
+    uniform(1, "shape"),
+    read(2, "x"),
+    read(3, "params"),
+    read(4, "labels"),
+    read_write(5, "probs"),
+    read_write(6, "dlogits"),
+    read_write(7, "metrics"),
+    read_write(10, "penalties"),
+];
+
+/// `forward`'s, and the dx it writes too.
+const FORWARD_BACKWARD: [Binding; 10] = extended(FORWARD, [read_write(9, "dx")]);
+
+const BACKWARD_WEIGHT: [Binding; 6] =
+    extended([uniform(0, "step"), read(3, "params"), read_write(8, "grads")], GRADIENT_BINDINGS);
+
 /// The binding tables of `shaders/dense_softmax.wgsl`.
 pub static SHADER: Shader = Shader {
     name: "dense_softmax",
@@ -343,46 +361,9 @@ pub static SHADER: Shader = Shader {
     source: shader_source!("common.wgsl", "dense_dot.wgsl", "dense_gradient.wgsl", "dense_softmax.wgsl"),
     own: shader_own!("dense_softmax.wgsl"),
     entry_points: &[
-        EntryPoint {
-            name: "forward",
-            bindings: &[
-                uniform(0, "step"),
-                uniform(1, "shape"),
-                read(2, "x"),
-                read(3, "params"),
-                read(4, "labels"),
-                read_write(5, "probs"),
-                read_write(6, "dlogits"),
-                read_write(7, "metrics"),
-                read_write(10, "penalties"),
-            ],
-        },
-        EntryPoint {
-            name: "forward_backward",
-            bindings: &[
-                uniform(0, "step"),
-                uniform(1, "shape"),
-                read(2, "x"),
-                read(3, "params"),
-                read(4, "labels"),
-                read_write(5, "probs"),
-                read_write(6, "dlogits"),
-                read_write(7, "metrics"),
-                read_write(9, "dx"),
-                read_write(10, "penalties"),
-            ],
-        },
-        EntryPoint {
-            name: "backward_weight",
-            bindings: &[
-                uniform(0, "step"),
-                read(3, "params"),
-                read_write(8, "grads"),
-                GRADIENT_BINDINGS[0],
-                GRADIENT_BINDINGS[1],
-                GRADIENT_BINDINGS[2],
-            ],
-        },
+        EntryPoint { name: "forward", bindings: &FORWARD },
+        EntryPoint { name: "forward_backward", bindings: &FORWARD_BACKWARD },
+        EntryPoint { name: "backward_weight", bindings: &BACKWARD_WEIGHT },
     ],
 };
 
