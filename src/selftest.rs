@@ -303,8 +303,10 @@ pub fn hidden_layer(ctx: &GpuContext, c: &HiddenCheck<'_>) -> Result<Vec<Check>>
     Ok(checks)
 }
 
-/// `dx` through `mask` at the inputs `x` (as `mask_gradient` in `shaders/common.wgsl`).
+/// `dx` through `mask` at the inputs `x` (as `mask_gradient` in `shaders/common.wgsl`); a
+/// mask with a dropout's keep mask needs the step's hash, which its check applies itself.
 pub(crate) fn masked(dx: &[f32], x: &[f32], mask: Mask) -> Vec<f32> {
+    assert!(mask.dropout.is_none(), "masked() applies a scale and a slope, not a keep mask");
     let through = |(&d, &x): (&f32, &f32)| match (x > 0.0, mask.neg == 0.0) {
         (true, _) => d * mask.pos,
         (false, true) => 0.0,
