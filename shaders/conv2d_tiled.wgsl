@@ -1,13 +1,15 @@
 // conv2d_tiled.wgsl — Conv2D's forward pass and its three gradients as register tiles: the
-// kernels training uses. Compiled after common.wgsl (Step, linear_index) and conv2d_shape.wgsl
-// (the shape as override constants, input_coord, the dx mask), then epilogue.wgsl (a layer
-// absorbed after it); conv2d_naive.wgsl is the baseline they are
-// checked beside and measured against.
+// kernels training uses. Compiled after common.wgsl (Step, linear_index), conv2d_shape.wgsl (the
+// shape as override constants, input_coord, the dx mask) and epilogue.wgsl (a layer absorbed after
+// it), then where x comes from: conv2d_input.wgsl (a buffer), or dataset.wgsl and
+// conv2d_input_gathered.wgsl (a first layer that reads the dataset itself: the variant
+// conv2d_tiled_gathered), then conv2d_tiled_dx.wgsl (dx), in all but that variant.
+// conv2d_naive.wgsl is the baseline they are checked beside and measured against.
 //
 // Bindings (group 0)                                                      used by
 //   0  step      uniform Step                                             all
 //   2  x         storage, read        input [N, H, W, C]                  forward, backward,
-//                                                                         backward_weight_partial
+//                                     (conv2d_input.wgsl)                 backward_weight_partial
 //   3  params    storage, read        flat parameters: kernel [3, 3, C,   forward, backward
 //                                     K] at KERNEL_OFFSET, bias [K] at
 //                                     BIAS_OFFSET
@@ -18,8 +20,7 @@
 //                                     output (relu_backward does not run
 //                                     then, DY_MASKED)
 //   5  dy        storage, read        dL/dy, shaped like y                relu_backward
-//   6  dx        storage, read_write  dL/dx, shaped like x, through the   backward
-//                                     mask (MASK_POS, MASK_NEG)
+//   6  dx        (conv2d_tiled_dx.wgsl)                                   backward
 //   8  dpre_out  storage, read_write  dL/d(pre-activation) = dy·(y > 0),  relu_backward writes
 //                                     shaped like y (only with RELU: dpre
 //                                     is dy itself without)
@@ -27,13 +28,16 @@
 //                                     of dkernel and dbias per chunk of
 //                                     CHUNK_LEN output positions, from
 //                                     PARTIALS_OFFSET of the step's scratch
-//  10  x4        storage, read        x as vec4s (binding 2's buffer)     forward, backward, backward_weight_partial
+//  10  x4        storage, read        x as vec4s (conv2d_input.wgsl)      forward, backward, backward_weight_partial
 //  11  params4   storage, read        params as vec4s (binding 3's)       forward, backward
 //  12  dpre      storage, read        dL/d(pre-activation): dpre_out's    backward, backward_weight_partial
 //                                     buffer, or dy's when the layer
 //                                     after wrote it masked (or !RELU)
 //  13  dpre4     storage, read        the same as vec4s                   backward, backward_weight_partial
 //  15  epilogue  uniform Epilogue     a layer absorbed (epilogue.wgsl)    forward
+//  16–21         the dataset, in x's place (dataset.wgsl; the forward     forward, backward_weight_partial
+//                pass also copies the batch's labels) in the variant
+//                conv2d_tiled_gathered
 //
 // dL/d(pre-activation) first: written masked by the layer after this one (its dx kernel's
 // mask), equal to dy without the activation, or else by relu_backward, so the backward kernels
@@ -48,14 +52,11 @@
 // with no dx, runs backward_weight_partial alone).
 
 @group(0) @binding(0) var<uniform> step: Step;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read> params: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read> dy: array<f32>;
-@group(0) @binding(6) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dpre_out: array<f32>;
 @group(0) @binding(9) var<storage, read_write> partials: array<f32>;
-@group(0) @binding(10) var<storage, read> x4: array<vec4<f32>>;
 @group(0) @binding(11) var<storage, read> params4: array<vec4<f32>>;
 @group(0) @binding(12) var<storage, read> dpre: array<f32>;
 @group(0) @binding(13) var<storage, read> dpre4: array<vec4<f32>>;
@@ -101,14 +102,6 @@ fn dpre_quad(pixel: u32, k0: u32) -> vec4<f32> {
     return vec4<f32>(dpre[pixel + ks.x], dpre[pixel + ks.y], dpre[pixel + ks.z], dpre[pixel + ks.w]);
 }
 
-fn x_quad(pixel: u32, c0: u32) -> vec4<f32> {
-    if (X_VEC4) {
-        return x4[(pixel + c0) / 4u];
-    }
-    let cs = four_channels(c0, IN_C);
-    return vec4<f32>(x[pixel + cs.x], x[pixel + cs.y], x[pixel + cs.z], x[pixel + cs.w]);
-}
-
 // One invocation: output channels k0..k0+3 of output pixels (oy, ox0..ox0+3).
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
@@ -122,6 +115,10 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     let ox0 = ((i / k_blocks) % x_blocks) * 4u;
     let oy = (i / (k_blocks * x_blocks)) % OUT_H;
     let n = i / (k_blocks * x_blocks * OUT_H);
+    if (k0 == 0u && ox0 == 0u && oy == 0u) {
+        take_label(n);
+    }
+    let sample = x_sample(n);
 
     let bias = kernel_quad(BIAS_OFFSET, k0);
     var acc = array<vec4<f32>, 4>(bias, bias, bias, bias);   // acc[p] = channels of pixel ox0 + p
@@ -130,10 +127,10 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
         if (iy < 0) {
             continue;
         }
-        let row = (n * IN_H + u32(iy)) * IN_W;
+        let row = u32(iy) * IN_W;
         for (var kx = 0u; kx < 3u; kx++) {
-            // Where each of the four pixels reads; a pixel in the padding (or past the row) reads
-            // element 0 and is multiplied by 0.
+            // Where each of the four pixels reads in the sample; a pixel in the padding (or past
+            // the row) reads its element 0 and is multiplied by 0.
             var base: array<u32, 4>;
             var keep: vec4<f32>;
             for (var p = 0u; p < 4u; p++) {
@@ -143,28 +140,22 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
                 keep[p] = select(0.0, 1.0, valid);
             }
             let w_base = KERNEL_OFFSET + (ky * 3u + kx) * IN_C * OUT_C;
-            if (X_VEC4) {
-                // Four input channels of each pixel at once.
-                for (var c = 0u; c < IN_C; c += 4u) {
-                    let x0 = x_quad(base[0], c) * keep[0];
-                    let x1 = x_quad(base[1], c) * keep[1];
-                    let x2 = x_quad(base[2], c) * keep[2];
-                    let x3 = x_quad(base[3], c) * keep[3];
-                    for (var j = 0u; j < 4u; j++) {
-                        let w = kernel_quad(w_base + (c + j) * OUT_C, k0);
-                        acc[0] += x0[j] * w;
-                        acc[1] += x1[j] * w;
-                        acc[2] += x2[j] * w;
-                        acc[3] += x3[j] * w;
-                    }
-                }
-            } else {
-                for (var c = 0u; c < IN_C; c++) {
-                    let w = kernel_quad(w_base + c * OUT_C, k0);
-                    acc[0] += (x[base[0] + c] * keep[0]) * w;
-                    acc[1] += (x[base[1] + c] * keep[1]) * w;
-                    acc[2] += (x[base[2] + c] * keep[2]) * w;
-                    acc[3] += (x[base[3] + c] * keep[3]) * w;
+            // Four input channels of each pixel at once (a vec4 load where they start on one, or
+            // one or two words of the dataset's bytes); past the last channel (IN_C % 4 != 0) the
+            // lanes repeat it and are skipped. With X_VEC4 the count is the constant 4, so the
+            // loop over them unrolls (a bound the compiler cannot fold slowed every layer).
+            for (var c = 0u; c < IN_C; c += 4u) {
+                let x0 = x_quad(sample, base[0], c) * keep[0];
+                let x1 = x_quad(sample, base[1], c) * keep[1];
+                let x2 = x_quad(sample, base[2], c) * keep[2];
+                let x3 = x_quad(sample, base[3], c) * keep[3];
+                let channels = select(min(4u, IN_C - c), 4u, X_VEC4);
+                for (var j = 0u; j < channels; j++) {
+                    let w = kernel_quad(w_base + (c + j) * OUT_C, k0);
+                    acc[0] += x0[j] * w;
+                    acc[1] += x1[j] * w;
+                    acc[2] += x2[j] * w;
+                    acc[3] += x3[j] * w;
                 }
             }
         }
@@ -187,103 +178,6 @@ fn store_output(n: u32, oy: u32, ox: u32, k0: u32, v: vec4<f32>) {
     for (var j = 0u; j < 4u; j++) {
         if (k0 + j < OUT_C) {
             y[out + k0 + j] = apply_epilogue(select(v[j], max(v[j], 0.0), RELU), out + k0 + j);
-        }
-    }
-}
-
-// One invocation: input channels c0..c0+3 of four input pixels of row iy that share their
-// column's phase modulo the stride, ix = phase + (group·4 + p)·stride: with stride 2 the
-// taps that reach an even column never reach an odd one, so a block of same-phase columns keeps
-// all four lanes busy on every tap. The phase varies slower than the column group, so that
-// neighbouring invocations (run together in SIMD lanes) take the same taps: interleaved phases
-// made every tap run masked on half the lanes (conv2d_1's dx: 44 → 31 ms per step on lavapipe).
-fn input_gradient(i: u32) {
-    let c_blocks = (IN_C + 3u) / 4u;
-    let x_slots = STRIDE * ((IN_W + 4u * STRIDE - 1u) / (4u * STRIDE));
-    if (i >= step.batch_size * IN_H * x_slots * c_blocks) {
-        return;
-    }
-    let c0 = (i % c_blocks) * 4u;
-    let slot = (i / c_blocks) % x_slots;
-    let iy = (i / (c_blocks * x_slots)) % IN_H;
-    let n = i / (c_blocks * x_slots * IN_H);
-    let cs = four_channels(c0, IN_C);
-    let stride = i32(STRIDE);
-    let per_phase = x_slots / STRIDE;
-    let phase = slot / per_phase;
-    let first_column = (slot % per_phase) * 4u * STRIDE + phase;
-
-    var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
-    for (var ky = 0u; ky < 3u; ky++) {
-        // oy·STRIDE = iy + PAD_TOP − ky must be a non-negative multiple of the stride.
-        let ty = i32(iy + PAD_TOP) - i32(ky);
-        if (ty < 0 || ty % stride != 0 || ty / stride >= i32(OUT_H)) {
-            continue;
-        }
-        let row = (n * OUT_H + u32(ty / stride)) * OUT_W;
-        for (var kx = 0u; kx < 3u; kx++) {
-            // The same for every pixel of the block: they share the phase.
-            let t0 = i32(first_column + PAD_LEFT) - i32(kx);
-            if (((t0 % stride) + stride) % stride != 0) {
-                continue;
-            }
-            var base: array<u32, 4>;
-            var keep: vec4<f32>;
-            for (var p = 0u; p < 4u; p++) {
-                let tx = t0 + i32(p * STRIDE);
-                let valid = tx >= 0 && tx / stride < i32(OUT_W) && first_column + p * STRIDE < IN_W;
-                base[p] = select(0u, (row + u32(max(tx, 0) / stride)) * OUT_C, valid);
-                keep[p] = select(0.0, 1.0, valid);
-            }
-            // kernel[ky, kx, c, k] for the four channels: rows OUT_C apart.
-            let rows = KERNEL_OFFSET + (ky * 3u + kx) * IN_C * OUT_C + cs * OUT_C;
-            if (K_VEC4) {
-                // Four output channels at once: dot products of dpre's and the kernel rows' quads.
-                for (var k = 0u; k < OUT_C; k += 4u) {
-                    let w0 = kernel_quad(rows.x, k);
-                    let w1 = kernel_quad(rows.y, k);
-                    let w2 = kernel_quad(rows.z, k);
-                    let w3 = kernel_quad(rows.w, k);
-                    let g0 = dpre_quad(base[0], k) * keep[0];
-                    let g1 = dpre_quad(base[1], k) * keep[1];
-                    let g2 = dpre_quad(base[2], k) * keep[2];
-                    let g3 = dpre_quad(base[3], k) * keep[3];
-                    acc[0] += vec4<f32>(dot(g0, w0), dot(g0, w1), dot(g0, w2), dot(g0, w3));
-                    acc[1] += vec4<f32>(dot(g1, w0), dot(g1, w1), dot(g1, w2), dot(g1, w3));
-                    acc[2] += vec4<f32>(dot(g2, w0), dot(g2, w1), dot(g2, w2), dot(g2, w3));
-                    acc[3] += vec4<f32>(dot(g3, w0), dot(g3, w1), dot(g3, w2), dot(g3, w3));
-                }
-            } else {
-                for (var k = 0u; k < OUT_C; k++) {
-                    let w = vec4<f32>(params[rows.x + k], params[rows.y + k], params[rows.z + k], params[rows.w + k]);
-                    acc[0] += (dpre[base[0] + k] * keep[0]) * w;
-                    acc[1] += (dpre[base[1] + k] * keep[1]) * w;
-                    acc[2] += (dpre[base[2] + k] * keep[2]) * w;
-                    acc[3] += (dpre[base[3] + k] * keep[3]) * w;
-                }
-            }
-        }
-    }
-    store_dx(n, iy, first_column, c0, acc[0]);
-    store_dx(n, iy, first_column + STRIDE, c0, acc[1]);
-    store_dx(n, iy, first_column + 2u * STRIDE, c0, acc[2]);
-    store_dx(n, iy, first_column + 3u * STRIDE, c0, acc[3]);
-}
-
-// Channels c0..c0+3 of input pixel (iy, ix) of dx from their sums v, through the mask, if the
-// pixel is in the row (the accumulators one by one, as store_output).
-fn store_dx(n: u32, iy: u32, ix: u32, c0: u32, v: vec4<f32>) {
-    if (ix >= IN_W) {
-        return;
-    }
-    let at = ((n * IN_H + iy) * IN_W + ix) * IN_C;
-    var x_here = vec4<f32>(0.0);
-    if (masks_dx()) {
-        x_here = x_quad(at, c0);
-    }
-    for (var j = 0u; j < 4u; j++) {
-        if (c0 + j < IN_C) {
-            dx[at + c0 + j] = masked_dx(v[j], x_here[j]);
         }
     }
 }
@@ -345,7 +239,7 @@ fn weight_partials(i: u32, t: u32) {
         let iy = input_coord(oy, ky, PAD_TOP, IN_H);
         let ix = input_coord(ox, kx, PAD_LEFT, IN_W);
         if (iy >= 0 && ix >= 0) {
-            let v = x_quad(((n * IN_H + u32(iy)) * IN_W + u32(ix)) * IN_C, c0);
+            let v = x_quad(x_sample(n), (u32(iy) * IN_W + u32(ix)) * IN_C, c0);
             acc[0] += v.x * g;
             acc[1] += v.y * g;
             acc[2] += v.z * g;
@@ -381,18 +275,4 @@ fn weight_partials(i: u32, t: u32) {
 fn backward_weight_partial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
                            @builtin(local_invocation_index) t: u32) {
     weight_partials(linear_index(gid, groups), t);
-}
-
-// dx on workgroups 0..INPUT_WORKGROUPS, the partial sums on the rest. The branch is on the
-// workgroup, so each workgroup takes one side whole (the partial sums' barriers stay in uniform
-// control flow).
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn backward(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-            @builtin(local_invocation_index) t: u32) {
-    let w = workgroup.x + workgroup.y * groups.x;
-    if (w < INPUT_WORKGROUPS) {
-        input_gradient(w * WORKGROUP_SIZE + t);
-    } else {
-        weight_partials((w - INPUT_WORKGROUPS) * WORKGROUP_SIZE + t, t);
-    }
 }

@@ -1,5 +1,8 @@
 //! Batch assembly on the GPU: the dataset is uploaded once as u8 (4× smaller than f32), and each
-//! step gathers its rows through the epoch's order, scaling pixels to [0, 1] as Keras' `x / 255`.
+//! step reads its rows through the epoch's order, scaling pixels to [0, 1] as Keras' `x / 255`
+//! (`shaders/dataset.wgsl`). The gather copies them into an f32 batch for the first layer; a
+//! first convolution reads them itself instead ([`BatchSource`] bound into it), which saves the
+//! gather's dispatch and the batch's passes through memory.
 //!
 //! # Shapes
 //! images `[rows, sample_len]` u8, labels `[rows]`, order `[positions]` of row indices,
@@ -9,19 +12,22 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
 use crate::gpu::{self, uniform_buffer, GpuContext};
-use crate::kernel::{arg, floats, read, read_write, uniform, Dispatch, EntryPoint, Grid, Kernels, Shader};
+use crate::kernel::{
+    arg, extended, floats, read, read_write, uniform, Arg, Binding, Dispatch, EntryPoint, Grid, Kernels, Shader,
+};
 use crate::layers::StepParams;
 use crate::selftest::{self, Check};
 use crate::{shader_own, shader_source};
 
-/// Mirror of `GatherShape` in `shaders/gather.wgsl`.
+/// Mirror of `DatasetShape` in `shaders/dataset.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
-pub struct GatherShape {
-    pub batch: u32,
-    pub sample_len: u32,
+pub struct DatasetShape {
+    /// u32 words per row.
+    pub sample_words: u32,
+    /// The first row in `images_high`.
     pub split_row: u32,
-    pub _pad: u32,
+    pub _pad: [u32; 2],
 }
 
 /// CPU reference: the rows `batch_order` (the batch's slice of the epoch's order).
@@ -43,13 +49,16 @@ pub fn gather(
     }
 }
 
-/// A dataset resident on the GPU: u8 images in at most two bindings, u32 labels.
+/// A dataset resident on the GPU: u8 images in at most two bindings, u32 labels, and the
+/// uniform that says where a row is.
 #[derive(Debug)]
 pub struct GpuDataset {
     pub images_low: wgpu::Buffer,
     /// Rows `split_row..`; the same buffer as `images_low` when everything fits one binding.
     pub images_high: wgpu::Buffer,
     pub labels: wgpu::Buffer,
+    /// [`DatasetShape`].
+    pub shape: wgpu::Buffer,
     pub rows: usize,
     pub sample_len: usize,
     pub split_row: usize,
@@ -58,20 +67,32 @@ pub struct GpuDataset {
 impl GpuDataset {
     /// Uploads `images` (`rows × sample_len` bytes, `sample_len` a multiple of 4) and `labels`.
     pub fn upload(device: &wgpu::Device, name: &str, images: &[u8], labels: &[u8], sample_len: usize) -> Result<Self> {
+        let max_binding = device.limits().max_storage_buffer_binding_size;
+        Self::upload_split(device, name, images, labels, sample_len, (max_binding as usize / sample_len.max(1)).max(1))
+    }
+
+    /// As [`GpuDataset::upload`], with at most `rows_per_binding` rows in each of the two image
+    /// bindings.
+    pub(crate) fn upload_split(
+        device: &wgpu::Device,
+        name: &str,
+        images: &[u8],
+        labels: &[u8],
+        sample_len: usize,
+        rows_per_binding: usize,
+    ) -> Result<Self> {
         let rows = labels.len();
-        if !sample_len.is_multiple_of(4) || images.len() != rows * sample_len {
+        if sample_len == 0 || !sample_len.is_multiple_of(4) || images.len() != rows * sample_len {
             return Err(Error::invalid(format!(
                 "{name}: {} image bytes for {rows} labels of {sample_len}-byte samples",
                 images.len()
             )));
         }
-        let max_binding = device.limits().max_storage_buffer_binding_size;
-        let rows_per_binding = (max_binding as usize / sample_len).max(1);
         if rows > 2 * rows_per_binding {
             return Err(Error::TooLarge {
                 what: format!("{name} ({rows} images)"),
                 needed: images.len() as u64,
-                allowed: 2 * max_binding,
+                allowed: 2 * device.limits().max_storage_buffer_binding_size,
                 hint: String::from(" in two bindings: use fewer images"),
             });
         }
@@ -99,7 +120,57 @@ impl GpuDataset {
             bytemuck::cast_slice(&labels32),
             wgpu::BufferUsages::empty(),
         )?;
-        Ok(GpuDataset { images_low, images_high, labels, rows, sample_len, split_row })
+        let shape = DatasetShape { sample_words: (sample_len / 4) as u32, split_row: split_row as u32, _pad: [0; 2] };
+        let shape = uniform_buffer(device, &format!("{name} shape"), &shape);
+        Ok(GpuDataset { images_low, images_high, labels, shape, rows, sample_len, split_row })
+    }
+}
+
+/// The override constants of `shaders/dataset.wgsl`, which every kernel that includes it is
+/// given ([`BatchSource::constants`]).
+pub const OVERRIDES: [&str; 1] = ["ONE_BINDING"];
+
+/// The bindings of `shaders/dataset.wgsl` that read a batch's images.
+pub const IMAGE_BINDINGS: [Binding; 4] =
+    [read(16, "images_low"), read(17, "images_high"), read(19, "order"), uniform(21, "dataset")];
+
+/// The bindings of `shaders/dataset.wgsl` that copy a batch's labels.
+pub const LABEL_BINDINGS: [Binding; 2] = [read(18, "labels"), read_write(20, "batch_labels")];
+
+/// A dataset read one batch at a time through the epoch's order: what `shaders/dataset.wgsl`
+/// binds, in the gather or in a first layer that reads the dataset itself.
+#[derive(Clone, Copy)]
+pub struct BatchSource<'a> {
+    pub data: &'a GpuDataset,
+    /// u32 dataset row of each position of the epoch.
+    pub order: &'a wgpu::Buffer,
+    /// Where the batch's labels go, for the head.
+    pub batch_labels: &'a wgpu::Buffer,
+}
+
+impl<'a> BatchSource<'a> {
+    /// The values of [`OVERRIDES`] for this dataset.
+    pub fn constants(&self) -> [(&'static str, f64); 1] {
+        [(OVERRIDES[0], f64::from(u8::from(self.data.split_row == self.data.rows)))]
+    }
+
+    /// [`IMAGE_BINDINGS`] for batches of up to `batch` rows.
+    pub fn image_args(&self, batch: usize) -> [Arg<'a>; 4] {
+        [
+            // A batch's rows of the dataset, from either half.
+            arg("images_low", &self.data.images_low, 4).moving((batch * self.data.sample_len) as u64),
+            arg("images_high", &self.data.images_high, 4).moving(0),
+            arg("order", self.order, 4).moving(floats(batch)),
+            arg("dataset", &self.data.shape, 16),
+        ]
+    }
+
+    /// [`LABEL_BINDINGS`] for batches of up to `batch` rows.
+    pub fn label_args(&self, batch: usize) -> [Arg<'a>; 2] {
+        [
+            arg("labels", &self.data.labels, 4 * self.data.rows as u64).moving(floats(batch)),
+            arg("batch_labels", self.batch_labels, floats(batch)),
+        ]
     }
 }
 
@@ -107,59 +178,62 @@ impl GpuDataset {
 pub static SHADER: Shader = Shader {
     name: "gather",
     file: "gather.wgsl",
-    source: shader_source!("common.wgsl", "gather.wgsl"),
+    source: shader_source!("common.wgsl", "dataset.wgsl", "gather.wgsl"),
     own: shader_own!("gather.wgsl"),
     entry_points: &[EntryPoint {
         name: "gather",
-        bindings: &[
-            uniform(0, "step"),
-            uniform(1, "shape"),
-            read(2, "images_low"),
-            read(3, "images_high"),
-            read(4, "labels"),
-            read(5, "order"),
-            read_write(6, "x"),
-            read_write(7, "batch_labels"),
-        ],
+        bindings: &extended::<2, 6, 8>(
+            [uniform(0, "step"), read_write(1, "x")],
+            extended::<4, 2, 6>(IMAGE_BINDINGS, LABEL_BINDINGS),
+        ),
     }],
 };
 
-/// The buffers the gather works on (see the binding table in the shader).
-pub struct GatherBuffers<'a> {
-    pub step: &'a wgpu::Buffer,
-    pub data: &'a GpuDataset,
-    /// u32 dataset row of each position of the epoch.
-    pub order: &'a wgpu::Buffer,
-    pub x: &'a wgpu::Buffer,
-    pub batch_labels: &'a wgpu::Buffer,
+/// Binds `source` for batches of up to `batch` rows into `x` and the source's batch labels.
+pub fn bind(
+    kernels: &Kernels,
+    batch: usize,
+    step: &wgpu::Buffer,
+    source: &BatchSource<'_>,
+    x: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    let sample_len = source.data.sample_len;
+    let mut args = vec![arg("step", step, 32), arg("x", x, floats(batch * sample_len))];
+    args.extend(source.image_args(batch));
+    args.extend(source.label_args(batch));
+    // One invocation per u32 word of the batch's images (four u8 pixels).
+    let words = (batch * sample_len / 4) as u64;
+    let kernel = kernels.get(&SHADER, "gather", &source.constants())?;
+    Dispatch::new(kernels.device(), &kernel, &args, Grid::Invocations(words))
 }
 
-/// Binds `b.data` for batches of up to `batch` rows into `b.x` and `b.batch_labels`: the dispatch,
-/// and the uniform it made.
-pub fn bind(kernels: &Kernels, batch: usize, b: &GatherBuffers<'_>) -> Result<(Dispatch, wgpu::Buffer)> {
-    let device = kernels.device();
-    let shape = GatherShape {
-        batch: batch as u32,
-        sample_len: b.data.sample_len as u32,
-        split_row: b.data.split_row as u32,
-        _pad: 0,
-    };
-    let shape_buffer = uniform_buffer(device, "gather shape", &shape);
-    // One invocation per u32 word of the batch's images (four u8 pixels).
-    let words = u64::from(shape.batch) * u64::from(shape.sample_len / 4);
-    let args = [
-        arg("step", b.step, 32),
-        arg("shape", &shape_buffer, 16),
-        // A batch's rows of the dataset, from either half.
-        arg("images_low", &b.data.images_low, 4).moving(u64::from(shape.batch) * u64::from(shape.sample_len)),
-        arg("images_high", &b.data.images_high, 4).moving(0),
-        arg("labels", &b.data.labels, 4 * b.data.rows as u64).moving(floats(batch)),
-        arg("order", b.order, 4).moving(floats(batch)),
-        arg("x", b.x, floats(batch * b.data.sample_len)),
-        arg("batch_labels", b.batch_labels, floats(batch)),
-    ];
-    let dispatch = Dispatch::new(device, &kernels.get(&SHADER, "gather", &[])?, &args, Grid::Invocations(words))?;
-    Ok((dispatch, shape_buffer))
+/// A dataset on the GPU whose batch positions `start..` hold the samples of `x` (each value a
+/// byte / 255) through an order that reverses the rows, split across both image bindings: what
+/// a check binds a layer that reads the dataset to. `labels` are those the batch must get.
+pub(crate) struct Shuffled {
+    pub data: GpuDataset,
+    pub order: wgpu::Buffer,
+    pub start: u32,
+    pub labels: Vec<u32>,
+}
+
+/// The [`Shuffled`] dataset of `x`'s `samples`.
+pub(crate) fn shuffled(ctx: &GpuContext, x: &[f32], samples: usize) -> Result<Shuffled> {
+    let sample_len = x.len() / samples.max(1);
+    let (start, rows) = (2, samples + 3);
+    let order: Vec<u32> = (0..rows as u32).rev().collect();
+    let mut images = vec![0u8; rows * sample_len];
+    for (n, sample) in x.chunks_exact(sample_len).enumerate() {
+        let row = order[start + n] as usize;
+        for (byte, &v) in images[row * sample_len..][..sample_len].iter_mut().zip(sample) {
+            *byte = (v * 255.0).round() as u8;
+        }
+    }
+    let labels: Vec<u8> = (0..rows).map(|r| (r * 7 % 10) as u8).collect();
+    let data = GpuDataset::upload_split(&ctx.device, "selftest dataset", &images, &labels, sample_len, rows / 2 + 1)?;
+    let labels = (0..samples).map(|n| u32::from(labels[order[start + n] as usize])).collect();
+    let order = ctx.upload("selftest order", bytemuck::cast_slice(&order), wgpu::BufferUsages::empty())?;
+    Ok(Shuffled { data, order, start: start as u32, labels })
 }
 
 /// Batch assembly through the order, across two image bindings.
@@ -170,11 +244,8 @@ pub fn checks(ctx: &GpuContext) -> Result<Vec<Check>> {
     let labels: Vec<u8> = (0..rows as u8).map(|r| r % 10).collect();
     let order: Vec<u32> = vec![8, 2, 5, 0, 7, 1, 3, 6, 4];
     let (batch, used, start) = (4, 3, 5);
-    let mut data = GpuDataset::upload(&ctx.device, "selftest", &images, &labels, sample_len)?;
-    // Force the two-binding path: rows 0..4 in one buffer, 4.. in another.
-    data.split_row = 4;
-    data.images_low = ctx.upload("low", &images[..4 * sample_len], wgpu::BufferUsages::empty())?;
-    data.images_high = ctx.upload("high", &images[4 * sample_len..], wgpu::BufferUsages::empty())?;
+    // The two-binding path: rows 0..5 in one buffer, 5.. in another.
+    let data = GpuDataset::upload_split(&ctx.device, "selftest", &images, &labels, sample_len, 5)?;
 
     let mut x = vec![0.0; batch * sample_len];
     let mut batch_labels = vec![0u32; batch];
@@ -187,8 +258,8 @@ pub fn checks(ctx: &GpuContext) -> Result<Vec<Check>> {
     );
     let order_b = ctx.upload("order", bytemuck::cast_slice(&order), wgpu::BufferUsages::empty())?;
     let (x_b, labels_b) = (selftest::sentinel(ctx, x.len())?, selftest::sentinel(ctx, batch)?);
-    let buffers = GatherBuffers { step: &step, data: &data, order: &order_b, x: &x_b, batch_labels: &labels_b };
-    let (dispatch, _shape) = bind(&Kernels::new(&ctx.device), batch, &buffers)?;
+    let source = BatchSource { data: &data, order: &order_b, batch_labels: &labels_b };
+    let dispatch = bind(&Kernels::new(&ctx.device), batch, &step, &source, &x_b)?;
     selftest::run(ctx, |pass| dispatch.record(pass));
     let gpu_labels: Vec<f32> =
         bytemuck::cast_slice::<u8, u32>(&ctx.read_buffer(&labels_b)?)[..used].iter().map(|&l| l as f32).collect();

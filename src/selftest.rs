@@ -220,14 +220,16 @@ pub fn hidden_layer(ctx: &GpuContext, c: &HiddenCheck<'_>) -> Result<Vec<Check>>
     let pass = Pass::Training { step: 9, first: 0 };
 
     let ctx_used = Ctx { at, batch: c.used, run: c.run };
-    let mut y = vec![f32::NAN; y_len];
-    let mut reference_state = state.clone();
-    Reference::<f32>::forward(c.layer, &ctx_used, pass, &x, &mut y, &params, &mut reference_state);
-    let (mut dx, mut grads) = (vec![f32::NAN; x_len], vec![0.0; params_end]);
-    let backward = Backward { x: &x, y: &y, dy: &dy, dx: Some(&mut dx), params: &params, grads: &mut grads };
-    Reference::<f32>::backward(c.layer, &ctx_used, pass, backward);
-
-    let reference = Outputs { y, dx, grads, state: reference_state };
+    let compute = |x: &[f32]| {
+        let mut y = vec![f32::NAN; y_len];
+        let mut reference_state = state.clone();
+        Reference::<f32>::forward(c.layer, &ctx_used, pass, x, &mut y, &params, &mut reference_state);
+        let (mut dx, mut grads) = (vec![f32::NAN; x_len], vec![0.0; params_end]);
+        let backward = Backward { x, y: &y, dy: &dy, dx: Some(&mut dx), params: &params, grads: &mut grads };
+        Reference::<f32>::backward(c.layer, &ctx_used, pass, backward);
+        Outputs { y, dx, grads, state: reference_state }
+    };
+    let reference = compute(&x);
     let inputs = Inputs { x: &x, params: &params, state: &state, dy: &dy };
     let mut checks = hidden_layer_bound(ctx, c, &inputs, &reference, &Variant::default())?;
     let fusion = c.layer.gpu_fusion(&Ctx { at, batch: c.batch, run: c.run });
@@ -296,9 +298,16 @@ pub fn hidden_layer(ctx: &GpuContext, c: &HiddenCheck<'_>) -> Result<Vec<Check>>
             // ReLU as well; after an activation, this layer applies its own ReLU.
             let dy_masked = fusion.relu_output && epilogue.is_dropout();
             let dy = if dy_masked { &dy_masked_values } else { &dy };
-            let variant = Variant { label, mask, epilogue, dy_masked };
+            let variant = Variant { label, mask, epilogue, dy_masked, ..Default::default() };
             checks.extend(hidden_layer_bound(ctx, c, &Inputs { dy, ..inputs }, &expected, &variant)?);
         }
+    }
+    // As the engine binds a first layer that reads the dataset itself (its rows are whole u32
+    // words): the values the gather would have written, bytes / 255.
+    if c.first && fusion.reads_dataset && !c.naive && at.input_len().is_multiple_of(4) {
+        let x: Vec<f32> = (0..x_len).map(|_| f32::from(rng.below(256) as u8) / 255.0).collect();
+        let variant = Variant { label: "reading the dataset", dataset: true, ..Default::default() };
+        checks.extend(hidden_layer_bound(ctx, c, &Inputs { x: &x, ..inputs }, &compute(&x), &variant)?);
     }
     Ok(checks)
 }
@@ -324,6 +333,9 @@ struct Variant {
     dy_masked: bool,
     mask: Mask,
     epilogue: Epilogue,
+    /// Reading x from a dataset through a shuffled order (a first layer whose
+    /// [`crate::layers::GpuFusion::reads_dataset`] is set); x is then bytes / 255.
+    dataset: bool,
 }
 
 /// A hidden layer's inputs in a check.
@@ -355,11 +367,14 @@ fn hidden_layer_bound(
     let (x_len, y_len, params_end, state_len) =
         (inputs.x.len(), reference.y.len(), inputs.params.len(), inputs.state.len());
     let (y, dx, grads, reference_state) = (&reference.y, &reference.dx, &reference.grads, &reference.state);
+    let shuffled = if variant.dataset { Some(crate::gather::shuffled(ctx, inputs.x, c.batch)?) } else { None };
+    let batch_start = shuffled.as_ref().map_or(0, |d| d.start);
     let step = uniform_buffer(
         &ctx.device,
         "selftest step",
-        &StepParams { batch_size: c.used as u32, step: 9, training: 1, ..Default::default() },
+        &StepParams { batch_size: c.used as u32, batch_start, step: 9, training: 1, ..Default::default() },
     );
+    let labels_b = sentinel(ctx, c.batch)?;
     let (x_b, params_b, dy_b) = (upload(ctx, inputs.x)?, upload(ctx, inputs.params)?, upload(ctx, inputs.dy)?);
     let state_b = upload(ctx, inputs.state)?;
     let (y_b, dx_b, grads_b) = (sentinel(ctx, y_len)?, sentinel(ctx, x_len)?, sentinel(ctx, params_end)?);
@@ -377,6 +392,11 @@ fn hidden_layer_bound(
         state: &state_b,
         x: &x_b,
         y: &y_b,
+        source: shuffled.as_ref().map(|d| crate::gather::BatchSource {
+            data: &d.data,
+            order: &d.order,
+            batch_labels: &labels_b,
+        }),
         backward: Some(GpuGrads {
             dy: &dy_b,
             dx: (!c.first).then_some(&dx_b),
@@ -429,6 +449,15 @@ fn hidden_layer_bound(
             ya,
             yr,
         ));
+    }
+    if let Some(d) = &shuffled {
+        // u32 labels in a buffer of NaN sentinels, compared as numbers.
+        let gpu_labels = read(ctx, &labels_b, c.batch)?;
+        let (used, past) = gpu_labels.split_at(c.used);
+        let used: Vec<f32> = used.iter().map(|v| v.to_bits() as f32).collect();
+        let labels: Vec<f32> = d.labels[..c.used].iter().map(|&l| l as f32).collect();
+        checks.push(Check::compare(format!("{what}: the batch's labels"), &used, &labels, 0.0, 0.0));
+        checks.push(Check::untouched(format!("{what}: labels past the batch"), past));
     }
     if c.first {
         checks.push(Check::untouched(format!("{what}: no dx for a first layer"), &gpu_dx));

@@ -174,7 +174,7 @@ macro_rules! assert_layout {
 #[test]
 fn training_uniforms_match_their_wgsl_structs() {
     use wgpu_cnn::adam::AdamShape;
-    use wgpu_cnn::gather::GatherShape;
+    use wgpu_cnn::gather::DatasetShape;
     use wgpu_cnn::layers::batch_norm::NormShape;
     use wgpu_cnn::layers::dense_softmax::DenseShape;
     use wgpu_cnn::layers::dropout::DropoutShape;
@@ -235,7 +235,12 @@ fn training_uniforms_match_their_wgsl_structs() {
         Epilogue,
         [kind, rate, scale, seed, layer, slope, _pad, _pad + 4]
     );
-    assert_layout!(shader("gather.wgsl").source, "GatherShape", GatherShape, [batch, sample_len, split_row, _pad]);
+    assert_layout!(
+        shader("gather.wgsl").source,
+        "DatasetShape",
+        DatasetShape,
+        [sample_words, split_row, _pad, _pad + 4]
+    );
     assert_layout!(
         shader("batch_norm.wgsl").source,
         "NormShape",
@@ -272,8 +277,10 @@ fn embedding_uniforms_match_their_wgsl_structs() {
 #[test]
 fn conv2d_shapes_set_exactly_the_overrides_the_shaders_declare() {
     use wgpu_cnn::layers::conv2d::Conv2dShape;
-    for file in ["conv2d_tiled.wgsl", "conv2d_naive.wgsl"] {
-        let (module, _) = parse(file, shader(file).source);
+    // Both tiled variants (reading x from a buffer or from the dataset) and the naive kernels.
+    for s in shaders::all().into_iter().filter(|s| s.file.starts_with("conv2d_")) {
+        let file = s.name;
+        let (module, _) = parse(file, s.source);
         let mut declared: Vec<String> = module
             .overrides
             .iter()
@@ -282,6 +289,9 @@ fn conv2d_shapes_set_exactly_the_overrides_the_shaders_declare() {
             .collect();
         let mut set: Vec<String> =
             Conv2dShape::new(2, [8, 8, 4], 8, 2).constants().iter().map(|(name, _)| name.to_string()).collect();
+        if s.source.contains("// dataset.wgsl") {
+            set.extend(wgpu_cnn::gather::OVERRIDES.map(String::from));
+        }
         declared.sort();
         set.sort();
         assert_eq!(declared, set, "{file}");

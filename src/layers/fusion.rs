@@ -41,6 +41,10 @@ pub struct GpuFusion {
     pub takes_epilogue: bool,
     /// The layer is this function of its input, element by element: it can be absorbed.
     pub elementwise: Option<Elementwise>,
+    /// As a net's first layer, its tiled kernels can read the batch from the dataset themselves
+    /// ([`GpuLayer::source`](super::GpuLayer::source)), in place of the gather's dispatch and the
+    /// f32 batch it writes.
+    pub reads_dataset: bool,
 }
 
 /// Inverted dropout's keep mask: element i of step s is kept with the mask of
@@ -292,10 +296,11 @@ mod tests {
         masks_dropout: false,
         takes_epilogue: true,
         elementwise: None,
+        reads_dataset: true,
     };
     const LINEAR_CONV: GpuFusion = GpuFusion { relu_output: false, ..CONV };
-    const POOL: GpuFusion = GpuFusion { relu_output: false, passes_relu: true, ..CONV };
-    const NORM: GpuFusion = GpuFusion { relu_output: false, masks_dx: false, ..CONV };
+    const POOL: GpuFusion = GpuFusion { relu_output: false, passes_relu: true, reads_dataset: false, ..CONV };
+    const NORM: GpuFusion = GpuFusion { relu_output: false, masks_dx: false, reads_dataset: false, ..CONV };
     const KEEP: Keep = Keep { rate: 0.5, scale: 2.0, seed: 1, layer: 4 };
     const DROPOUT: GpuFusion = GpuFusion {
         relu_output: false,
@@ -304,6 +309,7 @@ mod tests {
         masks_dropout: false,
         takes_epilogue: false,
         elementwise: Some(Elementwise::Dropout(KEEP)),
+        reads_dataset: false,
     };
     const LEAKY: GpuFusion =
         GpuFusion { masks_dx: false, elementwise: Some(Elementwise::LeakyRelu { slope: 0.3 }), ..DROPOUT };
@@ -316,6 +322,7 @@ mod tests {
         masks_dropout: true,
         takes_epilogue: false,
         elementwise: None,
+        reads_dataset: false,
     };
     const HEAD_NO_KEEP: GpuFusion = GpuFusion { masks_dropout: false, ..HEAD };
 

@@ -420,6 +420,10 @@ pub struct GpuLayer<'a> {
     /// `[N, H, W, C]` input and output, each at least `Ctx::batch` samples.
     pub x: &'a wgpu::Buffer,
     pub y: &'a wgpu::Buffer,
+    /// Where the kernels read the input instead of `x`: a dataset through the epoch's order,
+    /// the batch's labels copied for the head (only given to a first layer whose
+    /// [`GpuFusion::reads_dataset`] is set, and not with [`GpuLayer::naive`]).
+    pub source: Option<crate::gather::BatchSource<'a>>,
     /// The gradient buffers, for training; None binds the forward pass alone (inference).
     pub backward: Option<GpuGrads<'a>>,
     /// What the forward kernels apply as they store y: the layer after, absorbed (only given

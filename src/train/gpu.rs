@@ -27,21 +27,43 @@ use super::{
 use crate::adam::{self, AdamBuffers, Taken};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::gather::{self, GatherBuffers, GpuDataset};
+use crate::gather::{self, BatchSource, GpuDataset};
 use crate::gpu::{self, read_buffer_async, uniform_buffer, GpuContext, Readback};
 use crate::kernel::{begin_pass, floats, Dispatch, Kernels};
 use crate::layers::dense_softmax::DenseGradient;
-use crate::layers::{Ctx, GpuGrads, GpuHead, GpuLayer, LayerPass, StepParams, Tuning};
-use crate::model::{Model, Weights};
+use crate::layers::{
+    Ctx, GpuGrads, GpuHead, GpuLayer, HiddenLayer, LayerPass, Placement, RunSettings, StepParams, Tuning,
+};
+use crate::model::{Model, Placed, Weights};
 use crate::partial_sums::Segments;
 
-/// A prepared dataset: its upload, the order buffer evaluation writes, and its gather.
+/// A prepared dataset: its upload, the order buffer evaluation writes, and how its batches
+/// reach the net.
 struct GpuData {
     rows: usize,
     order: wgpu::Buffer,
-    gather: Dispatch,
+    input: BatchInput,
     _data: GpuDataset,
-    _shape: wgpu::Buffer,
+}
+
+/// How a dataset's batches reach the first layer.
+enum BatchInput {
+    /// The gather writes each into `x0`, which the net's first layer reads.
+    Gather(Dispatch),
+    /// The first layer reads the dataset itself ([`crate::layers::GpuFusion::reads_dataset`]):
+    /// its pass bound to this dataset, which stands in for the net's.
+    FirstLayer(LayerPass),
+}
+
+/// A first layer that reads each dataset itself, bound again for each: the layer, and what the
+/// plan bound it with.
+struct FirstLayer {
+    layer: Placed<dyn HiddenLayer>,
+    run: RunSettings,
+    placement: Placement,
+    y: wgpu::Buffer,
+    /// In training: its dy and the gradients.
+    training: Option<(wgpu::Buffer, wgpu::Buffer)>,
 }
 
 /// The forward net on one device, shared by training, inference and the embedders' classifier
@@ -51,8 +73,11 @@ pub(crate) struct GpuNet {
     queue: wgpu::Queue,
     description: String,
     pub(crate) kernels: Kernels,
+    tuning: Tuning,
     pub(crate) batch: usize,
     pub(crate) classes: usize,
+    /// Values per sample.
+    sample_len: usize,
     /// The per-step uniform ([`StepParams`]).
     pub(crate) step: wgpu::Buffer,
     pub(crate) params: wgpu::Buffer,
@@ -65,6 +90,9 @@ pub(crate) struct GpuNet {
     /// `[batch, classes]` the head's softmax outputs.
     pub(crate) probs: wgpu::Buffer,
     hidden: Vec<LayerPass>,
+    /// Set when the first layer reads each dataset itself (then `hidden[0]` reads `x0`, for the
+    /// classifier, whose input is not a dataset).
+    first: Option<FirstLayer>,
     head: LayerPass,
     /// Keras names of the hidden layers, for the per-stage profile.
     hidden_names: Vec<String>,
@@ -178,6 +206,7 @@ impl GpuNet {
                     state: &state,
                     x: if i == 0 { &x0 } else { bound(&acts, i - 1) },
                     y: bound(&acts, at.y),
+                    source: None,
                     backward: grads.map(|grads| GpuGrads {
                         dy: bound(&dacts, i),
                         dx: at.dx.map(|before| bound(&dacts, before)),
@@ -207,8 +236,16 @@ impl GpuNet {
             gradient_to_adam: true,
         };
         let mut head = model.head.layer.bind_gpu(&Ctx { at: &model.head.at, batch, run }, &gpu_head)?;
+        let first = (!naive && fusions.first().is_some_and(|f| f.reads_dataset)).then(|| FirstLayer {
+            layer: model.hidden[0].clone(),
+            run,
+            placement: plan.hidden[0],
+            y: bound(&acts, plan.hidden[0].y).clone(),
+            training: grads.map(|grads| (bound(&dacts, 0).clone(), grads.clone())),
+        });
         let taken = match grads {
             Some(_) => {
+                // A first layer bound to a dataset leaves the same sums in the same place.
                 let segments: Vec<_> = hidden.iter().flat_map(|l: &LayerPass| l.sums.iter().copied()).collect();
                 let dense = match head.dense_gradient.take() {
                     Some(dense) => dense,
@@ -223,8 +260,10 @@ impl GpuNet {
             queue: ctx.queue.clone(),
             description: format!("GPU {}", ctx.describe()),
             kernels: kernels.clone(),
+            tuning,
             batch,
             classes,
+            sample_len,
             step,
             params,
             state,
@@ -234,6 +273,7 @@ impl GpuNet {
             penalties,
             probs,
             hidden,
+            first,
             head,
             // A layer that applies the next ones' functions is named with them: "conv2d_3 +
             // dropout" (the layers up to the one whose output it writes).
@@ -265,22 +305,71 @@ impl GpuNet {
         Self::new(ctx, model, weights, config, None, false, capacity, 0)
     }
 
-    /// Uploads `data` and binds a gather for it, with an order buffer of `order_len` rows.
-    fn prepare(&mut self, name: &str, data: &Dataset, order_len: usize) -> Result<DataId> {
+    /// Uploads `data` with an order buffer of `order_len` rows, and binds how its batches reach
+    /// the net: the gather, or the first layer bound to read it (with its backward pass when
+    /// `training`).
+    fn prepare(&mut self, name: &str, data: &Dataset, order_len: usize, training: bool) -> Result<DataId> {
         super::check_labels(data, self.classes, name)?;
-        let sample_len = if data.is_empty() { 4 } else { data.images.len() / data.len() };
+        if !data.is_empty() && data.images.len() != data.len() * self.sample_len {
+            return Err(Error::invalid(format!(
+                "{name}: {} image bytes for {} samples, where the model takes {} values a sample",
+                data.images.len(),
+                data.len(),
+                self.sample_len
+            )));
+        }
+        let sample_len = if data.is_empty() { 4 } else { self.sample_len };
         let upload = GpuDataset::upload(&self.device, name, &data.images, &data.labels, sample_len)?;
         let order = gpu::storage_buffer(&self.device, &format!("{name} order"), floats(order_len.max(1)))?;
-        let buffers = GatherBuffers {
-            step: &self.step,
-            data: &upload,
-            order: &order,
-            x: &self.x0,
-            batch_labels: &self.batch_labels,
+        let source = BatchSource { data: &upload, order: &order, batch_labels: &self.batch_labels };
+        let input = match &self.first {
+            Some(first) => BatchInput::FirstLayer(self.bind_first(first, source, training)?),
+            None => BatchInput::Gather(gather::bind(&self.kernels, self.batch, &self.step, &source, &self.x0)?),
         };
-        let (gather, shape) = gather::bind(&self.kernels, self.batch, &buffers)?;
-        self.datasets.push(GpuData { rows: data.len(), order, gather, _data: upload, _shape: shape });
+        self.datasets.push(GpuData { rows: data.len(), order, input, _data: upload });
         Ok(DataId(self.datasets.len() - 1))
+    }
+
+    /// The first layer bound to read `source`, as the plan placed it; in training, with its
+    /// backward pass.
+    fn bind_first(&self, first: &FirstLayer, source: BatchSource<'_>, training: bool) -> Result<LayerPass> {
+        let at = &first.placement;
+        let gpu = GpuLayer {
+            kernels: &self.kernels,
+            tuning: self.tuning,
+            naive: false,
+            step: &self.step,
+            params: &self.params,
+            state: &self.state,
+            x: &self.x0,
+            y: &first.y,
+            source: Some(source),
+            backward: first.training.as_ref().filter(|_| training).map(|(dy, grads)| GpuGrads {
+                dy,
+                dx: None,
+                grads,
+                scratch: &self.scratch,
+                // The first layer's region opens the scratch.
+                scratch_offset: 0,
+                dy_masked: at.dy_masked,
+                mask_dx: at.mask_dx,
+            }),
+            epilogue: at.epilogue,
+        };
+        first.layer.layer.bind_gpu(&Ctx { at: &first.layer.at, batch: self.batch, run: first.run }, &gpu)
+    }
+
+    /// The hidden layers' passes over `data`'s batches, first to last, and the gather before
+    /// them, if they need one.
+    fn passes<'a>(
+        &'a self,
+        data: &'a GpuData,
+    ) -> (Option<&'a Dispatch>, impl DoubleEndedIterator<Item = &'a LayerPass> + Clone) {
+        let (gather, first) = match &data.input {
+            BatchInput::Gather(gather) => (Some(gather), self.hidden.first()),
+            BatchInput::FirstLayer(first) => (None, Some(first)),
+        };
+        (gather, first.into_iter().chain(self.hidden.iter().skip(1)))
     }
 
     fn data(&self, id: DataId) -> Result<&GpuData> {
@@ -289,6 +378,15 @@ impl GpuNet {
 
     fn write_step(&self, step: &StepParams) {
         self.queue.write_buffer(&self.step, 0, bytemuck::bytes_of(step));
+    }
+
+    /// Records the forward pass of `data`'s batch (the step uniform set for it): the gather if
+    /// there is one, every hidden layer, then the head's probabilities.
+    fn record_batch_forward(&self, data: &GpuData, pass: &mut wgpu::ComputePass<'_>) {
+        let (gather, layers) = self.passes(data);
+        gather.iter().for_each(|g| g.record(pass));
+        layers.for_each(|l| l.record_forward(pass));
+        self.head.record_forward(pass);
     }
 
     /// Records the forward pass of the batch in `x0` (the step uniform set for it): every hidden
@@ -330,8 +428,7 @@ impl GpuNet {
                     self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("inference") });
                 {
                     let mut pass = begin_pass(&mut encoder, "inference");
-                    data.gather.record(&mut pass);
-                    self.record_forward(&mut pass);
+                    self.record_batch_forward(data, &mut pass);
                 }
                 self.queue.submit([encoder.finish()]);
                 if probabilities {
@@ -358,7 +455,7 @@ macro_rules! gpu_inference {
 
         fn prepare(&mut self, data: &Dataset) -> Result<DataId> {
             let capacity = self.net.metrics_capacity;
-            self.net.prepare("evaluation set", data, data.len().min(capacity))
+            self.net.prepare("evaluation set", data, data.len().min(capacity), false)
         }
 
         fn evaluate(&mut self, data: DataId) -> Pending<'_, RawMetrics> {
@@ -431,7 +528,7 @@ impl GpuEngine {
         let train_batches = train.len().div_ceil(batch);
         let mut net =
             GpuNet::new(ctx, model, weights, config, Some(&grads), naive, train.len().max(batch), train_batches)?;
-        net.prepare("training set", train, train.len())?;
+        net.prepare("training set", train, train.len(), true)?;
         let m = f32_buffer(device, "adam m", count)?;
         let v = f32_buffer(device, "adam v", count)?;
         let taken = net.taken.as_ref().map(|(segments, dense)| Taken { segments, scratch: &net.scratch, dense });
@@ -486,18 +583,19 @@ impl GpuEngine {
         self.step_dispatches().map(Dispatch::bytes).sum()
     }
 
-    /// A training step's dispatches, in the order they are recorded: the gather, every
-    /// layer's forward, the head's (its penalty and dx; its backward is empty when Adam takes
-    /// its weight gradient), the hidden layers' backward in reverse, Adam (with the partial
-    /// sums and the head's weight gradient).
+    /// A training step's dispatches, in the order they are recorded: the gather (unless the
+    /// first layer reads the training set itself), every layer's forward, the head's (its
+    /// penalty and dx; its backward is empty when Adam takes its weight gradient), the hidden
+    /// layers' backward in reverse, Adam (with the partial sums and the head's weight gradient).
     fn step_dispatches(&self) -> impl Iterator<Item = &Dispatch> {
         let net = &self.net;
-        let forward = net.hidden.iter().chain([&net.head]).flat_map(|l| &l.forward);
-        let backward = net.hidden.iter().rev().flat_map(|l| &l.backward);
-        std::iter::once(&net.datasets[0].gather)
+        let (gather, layers) = net.passes(&net.datasets[0]);
+        let forward = layers.clone().chain([&net.head]).flat_map(|l| &l.forward);
+        gather
+            .into_iter()
             .chain(forward)
             .chain(&net.head.backward)
-            .chain(backward)
+            .chain(layers.rev().flat_map(|l| &l.backward))
             .chain([&self.adam])
     }
 
@@ -578,9 +676,15 @@ impl GpuEngine {
         fn each(d: &Dispatch) -> Stage<'_> {
             Box::new(move |p| d.record(p))
         }
-        let mut stages: Vec<(String, Stage<'_>)> = vec![("gather".into(), each(&net.datasets[0].gather))];
-        // An absorbed layer has no stage of its own: its neighbours' include it.
-        for (layer, name) in net.hidden.iter().zip(&net.hidden_names).filter(|(l, _)| !l.forward.is_empty()) {
+        let (gather, layers) = net.passes(&net.datasets[0]);
+        let layers: Vec<&LayerPass> = layers.collect();
+        let mut stages: Vec<(String, Stage<'_>)> = gather.map(|g| ("gather".into(), each(g))).into_iter().collect();
+        // An absorbed layer has no stage of its own: its neighbours' include it. A first layer
+        // that reads the dataset is named for the gather it does.
+        for (i, (&layer, name)) in
+            layers.iter().zip(&net.hidden_names).enumerate().filter(|(_, (l, _))| !l.forward.is_empty())
+        {
+            let name = if i == 0 && gather.is_none() { format!("gather + {name}") } else { name.clone() };
             stages.push((format!("{name} forward"), Box::new(move |p| layer.record_forward(p))));
         }
         // The head's kernels each on their own: what each fuses is in its entry point's name.
@@ -589,7 +693,7 @@ impl GpuEngine {
                 stages.push((format!("head {part}: {}", dispatch.entry_point()), each(dispatch)));
             }
         }
-        for (layer, name) in net.hidden.iter().zip(&net.hidden_names).rev() {
+        for (&layer, name) in layers.iter().zip(&net.hidden_names).rev() {
             // A layer's backward may be several kernels (a convolution's is most of a step):
             // each is timed on its own.
             for dispatch in &layer.backward {
@@ -738,9 +842,10 @@ impl GpuInference {
         Ok(GpuInference { net: GpuNet::forward_only(ctx, model, weights, config, capacity)? })
     }
 
-    /// Dispatches per batch of inference: the gather, then the forward pass.
+    /// Dispatches per batch of inference: the gather (unless the first layer reads the dataset
+    /// itself), then the forward pass.
     pub fn dispatches_per_batch(&self) -> usize {
-        1 + self.net.forward_dispatches()
+        usize::from(self.net.first.is_none()) + self.net.forward_dispatches()
     }
 }
 

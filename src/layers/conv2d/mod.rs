@@ -26,7 +26,10 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::gpu::{self, GpuContext};
-use crate::kernel::{arg, floats, read, read_write, uniform, Dispatch, EntryPoint, Grid, Shader, WORKGROUP_SIZE};
+use crate::gather::{IMAGE_BINDINGS, LABEL_BINDINGS};
+use crate::kernel::{
+    arg, extended, floats, read, read_write, uniform, Arg, Binding, Dispatch, EntryPoint, Grid, Shader, WORKGROUP_SIZE,
+};
 use crate::model::same_padding;
 use crate::partial_sums::Segment;
 use crate::selftest::{self, Check, HiddenCheck, Tolerance};
@@ -44,7 +47,7 @@ pub struct Conv2d {
 pub static KIND: Kind = Kind {
     syntax: ("cK, cKs2, cKn, cKs2n", "3×3 convolution with K filters, ReLU; s2: stride 2; n: no activation"),
     parse,
-    shaders: &[&TILED, &NAIVE],
+    shaders: &[&TILED, &TILED_GATHERED, &NAIVE],
     checks,
     examples: &[("c5", [5, 6, 3]), ("c4s2", [7, 5, 4]), ("c8", [6, 6, 8]), ("c4n", [5, 4, 3]), ("c3s2n", [5, 6, 2])],
 };
@@ -456,29 +459,31 @@ impl<T: Float> Reference<T> for Conv2d {
 // ---------------------------------------------------------------------------------------------
 // GPU.
 
-/// The binding tables of `shaders/conv2d_tiled.wgsl`.
+/// The forward pass's bindings in both tiled variants, but for where x comes from.
+const FORWARD: [Binding; 5] =
+    [uniform(0, "step"), read(3, "params"), read_write(4, "y"), read(11, "params4"), uniform(15, "epilogue")];
+/// The weight gradient's partial sums', but for where x comes from.
+const WEIGHT_PARTIAL: [Binding; 4] = [uniform(0, "step"), read_write(9, "partials"), read(12, "dpre"), read(13, "dpre4")];
+const RELU_BACKWARD: [Binding; 4] = [uniform(0, "step"), read_write(4, "y"), read(5, "dy"), read_write(8, "dpre_out")];
+/// x from a buffer (`shaders/conv2d_input.wgsl`).
+const X: [Binding; 2] = [read(2, "x"), read(10, "x4")];
+
+/// The binding tables of `shaders/conv2d_tiled.wgsl`, reading x from a buffer.
 pub static TILED: Shader = Shader {
     name: "conv2d_tiled",
     file: "conv2d_tiled.wgsl",
-    source: shader_source!("common.wgsl", "conv2d_shape.wgsl", "epilogue.wgsl", "conv2d_tiled.wgsl"),
+    source: shader_source!(
+        "common.wgsl",
+        "conv2d_shape.wgsl",
+        "epilogue.wgsl",
+        "conv2d_input.wgsl",
+        "conv2d_tiled_dx.wgsl",
+        "conv2d_tiled.wgsl"
+    ),
     own: shader_own!("conv2d_tiled.wgsl"),
     entry_points: &[
-        EntryPoint {
-            name: "forward",
-            bindings: &[
-                uniform(0, "step"),
-                read(2, "x"),
-                read(3, "params"),
-                read_write(4, "y"),
-                read(10, "x4"),
-                read(11, "params4"),
-                uniform(15, "epilogue"),
-            ],
-        },
-        EntryPoint {
-            name: "relu_backward",
-            bindings: &[uniform(0, "step"), read_write(4, "y"), read(5, "dy"), read_write(8, "dpre_out")],
-        },
+        EntryPoint { name: "forward", bindings: &extended::<5, 2, 7>(FORWARD, X) },
+        EntryPoint { name: "relu_backward", bindings: &RELU_BACKWARD },
         EntryPoint {
             name: "backward",
             bindings: &[
@@ -493,17 +498,32 @@ pub static TILED: Shader = Shader {
                 read(13, "dpre4"),
             ],
         },
+        EntryPoint { name: "backward_weight_partial", bindings: &extended::<4, 2, 6>(WEIGHT_PARTIAL, X) },
+    ],
+};
+
+/// The binding tables of `shaders/conv2d_tiled.wgsl` as a first layer that reads the dataset
+/// through the epoch's order itself (`shaders/dataset.wgsl`, `shaders/conv2d_input_gathered.wgsl`):
+/// no gather, no f32 batch. It has no dx.
+pub static TILED_GATHERED: Shader = Shader {
+    name: "conv2d_tiled_gathered",
+    file: "conv2d_tiled.wgsl",
+    source: shader_source!(
+        "common.wgsl",
+        "conv2d_shape.wgsl",
+        "epilogue.wgsl",
+        "dataset.wgsl",
+        "conv2d_input_gathered.wgsl",
+        "conv2d_tiled.wgsl"
+    ),
+    own: shader_own!("conv2d_tiled.wgsl"),
+    entry_points: &[
         EntryPoint {
-            name: "backward_weight_partial",
-            bindings: &[
-                uniform(0, "step"),
-                read(2, "x"),
-                read_write(9, "partials"),
-                read(10, "x4"),
-                read(12, "dpre"),
-                read(13, "dpre4"),
-            ],
+            name: "forward",
+            bindings: &extended::<5, 6, 11>(FORWARD, extended::<4, 2, 6>(IMAGE_BINDINGS, LABEL_BINDINGS)),
         },
+        EntryPoint { name: "relu_backward", bindings: &RELU_BACKWARD },
+        EntryPoint { name: "backward_weight_partial", bindings: &extended::<4, 4, 8>(WEIGHT_PARTIAL, IMAGE_BINDINGS) },
     ],
 };
 
@@ -552,6 +572,12 @@ pub fn bind(gpu: &GpuLayer<'_>, s: &Conv2dShape) -> Result<LayerPass> {
             s.chunk_lanes
         )));
     }
+    if gpu.source.is_some() && (gpu.naive || gpu.backward.is_some_and(|g| g.dx.is_some())) {
+        return Err(Error::invalid(String::from(
+            "only the tiled kernels of a first convolution read the dataset: the naive ones, and a layer with a dx, \
+             read x",
+        )));
+    }
     let device = gpu.kernels.device();
     let s = &Conv2dShape {
         mask_dx: gpu.backward.map_or(Mask::NONE, |g| g.dx_mask()),
@@ -560,17 +586,27 @@ pub fn bind(gpu: &GpuLayer<'_>, s: &Conv2dShape) -> Result<LayerPass> {
         partials_offset: gpu.backward.map_or(0, |g| g.scratch_offset),
         ..*s
     };
-    let (constants, forward_constants) = (s.constants(), s.forward_constants());
     let shader = if gpu.naive { &NAIVE } else { &TILED };
-    let kernel = |entry: &str, constants: &[(&'static str, f64)], args: &[crate::kernel::Arg<'_>], grid: Grid| {
+    // The kernels that read x (the forward pass, the weight partials) read it from the dataset
+    // when the layer is given one, specialised for it.
+    let reading = if gpu.source.is_some() { &TILED_GATHERED } else { shader };
+    let dataset: Vec<_> = gpu.source.iter().flat_map(|source| source.constants()).collect();
+    let constants = s.constants();
+    let (forward_constants, partial_constants) = ([s.forward_constants(), dataset.clone()].concat(), [constants.clone(), dataset].concat());
+    let kernel = |shader, entry: &str, constants: &[(&'static str, f64)], args: &[Arg<'_>], grid: Grid| {
         Dispatch::new(device, &gpu.kernels.get(shader, entry, constants)?, args, grid)
     };
-    let forward = |entry: &str, args: &[crate::kernel::Arg<'_>], grid: Grid| kernel(entry, &forward_constants, args, grid);
-    let dispatch = |entry: &str, args: &[crate::kernel::Arg<'_>], grid: Grid| kernel(entry, &constants, args, grid);
+    let forward = |entry: &str, args: &[Arg<'_>], grid: Grid| kernel(reading, entry, &forward_constants, args, grid);
+    let dispatch = |entry: &str, args: &[Arg<'_>], grid: Grid| kernel(shader, entry, &constants, args, grid);
     let (input, output) = (floats(s.input_len()), floats(s.output_len()));
     let params_end = floats(s.kernel_offset as usize + s.kernel_len()).max(floats(s.bias_offset as usize + s.out_c as usize));
     let step = arg("step", gpu.step, 32);
     let (x, x4, y) = (arg("x", gpu.x, input), arg("x4", gpu.x, input), arg("y", gpu.y, output));
+    let batch = s.batch as usize;
+    let x_args: Vec<Arg<'_>> = match &gpu.source {
+        Some(source) => source.image_args(batch).to_vec(),
+        None => vec![x, x4],
+    };
     // The layer's kernel and bias, at their offsets.
     let own = floats(s.kernel_len() + s.out_c as usize);
     let (params, params4) =
@@ -583,7 +619,10 @@ pub fn bind(gpu: &GpuLayer<'_>, s: &Conv2dShape) -> Result<LayerPass> {
         pass.forward.push(forward("naive_forward", &[step, x, params, y, epilogue], Grid::Invocations(s.output_len() as u64))?);
     } else {
         let pixels = u64::from(s.batch * s.out_h) * blocks(s.out_w);
-        let args = [step, x, params, y, x4, params4, epilogue];
+        let mut args = vec![step, params, y, params4, epilogue];
+        args.extend_from_slice(&x_args);
+        // Reading the dataset, the forward pass copies the batch's labels too.
+        args.extend(gpu.source.iter().flat_map(|source| source.label_args(batch)));
         pass.forward.push(forward("forward", &args, Grid::Invocations(pixels * blocks(s.out_c)))?);
     }
     pass.buffers.push(epilogue_buffer);
@@ -626,11 +665,10 @@ pub fn bind(gpu: &GpuLayer<'_>, s: &Conv2dShape) -> Result<LayerPass> {
             Grid::Workgroups(workgroups),
         )?);
     } else {
-        pass.backward.push(dispatch(
-            "backward_weight_partial",
-            &[step, x, partials, x4, dpre, dpre4],
-            Grid::Invocations(u64::from(s.partial_invocations())),
-        )?);
+        let mut args = vec![step, partials, dpre, dpre4];
+        args.extend_from_slice(&x_args);
+        let grid = Grid::Invocations(u64::from(s.partial_invocations()));
+        pass.backward.push(kernel(reading, "backward_weight_partial", &partial_constants, &args, grid)?);
     }
     // Each chunk's partial sums are dkernel's then dbias', per_chunk floats in all.
     let (kernel_len, per_chunk) = (s.kernel_len() as u32, s.kernel_len() as u32 + s.out_c);
@@ -649,7 +687,7 @@ impl HiddenLayer for Conv2d {
     }
 
     fn gpu_fusion(&self, _c: &Ctx<'_>) -> GpuFusion {
-        GpuFusion { relu_output: self.relu, masks_dx: true, takes_epilogue: true, ..Default::default() }
+        GpuFusion { relu_output: self.relu, masks_dx: true, takes_epilogue: true, reads_dataset: true, ..Default::default() }
     }
 
     fn gpu_scratch_len(&self, c: &Ctx<'_>, tuning: Tuning, naive: bool) -> usize {
@@ -721,11 +759,12 @@ const fn linear(case: ConvCase) -> ConvCase {
 /// Odd shapes, partial batches, both strides on even and odd inputs, channel counts that are
 /// not multiples of 4 and ones that are (the tiled kernels' vec4 loads), with the kernel at an
 /// offset that allows vec4 loads and at one that does not; and without the activation.
-pub const CONV_CASES: [ConvCase; 11] = [
+pub const CONV_CASES: [ConvCase; 12] = [
     case([3, 3], [5, 6, 3], 4, 1, false, 0),
     case([3, 4], [8, 8, 5], 6, 2, false, 0),
     case([2, 2], [7, 5, 2], 3, 2, true, 0),
     case([2, 2], [32, 32, 3], 16, 1, true, 0),
+    case([2, 3], [6, 6, 3], 5, 2, true, 0),
     case([2, 3], [9, 13, 6], 5, 1, false, 0),
     case([2, 2], [33, 31, 2], 3, 2, false, 0),
     case([3, 3], [6, 7, 8], 8, 1, false, 4),
