@@ -128,6 +128,31 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
             continue;
         }
         let row = u32(iy) * IN_W;
+        if (IN_C <= 4u && STRIDE <= 2u) {
+            // A pixel's channels are one quad (a first layer's): each column of the row that the
+            // four pixels' taps reach (3·STRIDE + 3 of them) is read once, where the loop below
+            // reads it once a tap, which doubled the loads and, from the dataset, the unpacking.
+            // The same products in the same order; a pixel past the row, which the loop below
+            // zeroes, is not stored.
+            var columns: array<vec4<f32>, 9>;
+            for (var q = 0u; q < 3u * STRIDE + 3u; q++) {
+                let ix = i32(ox0 * STRIDE + q) - i32(PAD_LEFT);
+                let valid = ix >= 0 && ix < i32(IN_W);
+                columns[q] = x_quad(sample, select(0u, (row + u32(max(ix, 0))) * IN_C, valid), 0u)
+                    * select(0.0, 1.0, valid);
+            }
+            for (var kx = 0u; kx < 3u; kx++) {
+                let w_base = KERNEL_OFFSET + (ky * 3u + kx) * IN_C * OUT_C;
+                for (var j = 0u; j < IN_C; j++) {
+                    let w = kernel_quad(w_base + j * OUT_C, k0);
+                    acc[0] += columns[kx][j] * w;
+                    acc[1] += columns[STRIDE + kx][j] * w;
+                    acc[2] += columns[2u * STRIDE + kx][j] * w;
+                    acc[3] += columns[3u * STRIDE + kx][j] * w;
+                }
+            }
+            continue;
+        }
         for (var kx = 0u; kx < 3u; kx++) {
             // Where each of the four pixels reads in the sample; a pixel in the padding (or past
             // the row) reads its element 0 and is multiplied by 0.

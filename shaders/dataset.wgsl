@@ -49,9 +49,15 @@ fn row_word(row: u32, word: u32) -> u32 {
     return images_high[(row - dataset.split_row) * dataset.sample_words + word];
 }
 
-// Byte b (0..3) of a word, scaled to [0, 1].
+// Byte b (0..3) of a word, scaled to [0, 1]: v / 255 correctly rounded, without a division (a
+// shader's may be 2.5 ulp off, and on lavapipe four a pixel made a first convolution's forward
+// pass twice as slow). v·65793 / 2²⁴ is exact and lies below v / 255 by more than half an ulp
+// and less than one (v / 255 = v·65793 / (2²⁴ − 1)), so the next float up is the quotient
+// rounded; src/gather.rs checks all 256 values against Rust's division.
 fn pixel_value(packed: u32, b: u32) -> f32 {
-    return f32((packed >> (8u * b)) & 0xffu) / 255.0;
+    let v = (packed >> (8u * b)) & 0xffu;
+    let below = f32(v * 65793u) * 0x1p-24f;
+    return select(bitcast<f32>(bitcast<u32>(below) + 1u), 0.0, v == 0u);
 }
 
 // The label of the batch's sample n into batch_labels, for the head.

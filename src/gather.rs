@@ -30,6 +30,18 @@ pub struct DatasetShape {
     pub _pad: [u32; 2],
 }
 
+/// A byte scaled to [0, 1] as `shaders/dataset.wgsl` computes it, without a division: the float
+/// just above `v·65793 / 2²⁴` (exact), which is `v / 255` correctly rounded (the unit test checks
+/// every byte).
+pub fn pixel_value(v: u8) -> f32 {
+    let below = (u32::from(v) * 65793) as f32 * (1.0 / 16_777_216.0);
+    if v == 0 {
+        0.0
+    } else {
+        f32::from_bits(below.to_bits() + 1)
+    }
+}
+
 /// CPU reference: the rows `batch_order` (the batch's slice of the epoch's order).
 pub fn gather(
     x: &mut [f32],
@@ -274,4 +286,16 @@ pub fn checks(ctx: &GpuContext) -> Result<Vec<Check>> {
         ),
         Check::compare("gather: labels".into(), &gpu_labels, &cpu_labels, 0.0, 0.0),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pixel_value;
+
+    #[test]
+    fn the_shaders_pixel_value_is_the_division_by_255_for_every_byte() {
+        for v in 0..=255u8 {
+            assert_eq!(pixel_value(v).to_bits(), (f32::from(v) / 255.0).to_bits(), "{v}");
+        }
+    }
 }

@@ -592,7 +592,8 @@ pub fn bind(gpu: &GpuLayer<'_>, s: &Conv2dShape) -> Result<LayerPass> {
     let reading = if gpu.source.is_some() { &TILED_GATHERED } else { shader };
     let dataset: Vec<_> = gpu.source.iter().flat_map(|source| source.constants()).collect();
     let constants = s.constants();
-    let (forward_constants, partial_constants) = ([s.forward_constants(), dataset.clone()].concat(), [constants.clone(), dataset].concat());
+    let forward_constants = [s.forward_constants(), dataset.clone()].concat();
+    let partial_constants = [constants.clone(), dataset].concat();
     let kernel = |shader, entry: &str, constants: &[(&'static str, f64)], args: &[Arg<'_>], grid: Grid| {
         Dispatch::new(device, &gpu.kernels.get(shader, entry, constants)?, args, grid)
     };
