@@ -139,7 +139,7 @@ impl Classifier {
         let config = TrainConfig { batch_size: max_batch, ..TrainConfig::default() };
         crate::train::check_engine_inputs(model, weights, &config)?;
         let ctx = GpuContext::from_device(device, queue);
-        let net = GpuNet::forward_only(&ctx, model, weights, &config, max_batch)?;
+        let net = GpuNet::forward_only(&ctx, model, weights, &config, max_batch, true)?;
         Ok(Classifier { net, input: model.input })
     }
 

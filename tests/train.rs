@@ -136,6 +136,21 @@ fn each_named_net_takes_the_dispatches_a_step_the_readme_gives() {
 }
 
 #[test]
+fn inference_takes_the_forward_half_of_a_step() {
+    // The first convolution reads the evaluation set itself, as it reads the training set; the
+    // max-pooling net takes the gather. The head's inference pass is its own (no dx).
+    let Some(ctx) = gpu() else { return };
+    let data = subset(16);
+    let config = TrainConfig { batch_size: 8, ..Default::default() };
+    for (name, dispatches) in [("base", 5), ("cifar_bn", 13), ("p,c4,d0.2,f10", 4)] {
+        let model = model(name);
+        let mut inference = GpuInference::new(ctx, &model, &model.init(1), &config).unwrap();
+        let id = inference.prepare(&data).unwrap();
+        assert_eq!(inference.dispatches_per_batch(id).unwrap(), dispatches, "{name}");
+    }
+}
+
+#[test]
 fn the_same_seed_gives_the_same_run_on_the_gpu() {
     // Batch norm's per-channel sums are fixed-order trees, as the weight gradients are; and
     // however many steps one submission holds, the same kernels run in the same order.

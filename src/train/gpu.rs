@@ -90,8 +90,8 @@ pub(crate) struct GpuNet {
     /// `[batch, classes]` the head's softmax outputs.
     pub(crate) probs: wgpu::Buffer,
     hidden: Vec<LayerPass>,
-    /// Set when the first layer reads each dataset itself (then `hidden[0]` reads `x0`, for the
-    /// classifier, whose input is not a dataset).
+    /// Set when the first layer reads each dataset itself. `hidden[0]` is then bound on `x0` only
+    /// for the classifier, whose input is not a dataset (`x0_input`), and is empty otherwise.
     first: Option<FirstLayer>,
     head: LayerPass,
     /// Keras names of the hidden layers, for the per-stage profile.
@@ -103,10 +103,7 @@ pub(crate) struct GpuNet {
     eval_penalty_slot: usize,
     /// Elements of the model's `state` (its buffer is never empty).
     state_len: usize,
-    /// In training, what Adam's dispatch takes before it updates: every layer's split
-    /// weight-gradient reductions' final sums ([`crate::partial_sums`]), over `scratch`, where
-    /// the layers write them, and the head's weight gradient.
-    taken: Option<(Segments, DenseGradient)>,
+    /// Where the layers write their split weight-gradient reductions' partial sums, in training.
     scratch: wgpu::Buffer,
     // Kept alive with the bind groups.
     _buffers: Vec<wgpu::Buffer>,
@@ -130,7 +127,8 @@ fn activation_buffer(device: &wgpu::Device, label: &str, len: usize) -> Result<w
 impl GpuNet {
     /// Every layer of `model` bound for batches of `config.batch_size`, with `grads` for
     /// training; the metrics buffer holds `metrics_capacity` positions and the penalties buffer
-    /// `penalty_slots` slots plus the evaluation's.
+    /// `penalty_slots` slots plus the evaluation's. With `x0_input`, the first layer also reads
+    /// `x0` ([`GpuNet::record_forward`]) when it reads each dataset itself.
     #[allow(clippy::too_many_arguments)]
     fn new(
         ctx: &GpuContext,
@@ -141,6 +139,7 @@ impl GpuNet {
         naive: bool,
         metrics_capacity: usize,
         penalty_slots: usize,
+        x0_input: bool,
     ) -> Result<Self> {
         let device = &ctx.device;
         let (batch, run) = (config.batch_size, config.run_settings());
@@ -160,6 +159,8 @@ impl GpuNet {
         // Which layers neighbours absorb, and where each binds (src/layers/fusion.rs).
         let fusions: Vec<_> = model.hidden.iter().map(|p| p.layer.gpu_fusion(&Ctx { at: &p.at, batch, run })).collect();
         let plan = crate::layers::plan(&fusions, model.head.layer.gpu_fusion());
+        // A first layer that reads each dataset itself is bound per dataset (`prepare`).
+        let reads_dataset = !naive && fusions.first().is_some_and(|f| f.reads_dataset);
         // The activations and gradients some layer binds: an absorbed layer's neighbours write
         // past it, into the next layer's output and the previous layer's gradient.
         let kept = |i: usize, keep: bool, what: &str| -> Result<Option<wgpu::Buffer>> {
@@ -190,7 +191,7 @@ impl GpuNet {
             .enumerate()
             .map(|(i, p)| {
                 let at = &plan.hidden[i];
-                if at.absorbed {
+                if at.absorbed || (i == 0 && reads_dataset && !x0_input) {
                     return Ok(LayerPass::default());
                 }
                 debug_assert!(
@@ -235,26 +236,14 @@ impl GpuNet {
             mask_dx: plan.head_mask,
             gradient_to_adam: true,
         };
-        let mut head = model.head.layer.bind_gpu(&Ctx { at: &model.head.at, batch, run }, &gpu_head)?;
-        let first = (!naive && fusions.first().is_some_and(|f| f.reads_dataset)).then(|| FirstLayer {
+        let head = model.head.layer.bind_gpu(&Ctx { at: &model.head.at, batch, run }, &gpu_head)?;
+        let first = reads_dataset.then(|| FirstLayer {
             layer: model.hidden[0].clone(),
             run,
             placement: plan.hidden[0],
             y: bound(&acts, plan.hidden[0].y).clone(),
             training: grads.map(|grads| (bound(&dacts, 0).clone(), grads.clone())),
         });
-        let taken = match grads {
-            Some(_) => {
-                // A first layer bound to a dataset leaves the same sums in the same place.
-                let segments: Vec<_> = hidden.iter().flat_map(|l: &LayerPass| l.sums.iter().copied()).collect();
-                let dense = match head.dense_gradient.take() {
-                    Some(dense) => dense,
-                    None => DenseGradient::none(device)?,
-                };
-                Some((Segments::upload(device, &segments, model.param_count)?, dense))
-            }
-            None => None,
-        };
         Ok(GpuNet {
             device: ctx.device.clone(),
             queue: ctx.queue.clone(),
@@ -287,22 +276,23 @@ impl GpuNet {
             metrics_capacity,
             eval_penalty_slot: penalty_slots,
             state_len: weights.state.len(),
-            taken,
             scratch,
             _buffers: acts.into_iter().chain(dacts).flatten().collect(),
         })
     }
 
     /// The forward pass alone, for batches of `config.batch_size`, with metrics for `capacity`
-    /// positions (inference and the classifier).
+    /// positions: over prepared datasets (inference), and with `x0_input` over batches written
+    /// into `x0` (the classifier).
     pub(crate) fn forward_only(
         ctx: &GpuContext,
         model: &Model,
         weights: &Weights,
         config: &TrainConfig,
         capacity: usize,
+        x0_input: bool,
     ) -> Result<Self> {
-        Self::new(ctx, model, weights, config, None, false, capacity, 0)
+        Self::new(ctx, model, weights, config, None, false, capacity, 0, x0_input)
     }
 
     /// Uploads `data` with an order buffer of `order_len` rows, and binds how its batches reach
@@ -390,7 +380,7 @@ impl GpuNet {
     }
 
     /// Records the forward pass of the batch in `x0` (the step uniform set for it): every hidden
-    /// layer, then the head's probabilities.
+    /// layer, then the head's probabilities. Only for a net built with `x0_input`.
     pub(crate) fn record_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
         for layer in &self.hidden {
             layer.record_forward(pass);
@@ -398,7 +388,7 @@ impl GpuNet {
         self.head.record_forward(pass);
     }
 
-    /// Dispatches [`GpuNet::record_forward`] records.
+    /// Dispatches [`GpuNet::record_forward`] records (a net built with `x0_input`).
     pub(crate) fn forward_dispatches(&self) -> usize {
         self.hidden.iter().map(|l| l.forward.len()).sum::<usize>() + self.head.forward.len()
     }
@@ -484,6 +474,8 @@ pub struct GpuEngine {
     finished: Arc<AtomicUsize>,
     live: LiveMetrics,
     _adam_shape: wgpu::Buffer,
+    /// What Adam's dispatch takes (kept alive with its bind group).
+    _taken: (Segments, Option<DenseGradient>),
     /// The per-step uniforms of one submission, [`MAX_STEPS_PER_SUBMIT`] of them: each step's is
     /// copied into the step uniform before its pass, in the same encoder.
     step_table: wgpu::Buffer,
@@ -526,13 +518,27 @@ impl GpuEngine {
         let count = model.param_count;
         let grads = f32_buffer(device, "grads", count)?;
         let train_batches = train.len().div_ceil(batch);
-        let mut net =
-            GpuNet::new(ctx, model, weights, config, Some(&grads), naive, train.len().max(batch), train_batches)?;
+        let (capacity, slots) = (train.len().max(batch), train_batches);
+        let mut net = GpuNet::new(ctx, model, weights, config, Some(&grads), naive, capacity, slots, false)?;
         net.prepare("training set", train, train.len(), true)?;
         let m = f32_buffer(device, "adam m", count)?;
         let v = f32_buffer(device, "adam v", count)?;
-        let taken = net.taken.as_ref().map(|(segments, dense)| Taken { segments, scratch: &net.scratch, dense });
-        let buffers = AdamBuffers { step: &net.step, params: &net.params, grads: &grads, m: &m, v: &v, taken };
+        // What Adam's dispatch takes before it updates: the final sums of every layer's split
+        // weight-gradient reductions ([`crate::partial_sums`]; the first layer's as bound to the
+        // training set), over the scratch where the layers write them, and the head's weight
+        // gradient.
+        let (_, layers) = net.passes(&net.datasets[0]);
+        let sums: Vec<_> = layers.flat_map(|l| l.sums.iter().copied()).collect();
+        let segments = Segments::upload(device, &sums, count)?;
+        let no_dense = match &net.head.dense_gradient {
+            Some(_) => None,
+            None => Some(DenseGradient::none(device)?),
+        };
+        let dense = net.head.dense_gradient.as_ref().or(no_dense.as_ref());
+        let dense = dense.ok_or_else(|| Error::invalid("no dense gradient for Adam to take"))?;
+        let taken = Taken { segments: &segments, scratch: &net.scratch, dense };
+        let buffers =
+            AdamBuffers { step: &net.step, params: &net.params, grads: &grads, m: &m, v: &v, taken: Some(taken) };
         let (adam, adam_shape) = adam::bind(&ctx.kernels, &config.adam().shape(count), &buffers)?;
         let step_table = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("step table"),
@@ -553,6 +559,7 @@ impl GpuEngine {
             finished: Arc::new(AtomicUsize::new(0)),
             live: LiveMetrics::default(),
             _adam_shape: adam_shape,
+            _taken: (segments, no_dense),
             step_table,
             steps_per_submit: STEPS_PER_SUBMIT,
         })
@@ -839,13 +846,14 @@ impl GpuInference {
     pub fn new(ctx: &GpuContext, model: &Model, weights: &Weights, config: &TrainConfig) -> Result<Self> {
         check_engine_inputs(model, weights, config)?;
         let capacity = INFERENCE_CHUNK.max(config.batch_size);
-        Ok(GpuInference { net: GpuNet::forward_only(ctx, model, weights, config, capacity)? })
+        Ok(GpuInference { net: GpuNet::forward_only(ctx, model, weights, config, capacity, false)? })
     }
 
-    /// Dispatches per batch of inference: the gather (unless the first layer reads the dataset
-    /// itself), then the forward pass.
-    pub fn dispatches_per_batch(&self) -> usize {
-        usize::from(self.net.first.is_none()) + self.net.forward_dispatches()
+    /// Dispatches per batch of inference over `data` (from [`Inference::prepare`]): the gather
+    /// (unless the first layer reads the dataset itself), then the forward pass.
+    pub fn dispatches_per_batch(&self, data: DataId) -> Result<usize> {
+        let (gather, layers) = self.net.passes(self.net.data(data)?);
+        Ok(usize::from(gather.is_some()) + layers.chain([&self.net.head]).map(|l| l.forward.len()).sum::<usize>())
     }
 }
 
