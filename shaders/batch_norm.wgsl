@@ -11,11 +11,16 @@
 //   4  state     storage, read_write  moving_mean [C], moving_variance [C]    forward
 //   5  stats     storage, read_write  this pass's [mean [C], variance [C]]    forward writes, the rest read
 //   6  y         storage, read_write  output, shaped like x                   forward
-//   7  dy        storage, read        dL/dy                                   backward_partials, backward*
-//   8  grads     storage, read_write  flat gradients: dgamma, dbeta           backward* write
+//   7  dy        storage, read        dL/dy                                   backward_partials, backward
 //   9  dx        storage, read_write  dL/dx                                   backward
-//  10  partials  storage, read_write  per block of pixels and channel:        moments, backward_partials write,
-//                                     [blocks, C, 2]                          forward, backward* read
+//  10  partials  storage, read_write  forward: per block of pixels and         moments writes, forward reads;
+//                                     channel, [blocks, C, 2] (its own        backward_partials writes,
+//                                     buffer); backward: per block, Σdy       backward reads
+//                                     then Σdy·x̂ of every channel, [blocks,
+//                                     2, C] from shape.gradient_offset of
+//                                     the step's scratch, the final sums of
+//                                     which (dbeta, dgamma) Adam's dispatch
+//                                     takes (src/partial_sums.rs)
 //  15  epilogue                           (epilogue.wgsl)                         forward
 //
 // Per channel c, over its M = N·H·W values:  mean = Σx / M,  variance = Σ(x − mean)² / M (biased,
@@ -27,7 +32,8 @@
 // first sums blocks of shape.block_rows pixels (`moments`: each block's mean and Σ(x − its
 // mean)², two passes over it; `backward_partials`: Σdy and Σdy·x̂), the second combines the
 // blocks in their order (Chan's pairwise update for the moments; SHARED_VALUES below) and writes
-// each element.
+// each element. A first layer has no dx: its backward pass is `backward_partials` alone, dgamma
+// and dbeta being the sums Adam's dispatch takes.
 // No atomics: the same bits every run. Lanes are (channel, row): lane t takes channel
 // c0 + t % CH of each chunk of CH = min(C, STAT_LANES) channels starting at c0, and every
 // L-th pixel row from t / CH, L = STAT_LANES / CH; a warp's loads are then consecutive floats.
@@ -43,7 +49,7 @@ struct NormShape {
     block_rows: u32,        // pixel rows (n, h, w) per block of the partial sums
     blocks: u32,            // blocks of the bound batch: ceil(batch · pixels / block_rows)
     workgroup_rows: u32,    // pixel rows per workgroup of forward and backward
-    _pad: u32,
+    gradient_offset: u32,   // where backward_partials writes in the scratch bound as partials
 }
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -54,7 +60,6 @@ struct NormShape {
 @group(0) @binding(5) var<storage, read_write> stats: array<f32>;
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
 @group(0) @binding(7) var<storage, read> dy: array<f32>;
-@group(0) @binding(8) var<storage, read_write> grads: array<f32>;
 @group(0) @binding(9) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(10) var<storage, read_write> partials: array<f32>;
 
@@ -277,31 +282,25 @@ fn backward_partials(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_w
         let dbeta = channel_sum(t, l, sum_dy);
         let dgamma = channel_sum(t, l, sum_dy_xhat);
         if (l.working && l.row == 0u) {
-            partials[(b * channels + l.channel) * 2u] = dbeta;
-            partials[(b * channels + l.channel) * 2u + 1u] = dgamma;
+            let block = shape.gradient_offset + b * 2u * channels + l.channel;
+            partials[block] = dbeta;
+            partials[block + channels] = dgamma;
         }
     }
 }
 
-// dbeta and dgamma of channel c: the blocks' sums, in block order.
+// dbeta and dgamma of channel c: the blocks' sums, in block order (the order in which Adam's
+// dispatch sums them into grads: segments.wgsl).
 fn gradient_sums(c: u32) -> vec2<f32> {
     var sums = vec2<f32>(0.0, 0.0);
     for (var b = 0u; b < shape.blocks; b++) {
-        let block = (b * shape.channels + c) * 2u;
-        sums += vec2<f32>(partials[block], partials[block + 1u]);
+        let block = shape.gradient_offset + b * 2u * shape.channels + c;
+        sums += vec2<f32>(partials[block], partials[block + shape.channels]);
     }
     return sums;
 }
 
-// Workgroup 0's first lane of a channel writes its dgamma and dbeta (overwritten).
-fn write_gradients(w: u32, l: Lane, sums: vec2<f32>) {
-    if (w == 0u && l.row == 0u) {
-        grads[shape.gamma_offset + l.channel] = sums.y;
-        grads[shape.gamma_offset + shape.channels + l.channel] = sums.x;
-    }
-}
-
-// Each workgroup its shape.workgroup_rows pixel rows of dx; workgroup 0 also dgamma and dbeta.
+// Each workgroup its shape.workgroup_rows pixel rows of dx.
 @compute @workgroup_size(STAT_LANES)
 fn backward(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
             @builtin(local_invocation_index) t: u32) {
@@ -315,9 +314,7 @@ fn backward(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups
         let c = l.channel;
         var combined = vec4<f32>();
         if (combines(l)) {
-            let sums = gradient_sums(c);
-            write_gradients(w, l, sums);
-            combined = vec4<f32>(sums, stats[c], inv_std(stats[channels + c]));
+            combined = vec4<f32>(gradient_sums(c), stats[c], inv_std(stats[channels + c]));
         }
         let values = channel_share(t, l, combined);
         if (l.working) {
@@ -330,17 +327,6 @@ fn backward(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(num_workgroups
                 let xhat = (x[i] - mean) * inv;
                 dx[i] = scale * (dy[i] - (sums.x + xhat * sums.y) / f32(m));
             }
-        }
-    }
-}
-
-// The first layer's: dgamma and dbeta alone (no dx), one workgroup.
-@compute @workgroup_size(STAT_LANES)
-fn backward_gradients(@builtin(local_invocation_index) t: u32) {
-    for (var c0 = 0u; c0 < shape.channels; c0 += chunk_width()) {
-        let l = lane(t, c0);
-        if (l.working) {
-            write_gradients(0u, l, gradient_sums(l.channel));
         }
     }
 }

@@ -256,7 +256,7 @@ fn training_uniforms_match_their_wgsl_structs() {
             block_rows,
             blocks,
             workgroup_rows,
-            _pad
+            gradient_offset
         ]
     );
 }

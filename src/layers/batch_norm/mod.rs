@@ -15,7 +15,9 @@
 //! checkpoints). The CPU sums in f64; the GPU in f32, two dispatches a pass over every channel
 //! at once: partial sums per block of pixels, then their combination (Chan's pairwise update for
 //! the moments) in block order and each element (no atomics: the same bits every run;
-//! [`NormShape::for_batch`]).
+//! [`NormShape::for_batch`]). In training the backward block sums go to the step's scratch, and
+//! their final sums, dγ and dβ, are the pass's `sums`, which Adam's dispatch takes as it takes a
+//! convolution's: a first layer's backward pass is one dispatch.
 //!
 //! A training forward pass needs the whole batch (its statistics), so a model with this layer
 //! runs each step of the fast CPU engine as one pass of the whole batch, layer by layer
@@ -37,6 +39,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::gpu::{self, uniform_buffer, GpuContext};
 use crate::kernel::{arg, floats, read, read_write, uniform, Dispatch, EntryPoint, Grid, Shader};
+use crate::partial_sums::Segment;
 use crate::selftest::{self, Check, HiddenCheck, Tolerance};
 use crate::{shader_own, shader_source};
 
@@ -113,7 +116,9 @@ pub struct NormShape {
     pub block_rows: u32,
     pub blocks: u32,
     pub workgroup_rows: u32,
-    pub _pad: u32,
+    /// Where the backward partial sums start in the step's scratch
+    /// ([`crate::layers::GpuGrads::scratch`]).
+    pub gradient_offset: u32,
 }
 
 impl NormShape {
@@ -134,7 +139,7 @@ impl NormShape {
             block_rows: 0,
             blocks: 0,
             workgroup_rows: 0,
-            _pad: 0,
+            gradient_offset: 0,
         }
     }
 
@@ -340,14 +345,9 @@ pub static SHADER: Shader = Shader {
                 read(3, "params"),
                 read_write(5, "stats"),
                 read(7, "dy"),
-                read_write(8, "grads"),
                 read_write(9, "dx"),
                 read_write(10, "partials"),
             ],
-        },
-        EntryPoint {
-            name: "backward_gradients",
-            bindings: &[uniform(1, "shape"), read_write(8, "grads"), read_write(10, "partials")],
         },
     ],
 };
@@ -362,8 +362,17 @@ impl HiddenLayer for BatchNorm {
         GpuFusion { takes_epilogue: true, ..Default::default() }
     }
 
-    fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuLayer<'_>) -> Result<LayerPass> {
+    fn gpu_scratch_len(&self, c: &Ctx<'_>, _tuning: Tuning, _naive: bool) -> usize {
+        // Σdy and Σdy·x̂ of every channel, per block.
         let s = NormShape::for_layer(c.at).for_batch(c.batch);
+        2 * s.channels() * s.blocks as usize
+    }
+
+    fn bind_gpu(&self, c: &Ctx<'_>, gpu: &GpuLayer<'_>) -> Result<LayerPass> {
+        let s = NormShape {
+            gradient_offset: gpu.backward.map_or(0, |g| g.scratch_offset),
+            ..NormShape::for_layer(c.at).for_batch(c.batch)
+        };
         let device = gpu.kernels.device();
         let shape = uniform_buffer(device, "batch norm shape", &s);
         let channels = s.channels();
@@ -395,27 +404,31 @@ impl HiddenLayer for BatchNorm {
         )?);
         pass.buffers.push(epilogue);
         if let Some(g) = gpu.backward {
-            let (dy, grads) = (arg("dy", g.dy, bytes), arg("grads", g.grads, floats(s.beta().end)));
+            let dy = arg("dy", g.dy, bytes);
+            // The backward partial sums in the layer's region of the scratch, whose final sums,
+            // dbeta and dgamma, are the pass's `sums`.
+            let len = 2 * channels as u32 * s.blocks;
+            let partials = arg("partials", g.scratch, floats((s.gradient_offset + len) as usize)).moving(floats(len as usize));
             pass.backward.push(Dispatch::new(
                 device,
                 &kernel("backward_partials", &[])?,
                 &[step, shape_arg, x, stats, dy, partials],
                 blocks,
             )?);
-            pass.backward.push(match g.dx {
-                Some(dx) => Dispatch::new(
+            if let Some(dx) = g.dx {
+                pass.backward.push(Dispatch::new(
                     device,
                     &kernel("backward", &[shared])?,
-                    &[step, shape_arg, x, params, stats, dy, grads, arg("dx", dx, bytes), partials],
+                    &[step, shape_arg, x, params, stats, dy, arg("dx", dx, bytes), partials],
                     elements,
-                )?,
-                None => Dispatch::new(
-                    device,
-                    &kernel("backward_gradients", &[])?,
-                    &[shape_arg, grads, partials],
-                    Grid::Workgroups(1),
-                )?,
-            });
+                )?);
+            }
+            let (c, blocks) = (channels as u32, s.blocks);
+            let segment = |dst: u32, src: u32| Segment { dst, len: c, src, chunks: blocks, stride: 2 * c };
+            pass.sums = vec![
+                segment(s.gamma_offset, s.gradient_offset + c),
+                segment(s.gamma_offset + c, s.gradient_offset),
+            ];
         }
         pass.buffers.extend([shape, stats_buffer, partials_buffer]);
         Ok(pass)
