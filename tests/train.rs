@@ -126,8 +126,12 @@ fn each_named_net_takes_the_dispatches_a_step_the_readme_gives() {
     let config = TrainConfig { batch_size: 8, ..Default::default() };
     // The first convolution reads the dataset itself; a net that starts with another layer
     // takes the gather: then max-pooling, the convolution with its dropout, the head, the
-    // convolution's dx beside its partials, Adam (the first layer has no dx to write).
-    let named = [("base", 10), ("maxpool", 14), ("deep", 14), ("cifar_bn", 26), ("p,c4,d0.2,f10", 6)];
+    // convolution's dx beside its partials, Adam (the first layer has no dx to write). A first
+    // batch normalisation's backward pass is its block sums alone (Adam takes their sums): the
+    // gather, its two forward dispatches, the convolution's, the head, the convolution's
+    // backward, the block sums, Adam.
+    let named =
+        [("base", 10), ("maxpool", 14), ("deep", 14), ("cifar_bn", 26), ("p,c4,d0.2,f10", 6), ("bn,c4s2,f10", 8)];
     for (name, dispatches) in named {
         let model = model(name);
         let gpu = GpuEngine::new(ctx, &model, &train, &model.init(1), &config).unwrap();
