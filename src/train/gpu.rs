@@ -4,11 +4,12 @@
 //! command encoder, and submits:
 //!
 //! gather → hidden layers forward → head forward (logits, softmax, CE, dlogits, L1 penalty, and
-//! dx) → head backward (its weights) → hidden layers backward (reversed) → Adam over the flat
-//! parameter buffer, which first takes the final sums of every layer's split weight-gradient
-//! reduction.
+//! dx) → hidden layers backward (reversed) → Adam over the flat parameter buffer, which first
+//! takes the final sums of every layer's split weight-gradient reduction and the head's weight
+//! gradient.
 //! Neighbouring layers share kernels as [`crate::layers::plan`] decides (a ReLU's backward is a
-//! mask, elementwise layers are absorbed).
+//! mask, elementwise layers are absorbed), and a first convolution reads each batch from the
+//! dataset itself, in place of the gather (bound once per dataset it prepares).
 //!
 //! Nothing is read back during an epoch but the live metrics for the progress bar, through a
 //! copy that never stalls the queue: the per-sample loss and prediction land in a metrics buffer
