@@ -125,12 +125,14 @@ fn gpu_matches_cpu_reference_on_a_4096_square_image() {
 fn gpu_matches_cpu_reference_on_an_8192_square_image() {
     // 64 MiB of pixels: 16.7 M output words, more than 65,535 workgroups of 256 in one
     // dimension, so this exercises the 2-D grid.
+    // Where GPU tests are skipped (the other CPU targets' runs) there is nothing to compare: the
+    // reference is not computed either (128 MiB of planes, in the run where Node's WASI once
+    // crashed with SIGSEGV).
     let mut rng = Rng::new(8192);
     let input = random_plane(&mut rng, 8192, 8192);
+    let Some(out) = run_gpu(&input, &Kernel3x3::K2) else { return };
     let reference = cpu::conv3x3_reference(&input, &Kernel3x3::K2);
-    if let Some(out) = run_gpu(&input, &Kernel3x3::K2) {
-        assert_planes_equal(&out, &reference, "GPU at 8192×8192");
-    }
+    assert_planes_equal(&out, &reference, "GPU at 8192×8192");
 }
 
 #[test]
