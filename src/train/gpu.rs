@@ -476,7 +476,7 @@ pub struct GpuEngine {
     live: LiveMetrics,
     _adam_shape: wgpu::Buffer,
     /// What Adam's dispatch takes (kept alive with its bind group).
-    _taken: (Segments, Option<DenseGradient>),
+    _taken: (Segments, DenseGradient),
     /// The per-step uniforms of one submission, [`MAX_STEPS_PER_SUBMIT`] of them: each step's is
     /// copied into the step uniform before its pass, in the same encoder.
     step_table: wgpu::Buffer,
@@ -531,13 +531,11 @@ impl GpuEngine {
         let (_, layers) = net.passes(&net.datasets[0]);
         let sums: Vec<_> = layers.flat_map(|l| l.sums.iter().copied()).collect();
         let segments = Segments::upload(device, &sums, count)?;
-        let no_dense = match &net.head.dense_gradient {
-            Some(_) => None,
-            None => Some(DenseGradient::none(device)?),
+        let dense = match net.head.dense_gradient.take() {
+            Some(dense) => dense,
+            None => DenseGradient::none(device)?,
         };
-        let dense = net.head.dense_gradient.as_ref().or(no_dense.as_ref());
-        let dense = dense.ok_or_else(|| Error::invalid("no dense gradient for Adam to take"))?;
-        let taken = Taken { segments: &segments, scratch: &net.scratch, dense };
+        let taken = Taken { segments: &segments, scratch: &net.scratch, dense: &dense };
         let buffers =
             AdamBuffers { step: &net.step, params: &net.params, grads: &grads, m: &m, v: &v, taken: Some(taken) };
         let (adam, adam_shape) = adam::bind(&ctx.kernels, &config.adam().shape(count), &buffers)?;
@@ -560,7 +558,7 @@ impl GpuEngine {
             finished: Arc::new(AtomicUsize::new(0)),
             live: LiveMetrics::default(),
             _adam_shape: adam_shape,
-            _taken: (segments, no_dense),
+            _taken: (segments, dense),
             step_table,
             steps_per_submit: STEPS_PER_SUBMIT,
         })
