@@ -484,19 +484,13 @@ pub static TILED: Shader = Shader {
     entry_points: &[
         EntryPoint { name: "forward", bindings: &extended::<5, 2, 7>(FORWARD, X) },
         EntryPoint { name: "relu_backward", bindings: &RELU_BACKWARD },
+        // The weight partials' bindings and what dx reads and writes: it runs both.
         EntryPoint {
             name: "backward",
-            bindings: &[
-                uniform(0, "step"),
-                read(2, "x"),
-                read(3, "params"),
-                read_write(6, "dx"),
-                read_write(9, "partials"),
-                read(10, "x4"),
-                read(11, "params4"),
-                read(12, "dpre"),
-                read(13, "dpre4"),
-            ],
+            bindings: &extended::<6, 3, 9>(
+                extended::<4, 2, 6>(WEIGHT_PARTIAL, X),
+                [read(3, "params"), read(11, "params4"), read_write(6, "dx")],
+            ),
         },
         EntryPoint { name: "backward_weight_partial", bindings: &extended::<4, 2, 6>(WEIGHT_PARTIAL, X) },
     ],
