@@ -174,7 +174,7 @@ def main():
             res[key + "_median_later_s"] = round(statistics.median(times[1:]), 3)
             res[key + "_img_per_s"] = round(args.n_pred / statistics.median(times[1:]), 1)
         results.append(res)
-        print("RESULT", json.dumps(res))
+        print("RESULT", json.dumps(res), flush=True)
 
 
 if __name__ == "__main__":
