@@ -107,6 +107,8 @@ fn conv_layers(c: &mut Criterion) {
                     mask_dx: Mask::RELU,
                 }),
                 epilogue: Epilogue::default(),
+                pooled: None,
+                forward_by_before: false,
             };
             let pass = conv2d::bind(&gpu, &s.tuned(gpu.tuning)).unwrap();
             // The tiled dkernel's final sums, which the engine runs with every layer's.
@@ -182,6 +184,8 @@ fn first_layer(c: &mut Criterion) {
                 mask_dx: Mask::NONE,
             }),
             epilogue: Epilogue::default(),
+            pooled: None,
+            forward_by_before: false,
         };
         let pass = conv2d::bind(&gpu, &s.tuned(tuning)).unwrap();
         for backward in [false, true] {

@@ -3,7 +3,9 @@
 // shape as override constants, input_coord, the dx mask) and epilogue.wgsl (a layer absorbed after
 // it), then where x comes from: conv2d_input.wgsl (a buffer), or dataset.wgsl and
 // conv2d_input_gathered.wgsl (a first layer that reads the dataset itself: the variant
-// conv2d_tiled_gathered), then conv2d_tiled_dx.wgsl (dx), in all but that variant.
+// conv2d_tiled_gathered), then what the forward pass stores besides y: conv2d_output.wgsl
+// (nothing) or conv2d_output_pooled.wgsl (the max-pool after the layer: the variant
+// conv2d_tiled_pooled), then conv2d_tiled_dx.wgsl (dx), in all but the gathered variant.
 // conv2d_naive.wgsl is the baseline they are checked beside and measured against.
 //
 // Bindings (group 0)                                                      used by
@@ -21,6 +23,7 @@
 //                                     then, DY_MASKED)
 //   5  dy        storage, read        dL/dy, shaped like y                relu_backward
 //   6  dx        (conv2d_tiled_dx.wgsl)                                   backward
+//   7  pooled    (conv2d_output_pooled.wgsl)                              forward
 //   8  dpre_out  storage, read_write  dL/d(pre-activation) = dy·(y > 0),  relu_backward writes
 //                                     shaped like y (only with RELU: dpre
 //                                     is dy itself without)
@@ -102,33 +105,35 @@ fn dpre_quad(pixel: u32, k0: u32) -> vec4<f32> {
     return vec4<f32>(dpre[pixel + ks.x], dpre[pixel + ks.y], dpre[pixel + ks.z], dpre[pixel + ks.w]);
 }
 
-// One invocation: output channels k0..k0+3 of output pixels (oy, ox0..ox0+3).
+// One invocation: output channels k0..k0+3 of four output pixels: (oy0, ox0..ox0+3), or with
+// POOL the 2×2 window at (oy0, ox0) that the max-pool after it takes (conv2d_output_pooled.wgsl).
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = linear_index(gid, groups);
     let k_blocks = (OUT_C + 3u) / 4u;
-    let x_blocks = (OUT_W + 3u) / 4u;
-    if (i >= step.batch_size * OUT_H * x_blocks * k_blocks) {
+    let x_blocks = select((OUT_W + 3u) / 4u, OUT_W / 2u, POOL);
+    let rows = select(OUT_H, OUT_H / 2u, POOL);
+    if (i >= step.batch_size * rows * x_blocks * k_blocks) {
         return;
     }
     let k0 = (i % k_blocks) * 4u;
-    let ox0 = ((i / k_blocks) % x_blocks) * 4u;
-    let oy = (i / (k_blocks * x_blocks)) % OUT_H;
-    let n = i / (k_blocks * x_blocks * OUT_H);
-    if (k0 == 0u && ox0 == 0u && oy == 0u) {
+    let ox0 = ((i / k_blocks) % x_blocks) * select(4u, 2u, POOL);
+    let oy0 = ((i / (k_blocks * x_blocks)) % rows) * select(1u, 2u, POOL);
+    let n = i / (k_blocks * x_blocks * rows);
+    if (k0 == 0u && ox0 == 0u && oy0 == 0u) {
         take_label(n);
     }
     let sample = x_sample(n);
 
     let bias = kernel_quad(BIAS_OFFSET, k0);
-    var acc = array<vec4<f32>, 4>(bias, bias, bias, bias);   // acc[p] = channels of pixel ox0 + p
+    var acc = array<vec4<f32>, 4>(bias, bias, bias, bias);   // acc[p] = channels of pixel p
     for (var ky = 0u; ky < 3u; ky++) {
-        let iy = input_coord(oy, ky, PAD_TOP, IN_H);
-        if (iy < 0) {
+        let iy = input_coord(oy0, ky, PAD_TOP, IN_H);
+        if (iy < 0 && !POOL) {
             continue;
         }
-        let row = u32(iy) * IN_W;
-        if (IN_C <= 4u && STRIDE <= 2u) {
+        let row = u32(max(iy, 0)) * IN_W;
+        if (IN_C <= 4u && STRIDE <= 2u && !POOL) {
             // A pixel's channels are one quad (a first layer's): each column of the row that the
             // four pixels' taps reach (3·STRIDE + 3 of them) is read once, where the loop below
             // reads it once a tap, which doubled the loads and, from the dataset, the unpacking.
@@ -153,15 +158,20 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
             }
             continue;
         }
+        // With POOL the window's second row reads its own input row (or the padding).
+        let iy_low = input_coord(oy0 + 1u, ky, PAD_TOP, IN_H);
+        let row_low = u32(max(iy_low, 0)) * IN_W;
         for (var kx = 0u; kx < 3u; kx++) {
             // Where each of the four pixels reads in the sample; a pixel in the padding (or past
             // the row) reads its element 0 and is multiplied by 0.
             var base: array<u32, 4>;
             var keep: vec4<f32>;
             for (var p = 0u; p < 4u; p++) {
-                let ix = input_coord(ox0 + p, kx, PAD_LEFT, IN_W);
-                let valid = ix >= 0 && ox0 + p < OUT_W;
-                base[p] = select(0u, (row + u32(max(ix, 0))) * IN_C, valid);
+                let low = POOL && p >= 2u;
+                let ox = select(ox0 + p, ox0 + p % 2u, POOL);
+                let ix = input_coord(ox, kx, PAD_LEFT, IN_W);
+                let valid = ix >= 0 && ox < OUT_W && select(iy, iy_low, low) >= 0;
+                base[p] = select(0u, (select(row, row_low, low) + u32(max(ix, 0))) * IN_C, valid);
                 keep[p] = select(0.0, 1.0, valid);
             }
             let w_base = KERNEL_OFFSET + (ky * 3u + kx) * IN_C * OUT_C;
@@ -185,10 +195,23 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
             }
         }
     }
-    store_output(n, oy, ox0, k0, acc[0]);
-    store_output(n, oy, ox0 + 1u, k0, acc[1]);
-    store_output(n, oy, ox0 + 2u, k0, acc[2]);
-    store_output(n, oy, ox0 + 3u, k0, acc[3]);
+    if (POOL) {
+        store_output(n, oy0, ox0, k0, acc[0]);
+        store_output(n, oy0, ox0 + 1u, k0, acc[1]);
+        store_output(n, oy0 + 1u, ox0, k0, acc[2]);
+        store_output(n, oy0 + 1u, ox0 + 1u, k0, acc[3]);
+        store_pooled(n, oy0 / 2u, ox0 / 2u, k0, activated(acc[0]), activated(acc[1]), activated(acc[2]), activated(acc[3]));
+        return;
+    }
+    store_output(n, oy0, ox0, k0, acc[0]);
+    store_output(n, oy0, ox0 + 1u, k0, acc[1]);
+    store_output(n, oy0, ox0 + 2u, k0, acc[2]);
+    store_output(n, oy0, ox0 + 3u, k0, acc[3]);
+}
+
+// y from the sums: after the ReLU, or as they are without one.
+fn activated(v: vec4<f32>) -> vec4<f32> {
+    return select(v, max(v, vec4<f32>(0.0)), RELU);
 }
 
 // Channels k0..k0+3 of output pixel (oy, ox) from their sums v, if the pixel is in the row. The
@@ -200,9 +223,15 @@ fn store_output(n: u32, oy: u32, ox: u32, k0: u32, v: vec4<f32>) {
         return;
     }
     let out = ((n * OUT_H + oy) * OUT_W + ox) * OUT_C;
+    let values = activated(v);
     for (var j = 0u; j < 4u; j++) {
         if (k0 + j < OUT_C) {
-            y[out + k0 + j] = apply_epilogue(select(v[j], max(v[j], 0.0), RELU), out + k0 + j);
+            // With POOL the epilogue is the pool's absorbed layers': store_pooled applies it.
+            if (POOL) {
+                y[out + k0 + j] = values[j];
+            } else {
+                y[out + k0 + j] = apply_epilogue(values[j], out + k0 + j);
+            }
         }
     }
 }

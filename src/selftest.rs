@@ -302,6 +302,48 @@ pub fn hidden_layer(ctx: &GpuContext, c: &HiddenCheck<'_>) -> Result<Vec<Check>>
             checks.extend(hidden_layer_bound(ctx, c, &Inputs { dy, ..inputs }, &expected, &variant)?);
         }
     }
+    // As the engine binds it before a max-pool, whose forward pass it takes: the pool's output
+    // beside y, alone and with a dropout after the pool as its epilogue (y then stays as it is).
+    if fusion.pools_output && !c.naive {
+        let pool = crate::layers::maxpool2d::MaxPool2d;
+        let dropout = crate::layers::dropout::Dropout { rate: 0.5 };
+        let pool_at = LayerAt::place(&pool, 7, "pooled".into(), at.output, 0, 0).map_err(crate::Error::invalid)?;
+        let dropout_at =
+            LayerAt::place(&dropout, 8, "dropout".into(), pool_at.output, 0, 0).map_err(crate::Error::invalid)?;
+        let (used_y, used_pooled) = (c.used * at.output_len(), c.used * pool_at.output_len());
+        let mut pooled = vec![f32::NAN; c.batch * pool_at.output_len()];
+        let pool_ctx = Ctx { at: &pool_at, batch: c.used, run: c.run };
+        Reference::<f32>::forward(
+            &pool,
+            &pool_ctx,
+            pass,
+            &reference.y[..used_y],
+            &mut pooled[..used_pooled],
+            &[],
+            &mut [],
+        );
+        let mut dropped = pooled.clone();
+        let dropout_ctx = Ctx { at: &dropout_at, batch: c.used, run: c.run };
+        Reference::<f32>::forward(
+            &dropout,
+            &dropout_ctx,
+            pass,
+            &pooled[..used_pooled],
+            &mut dropped[..used_pooled],
+            &[],
+            &mut [],
+        );
+        let keep = dropout
+            .gpu_fusion(&dropout_ctx)
+            .elementwise
+            .ok_or_else(|| crate::Error::invalid("dropout is elementwise"))?;
+        for (epilogue, expected, label) in
+            [(Epilogue::default(), pooled, "+ max-pool"), (keep.epilogue(), dropped, "+ max-pool + dropout 0.5")]
+        {
+            let variant = Variant { label, epilogue, pooled: Some(expected), ..Default::default() };
+            checks.extend(hidden_layer_bound(ctx, c, &inputs, &reference, &variant)?);
+        }
+    }
     // As the engine binds a first layer that reads the dataset itself (its rows are whole u32
     // words): the values the gather would have written, bytes / 255.
     if c.first && fusion.reads_dataset && !c.naive && at.input_len().is_multiple_of(4) {
@@ -336,6 +378,10 @@ struct Variant {
     /// Reading x from a dataset through a shuffled order (a first layer whose
     /// [`crate::layers::GpuFusion::reads_dataset`] is set); x is then bytes / 255.
     dataset: bool,
+    /// Storing the 2×2 max-pool of y as well (a layer whose
+    /// [`crate::layers::GpuFusion::pools_output`] is set), with the epilogue applied to it: what
+    /// the reference max-pool (and the epilogue's layers) gives, for `batch` samples.
+    pooled: Option<Vec<f32>>,
 }
 
 /// A hidden layer's inputs in a check.
@@ -380,6 +426,7 @@ fn hidden_layer_bound(
     let x_b = if variant.dataset { sentinel(ctx, x_len)? } else { upload(ctx, inputs.x)? };
     let state_b = upload(ctx, inputs.state)?;
     let (y_b, dx_b, grads_b) = (sentinel(ctx, y_len)?, sentinel(ctx, x_len)?, sentinel(ctx, params_end)?);
+    let pooled_b = variant.pooled.as_ref().map(|p| sentinel(ctx, p.len())).transpose()?;
     let kernels = Kernels::new(&ctx.device);
     // The layer's scratch region at an offset, as the engine places layers after others.
     let layer_ctx = Ctx { at, batch: c.batch, run: c.run };
@@ -409,6 +456,8 @@ fn hidden_layer_bound(
             mask_dx: variant.mask,
         }),
         epilogue: variant.epilogue,
+        pooled: pooled_b.as_ref(),
+        forward_by_before: false,
     };
     let bound = c.layer.bind_gpu(&layer_ctx, &gpu)?;
     let sums = crate::partial_sums::bind(&kernels, &bound.sums, &scratch, &grads_b, params_end)?;
@@ -431,6 +480,12 @@ fn hidden_layer_bound(
         Check::compare(format!("{what}: y"), &gpu_y[..used_y], &y[..used_y], ya, yr),
         Check::untouched(format!("{what}: y past the batch"), &gpu_y[used_y..]),
     ];
+    if let (Some(expected), Some(buffer)) = (&variant.pooled, &pooled_b) {
+        let gpu_pooled = read(ctx, buffer, expected.len())?;
+        let used = c.used * expected.len() / c.batch;
+        checks.push(Check::compare(format!("{what}: pooled"), &gpu_pooled[..used], &expected[..used], ya, yr));
+        checks.push(Check::untouched(format!("{what}: pooled past the batch"), &gpu_pooled[used..]));
+    }
     let (ga, gr) = c.tolerance.grads;
     let mut first_tensor = params_end;
     for tensor in at.tensors.iter().filter(|t| t.spec.trainable) {

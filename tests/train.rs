@@ -129,9 +129,20 @@ fn each_named_net_takes_the_dispatches_a_step_the_readme_gives() {
     // convolution's dx beside its partials, Adam (the first layer has no dx to write). A first
     // batch normalisation's backward pass is its block sums alone (Adam takes their sums): the
     // gather, its two forward dispatches, the convolution's, the head, the convolution's
-    // backward, the block sums, Adam.
-    let named =
-        [("base", 10), ("maxpool", 14), ("deep", 14), ("cifar_bn", 26), ("p,c4,d0.2,f10", 6), ("bn,c4s2,f10", 8)];
+    // backward, the block sums, Adam. A max-pool's forward pass is the convolution's before it,
+    // but not the first one's, which reads the dataset (`c4,p,f10`: the first convolution, the
+    // pool, the head, the pool's dx, the weight partials, Adam; one convolution more takes the
+    // pool: 7).
+    let named = [
+        ("base", 10),
+        ("maxpool", 12),
+        ("deep", 14),
+        ("cifar_bn", 26),
+        ("p,c4,d0.2,f10", 6),
+        ("bn,c4s2,f10", 8),
+        ("c4,p,f10", 6),
+        ("c4,c4,p,f10", 7),
+    ];
     for (name, dispatches) in named {
         let model = model(name);
         let gpu = GpuEngine::new(ctx, &model, &train, &model.init(1), &config).unwrap();
@@ -142,11 +153,12 @@ fn each_named_net_takes_the_dispatches_a_step_the_readme_gives() {
 #[test]
 fn inference_takes_the_forward_half_of_a_step() {
     // The first convolution reads the evaluation set itself, as it reads the training set; the
-    // max-pooling net takes the gather. The head's inference pass is its own (no dx).
+    // net that starts with max-pooling takes the gather. The head's inference pass is its own
+    // (no dx); the maxpool net's pools are its convolutions'.
     let Some(ctx) = gpu() else { return };
     let data = subset(16);
     let config = TrainConfig { batch_size: 8, ..Default::default() };
-    for (name, dispatches) in [("base", 5), ("cifar_bn", 13), ("p,c4,d0.2,f10", 4)] {
+    for (name, dispatches) in [("base", 5), ("maxpool", 5), ("cifar_bn", 13), ("p,c4,d0.2,f10", 4)] {
         let model = model(name);
         let mut inference = GpuInference::new(ctx, &model, &model.init(1), &config).unwrap();
         let id = inference.prepare(&data).unwrap();

@@ -13,6 +13,10 @@
 //!   it in the same epilogue (activation, then dropout). After a LeakyReLU the sign of the
 //!   output cannot tell a dropped element from a kept zero, so the layer after must recompute
 //!   the dropout's keep mask as it writes dx ([`GpuFusion::masks_dropout`], [`Mask::dropout`]).
+//! - **A max-pool's forward pass is the convolution's before it:** the convolution computes
+//!   each 2×2 window's four pixels in one invocation and stores their maximum beside y
+//!   ([`GpuFusion::pools_output`], [`Placement::pooled`]), with the layers the pool absorbed as
+//!   its epilogue. The pool's backward pass still runs, recomputing the arg-max from y.
 //!
 //! Each layer says what it can do ([`GpuFusion`], [`super::HiddenLayer::gpu_fusion`]); [`plan`]
 //! decides, for a whole model, which buffers each layer binds and with what mask and epilogue.
@@ -45,6 +49,13 @@ pub struct GpuFusion {
     /// ([`GpuLayer::source`](super::GpuLayer::source)), in place of the gather's dispatch and the
     /// f32 batch it writes.
     pub reads_dataset: bool,
+    /// Its forward kernels can also store the 2×2 max-pool of their output
+    /// ([`GpuLayer::pooled`](super::GpuLayer::pooled)), taking the forward pass of a max-pool
+    /// after it; but not while reading the dataset, nor with the naive kernels.
+    pub pools_output: bool,
+    /// A 2×2 max-pool, whose forward pass a layer before it with
+    /// [`GpuFusion::pools_output`] can take.
+    pub max_pool: bool,
 }
 
 /// Inverted dropout's keep mask: element i of step s is kept with the mask of
@@ -187,6 +198,11 @@ pub struct Placement {
     pub mask_dx: Mask,
     /// Its dy arrives as dL/dy·(y > 0).
     pub dy_masked: bool,
+    /// The activation buffer it also writes the 2×2 max-pool of its output to, taking the
+    /// forward pass of the max-pool after it; its epilogue is then the pool's.
+    pub pooled: Option<usize>,
+    /// A max-pool whose forward pass the layer before takes: it binds its backward pass alone.
+    pub forward_by_before: bool,
 }
 
 /// The fused bindings of a model: a [`Placement`] per hidden layer, and the head's dx buffer
@@ -205,7 +221,8 @@ pub struct Plan {
 /// its slope is at least 0 (so that its output's sign is its input's). A dropout is also
 /// absorbed after an absorbed ReLU or LeakyReLU (into the same epilogue) when the layer that
 /// took them has no ReLU of its own and the layer after masks its dx, after a LeakyReLU with
-/// the keep mask recomputed.
+/// the keep mask recomputed. A max-pool right after a layer that can pool its output gives
+/// that layer its forward pass.
 pub fn plan(fusions: &[GpuFusion], head: GpuFusion) -> Plan {
     let n = fusions.len();
     let after = |j: usize| if j < n { fusions[j] } else { head };
@@ -263,7 +280,7 @@ pub fn plan(fusions: &[GpuFusion], head: GpuFusion) -> Plan {
         let relu_before = fusions[j - 1].relu_output && after(j).masks_dx;
         (Some(j - 1), if relu_before { Mask::RELU } else { Mask::NONE })
     };
-    let hidden = (0..n)
+    let mut hidden: Vec<Placement> = (0..n)
         .map(|i| {
             // The layers this one absorbs: none, the next, or the next two.
             let absorbs = (i + 1..n).take(2).take_while(|&j| absorbed[j] && (j == i + 1 || second[j])).count();
@@ -278,9 +295,28 @@ pub fn plan(fusions: &[GpuFusion], head: GpuFusion) -> Plan {
             let epilogue = (i + 1..i + 1 + absorbs).fold(Epilogue::default(), |e, j| {
                 e.then(elementwise(j)).expect("the plan absorbs an activation, then a dropout")
             });
-            Placement { absorbed: absorbed[i], y: i + absorbs, epilogue, dx, mask_dx, dy_masked }
+            Placement {
+                absorbed: absorbed[i],
+                y: i + absorbs,
+                epilogue,
+                dx,
+                mask_dx,
+                dy_masked,
+                pooled: None,
+                forward_by_before: false,
+            }
         })
         .collect();
+    // A max-pool is never absorbed, so the layer before it absorbs nothing and has no epilogue
+    // of its own: it can take the pool's.
+    for i in 1..n {
+        if fusions[i].max_pool && fusions[i - 1].pools_output && !absorbed[i - 1] {
+            let pool = hidden[i];
+            hidden[i - 1].pooled = Some(pool.y);
+            hidden[i - 1].epilogue = pool.epilogue;
+            hidden[i].forward_by_before = true;
+        }
+    }
     let (head_dx, head_mask) = dx_of(n);
     Plan { hidden, head_dx, head_mask }
 }
@@ -297,10 +333,20 @@ mod tests {
         takes_epilogue: true,
         elementwise: None,
         reads_dataset: true,
+        pools_output: true,
+        max_pool: false,
     };
     const LINEAR_CONV: GpuFusion = GpuFusion { relu_output: false, ..CONV };
-    const POOL: GpuFusion = GpuFusion { relu_output: false, passes_relu: true, reads_dataset: false, ..CONV };
-    const NORM: GpuFusion = GpuFusion { relu_output: false, masks_dx: false, reads_dataset: false, ..CONV };
+    const POOL: GpuFusion = GpuFusion {
+        relu_output: false,
+        passes_relu: true,
+        reads_dataset: false,
+        pools_output: false,
+        max_pool: true,
+        ..CONV
+    };
+    const NORM: GpuFusion =
+        GpuFusion { relu_output: false, masks_dx: false, reads_dataset: false, pools_output: false, ..CONV };
     const KEEP: Keep = Keep { rate: 0.5, scale: 2.0, seed: 1, layer: 4 };
     const DROPOUT: GpuFusion = GpuFusion {
         relu_output: false,
@@ -310,6 +356,8 @@ mod tests {
         takes_epilogue: false,
         elementwise: Some(Elementwise::Dropout(KEEP)),
         reads_dataset: false,
+        pools_output: false,
+        max_pool: false,
     };
     const LEAKY: GpuFusion =
         GpuFusion { masks_dx: false, elementwise: Some(Elementwise::LeakyRelu { slope: 0.3 }), ..DROPOUT };
@@ -323,6 +371,8 @@ mod tests {
         takes_epilogue: false,
         elementwise: None,
         reads_dataset: false,
+        pools_output: false,
+        max_pool: false,
     };
     const HEAD_NO_KEEP: GpuFusion = GpuFusion { masks_dropout: false, ..HEAD };
 
@@ -357,6 +407,39 @@ mod tests {
         let p = plan(&[LINEAR_CONV, DROPOUT], HEAD);
         assert!(!p.hidden[1].absorbed);
         assert_eq!((p.head_dx, p.head_mask), (Some(1), Mask::NONE));
+    }
+
+    #[test]
+    fn a_convolution_takes_the_forward_pass_of_the_max_pool_after_it_with_its_epilogue() {
+        // The maxpool net: c16, c16, p, c32, c32, p, d0.5 before the head.
+        let p = plan(&[CONV, CONV, POOL, CONV, CONV, POOL, DROPOUT], HEAD);
+        assert_eq!(absorbed(&p), [false, false, false, false, false, false, true]);
+        let pooled: Vec<_> = p.hidden.iter().map(|h| (h.pooled, h.forward_by_before)).collect();
+        assert_eq!(
+            pooled,
+            [
+                (None, false),
+                (Some(2), false),
+                (None, true),
+                (None, false),
+                (Some(6), false),
+                (None, true),
+                (None, false)
+            ]
+        );
+        // The second pool's epilogue (its dropout) moves to the convolution; y is its own.
+        assert_eq!((p.hidden[4].y, p.hidden[4].epilogue.kind), (4, EPILOGUE_DROPOUT));
+        assert_eq!(p.hidden[1].epilogue, Epilogue::default());
+        // Its backward is as before: the pool writes the convolution's dy through the ReLU.
+        assert_eq!((p.hidden[5].dx, p.hidden[5].mask_dx), (Some(4), Mask::RELU));
+        assert!(p.hidden[4].dy_masked);
+        // Not after a layer that cannot pool, nor after an absorbed layer's neighbour.
+        let p = plan(&[CONV, POOL, POOL], HEAD);
+        assert_eq!(p.hidden.iter().map(|h| h.forward_by_before).collect::<Vec<_>>(), [false, true, false]);
+        let p = plan(&[LINEAR_CONV, RELU, POOL], HEAD);
+        assert!(p.hidden[1].absorbed && !p.hidden[2].forward_by_before && p.hidden[0].pooled.is_none());
+        let p = plan(&[GpuFusion { pools_output: false, ..CONV }, POOL], HEAD);
+        assert!(!p.hidden[1].forward_by_before);
     }
 
     #[test]

@@ -428,7 +428,14 @@ pub struct GpuLayer<'a> {
     pub backward: Option<GpuGrads<'a>>,
     /// What the forward kernels apply as they store y: the layer after, absorbed (only given
     /// to a layer whose [`GpuFusion::takes_epilogue`] is set; the default applies nothing).
+    /// With [`GpuLayer::pooled`], what they apply to the pooled values instead, y as it is.
     pub epilogue: Epilogue,
+    /// Also store the 2×2 max-pool of y here: the max-pool after this layer, whose forward pass
+    /// this one takes (only given to a layer whose [`GpuFusion::pools_output`] is set).
+    pub pooled: Option<&'a wgpu::Buffer>,
+    /// The layer before stores this layer's output as it stores its own ([`GpuLayer::pooled`]):
+    /// bind the backward pass alone (only given to a layer whose [`GpuFusion::max_pool`] is set).
+    pub forward_by_before: bool,
 }
 
 /// The gradient buffers of a training pass.
@@ -534,8 +541,9 @@ pub(crate) fn epilogue_constants(gpu: &GpuLayer<'_>) -> [(&'static str, f64); 1]
 }
 
 /// Binds a layer that is one `forward` and one `backward_input` entry point of `shader` (max
-/// pooling, dropout): the forward pass on `forward`'s buffers, and the input gradient on
-/// `backward`'s when there is one to write (training, and not the first layer).
+/// pooling, dropout): the forward pass on `forward`'s buffers (unless the layer before takes it:
+/// [`GpuLayer::forward_by_before`]), and the input gradient on `backward`'s when there is one to
+/// write (training, and not the first layer).
 pub(crate) fn bind_forward_and_input_gradient(
     gpu: &GpuLayer<'_>,
     shader: &'static Shader,
@@ -544,8 +552,10 @@ pub(crate) fn bind_forward_and_input_gradient(
 ) -> Result<LayerPass> {
     let device = gpu.kernels.device();
     let mut pass = LayerPass::default();
-    let kernel = gpu.kernels.get(shader, "forward", forward.2)?;
-    pass.forward.push(Dispatch::new(device, &kernel, forward.0, forward.1)?);
+    if !gpu.forward_by_before {
+        let kernel = gpu.kernels.get(shader, "forward", forward.2)?;
+        pass.forward.push(Dispatch::new(device, &kernel, forward.0, forward.1)?);
+    }
     if let Some((args, grid)) = backward {
         pass.backward.push(Dispatch::new(device, &gpu.kernels.get(shader, "backward_input", &[])?, &args, grid)?);
     }

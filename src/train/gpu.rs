@@ -95,8 +95,9 @@ pub(crate) struct GpuNet {
     /// for the classifier, whose input is not a dataset (`x0_input`), and is empty otherwise.
     first: Option<FirstLayer>,
     head: LayerPass,
-    /// Keras names of the hidden layers, for the per-stage profile.
-    hidden_names: Vec<String>,
+    /// Keras names of the hidden layers, for the per-stage profile: of each one's forward and
+    /// backward pass (with the layers it takes).
+    hidden_names: Vec<[String; 2]>,
     datasets: Vec<GpuData>,
     /// Positions the metrics buffer holds: evaluation runs in chunks of this many rows.
     metrics_capacity: usize,
@@ -158,10 +159,15 @@ impl GpuNet {
         let penalties = f32_buffer(device, "penalties", penalty_slots + 1)?;
 
         // Which layers neighbours absorb, and where each binds (src/layers/fusion.rs).
-        let fusions: Vec<_> = model.hidden.iter().map(|p| p.layer.gpu_fusion(&Ctx { at: &p.at, batch, run })).collect();
-        let plan = crate::layers::plan(&fusions, model.head.layer.gpu_fusion());
+        let mut fusions: Vec<_> =
+            model.hidden.iter().map(|p| p.layer.gpu_fusion(&Ctx { at: &p.at, batch, run })).collect();
         // A first layer that reads each dataset itself is bound per dataset (`prepare`).
         let reads_dataset = !naive && fusions.first().is_some_and(|f| f.reads_dataset);
+        // Pooling its output is the tiled kernels' reading x from a buffer.
+        for (i, f) in fusions.iter_mut().enumerate() {
+            f.pools_output &= !(naive || i == 0 && reads_dataset);
+        }
+        let plan = crate::layers::plan(&fusions, model.head.layer.gpu_fusion());
         // The activations and gradients some layer binds: an absorbed layer's neighbours write
         // past it, into the next layer's output and the previous layer's gradient.
         let kept = |i: usize, keep: bool, what: &str| -> Result<Option<wgpu::Buffer>> {
@@ -219,6 +225,8 @@ impl GpuNet {
                         mask_dx: at.mask_dx,
                     }),
                     epilogue: at.epilogue,
+                    pooled: at.pooled.map(|j| bound(&acts, j)),
+                    forward_by_before: at.forward_by_before,
                 };
                 p.layer.bind_gpu(&Ctx { at: &p.at, batch, run }, &gpu)
             })
@@ -266,11 +274,15 @@ impl GpuNet {
             first,
             head,
             // A layer that applies the next ones' functions is named with them: "conv2d_3 +
-            // dropout" (the layers up to the one whose output it writes).
+            // dropout" (the layers up to the one whose output it writes), and its forward pass
+            // with a max-pool it takes as well.
             hidden_names: (0..model.hidden.len())
                 .map(|i| {
-                    let names = model.hidden[i..=plan.hidden[i].y].iter().map(|p| p.at.name.as_str());
-                    names.collect::<Vec<_>>().join(" + ")
+                    let at = &plan.hidden[i];
+                    let names = |last: usize| {
+                        model.hidden[i..=last].iter().map(|p| p.at.name.as_str()).collect::<Vec<_>>().join(" + ")
+                    };
+                    [names(at.pooled.unwrap_or(at.y)), names(at.y)]
                 })
                 .collect(),
             datasets: Vec::new(),
@@ -346,6 +358,10 @@ impl GpuNet {
                 mask_dx: at.mask_dx,
             }),
             epilogue: at.epilogue,
+            // A layer reading the dataset does not pool (`GpuNet::new`), and a first layer has
+            // none before it.
+            pooled: None,
+            forward_by_before: false,
         };
         first.layer.layer.bind_gpu(&Ctx { at: &first.layer.at, batch: self.batch, run: first.run }, &gpu)
     }
@@ -690,7 +706,7 @@ impl GpuEngine {
         for (i, (&layer, name)) in
             layers.iter().zip(&net.hidden_names).enumerate().filter(|(_, (l, _))| !l.forward.is_empty())
         {
-            let name = if i == 0 && gather.is_none() { format!("gather + {name}") } else { name.clone() };
+            let name = if i == 0 && gather.is_none() { format!("gather + {}", name[0]) } else { name[0].clone() };
             stages.push((format!("{name} forward"), Box::new(move |p| layer.record_forward(p))));
         }
         // The head's kernels each on their own: what each fuses is in its entry point's name.
@@ -703,7 +719,7 @@ impl GpuEngine {
             // A layer's backward may be several kernels (a convolution's is most of a step):
             // each is timed on its own.
             for dispatch in &layer.backward {
-                stages.push((format!("{name} backward: {}", dispatch.entry_point()), each(dispatch)));
+                stages.push((format!("{} backward: {}", name[1], dispatch.entry_point()), each(dispatch)));
             }
         }
         stages.push(("every layer's partial sums + the head's weight gradient + adam".into(), each(&self.adam)));

@@ -12,6 +12,8 @@
 //! - GPU: `shaders/conv2d_tiled.wgsl` (training) and `shaders/conv2d_naive.wgsl` (the baseline),
 //!   both after `shaders/conv2d_shape.wgsl`; the shape reaches them as override constants
 //!   ([`Conv2dShape::constants`]), so each layer gets pipelines compiled for its sizes. [`bind`].
+//!   The tiled kernels' variants read a first layer's batch from the dataset ([`TILED_GATHERED`])
+//!   or store the max-pool after the layer beside y ([`TILED_POOLED`]).
 //! - Fast CPU: [`fast`], implicit GEMMs on padded NHWC tensors.
 
 #[cfg(feature = "fast-cpu")]
@@ -47,7 +49,7 @@ pub struct Conv2d {
 pub static KIND: Kind = Kind {
     syntax: ("cK, cKs2, cKn, cKs2n", "3×3 convolution with K filters, ReLU; s2: stride 2; n: no activation"),
     parse,
-    shaders: &[&TILED, &TILED_GATHERED, &NAIVE],
+    shaders: &[&TILED, &TILED_GATHERED, &TILED_POOLED, &NAIVE],
     checks,
     examples: &[("c5", [5, 6, 3]), ("c4s2", [7, 5, 4]), ("c8", [6, 6, 8]), ("c4n", [5, 4, 3]), ("c3s2n", [5, 6, 2])],
 };
@@ -467,6 +469,11 @@ const WEIGHT_PARTIAL: [Binding; 4] = [uniform(0, "step"), read_write(9, "partial
 const RELU_BACKWARD: [Binding; 4] = [uniform(0, "step"), read_write(4, "y"), read(5, "dy"), read_write(8, "dpre_out")];
 /// x from a buffer (`shaders/conv2d_input.wgsl`).
 const X: [Binding; 2] = [read(2, "x"), read(10, "x4")];
+const FORWARD_X: [Binding; 7] = extended::<5, 2, 7>(FORWARD, X);
+const WEIGHT_PARTIAL_X: [Binding; 6] = extended::<4, 2, 6>(WEIGHT_PARTIAL, X);
+/// The weight partials' bindings and what dx reads and writes: `backward` runs both.
+const BACKWARD_X: [Binding; 9] =
+    extended::<6, 3, 9>(WEIGHT_PARTIAL_X, [read(3, "params"), read(11, "params4"), read_write(6, "dx")]);
 
 /// The binding tables of `shaders/conv2d_tiled.wgsl`, reading x from a buffer.
 pub static TILED: Shader = Shader {
@@ -477,22 +484,40 @@ pub static TILED: Shader = Shader {
         "conv2d_shape.wgsl",
         "epilogue.wgsl",
         "conv2d_input.wgsl",
+        "conv2d_output.wgsl",
         "conv2d_tiled_dx.wgsl",
         "conv2d_tiled.wgsl"
     ),
     own: shader_own!("conv2d_tiled.wgsl"),
     entry_points: &[
-        EntryPoint { name: "forward", bindings: &extended::<5, 2, 7>(FORWARD, X) },
+        EntryPoint { name: "forward", bindings: &FORWARD_X },
         EntryPoint { name: "relu_backward", bindings: &RELU_BACKWARD },
-        // The weight partials' bindings and what dx reads and writes: it runs both.
-        EntryPoint {
-            name: "backward",
-            bindings: &extended::<6, 3, 9>(
-                extended::<4, 2, 6>(WEIGHT_PARTIAL, X),
-                [read(3, "params"), read(11, "params4"), read_write(6, "dx")],
-            ),
-        },
-        EntryPoint { name: "backward_weight_partial", bindings: &extended::<4, 2, 6>(WEIGHT_PARTIAL, X) },
+        EntryPoint { name: "backward", bindings: &BACKWARD_X },
+        EntryPoint { name: "backward_weight_partial", bindings: &WEIGHT_PARTIAL_X },
+    ],
+};
+
+/// The binding tables of `shaders/conv2d_tiled.wgsl` whose forward pass also stores the 2×2
+/// max-pool of its output, taking the pool's forward pass (`shaders/conv2d_output_pooled.wgsl`).
+/// The engine binds only its `forward`; the others are [`TILED`]'s.
+pub static TILED_POOLED: Shader = Shader {
+    name: "conv2d_tiled_pooled",
+    file: "conv2d_tiled.wgsl",
+    source: shader_source!(
+        "common.wgsl",
+        "conv2d_shape.wgsl",
+        "epilogue.wgsl",
+        "conv2d_input.wgsl",
+        "conv2d_output_pooled.wgsl",
+        "conv2d_tiled_dx.wgsl",
+        "conv2d_tiled.wgsl"
+    ),
+    own: shader_own!("conv2d_tiled.wgsl"),
+    entry_points: &[
+        EntryPoint { name: "forward", bindings: &extended::<7, 1, 8>(FORWARD_X, [read_write(7, "pooled")]) },
+        EntryPoint { name: "relu_backward", bindings: &RELU_BACKWARD },
+        EntryPoint { name: "backward", bindings: &BACKWARD_X },
+        EntryPoint { name: "backward_weight_partial", bindings: &WEIGHT_PARTIAL_X },
     ],
 };
 
@@ -508,6 +533,7 @@ pub static TILED_GATHERED: Shader = Shader {
         "epilogue.wgsl",
         "dataset.wgsl",
         "conv2d_input_gathered.wgsl",
+        "conv2d_output.wgsl",
         "conv2d_tiled.wgsl"
     ),
     own: shader_own!("conv2d_tiled.wgsl"),
@@ -572,6 +598,12 @@ pub fn bind(gpu: &GpuLayer<'_>, s: &Conv2dShape) -> Result<LayerPass> {
              read x",
         )));
     }
+    if gpu.pooled.is_some() && (gpu.naive || gpu.source.is_some() || !s.out_h.is_multiple_of(2) || !s.out_w.is_multiple_of(2)) {
+        return Err(Error::invalid(format!(
+            "only the tiled kernels reading x pool their output, and only an even one: {}×{}",
+            s.out_h, s.out_w
+        )));
+    }
     let device = gpu.kernels.device();
     let s = &Conv2dShape {
         mask_dx: gpu.backward.map_or(Mask::NONE, |g| g.dx_mask()),
@@ -584,6 +616,7 @@ pub fn bind(gpu: &GpuLayer<'_>, s: &Conv2dShape) -> Result<LayerPass> {
     // The kernels that read x (the forward pass, the weight partials) read it from the dataset
     // when the layer is given one, specialised for it.
     let reading = if gpu.source.is_some() { &TILED_GATHERED } else { shader };
+    let storing = if gpu.pooled.is_some() { &TILED_POOLED } else { reading };
     let dataset: Vec<_> = gpu.source.iter().flat_map(|source| source.constants()).collect();
     let constants = s.constants();
     let forward_constants = [s.forward_constants(), dataset.clone()].concat();
@@ -591,7 +624,7 @@ pub fn bind(gpu: &GpuLayer<'_>, s: &Conv2dShape) -> Result<LayerPass> {
     let kernel = |shader, entry: &str, constants: &[(&'static str, f64)], args: &[Arg<'_>], grid: Grid| {
         Dispatch::new(device, &gpu.kernels.get(shader, entry, constants)?, args, grid)
     };
-    let forward = |entry: &str, args: &[Arg<'_>], grid: Grid| kernel(reading, entry, &forward_constants, args, grid);
+    let forward = |entry: &str, args: &[Arg<'_>], grid: Grid| kernel(storing, entry, &forward_constants, args, grid);
     let dispatch = |entry: &str, args: &[Arg<'_>], grid: Grid| kernel(shader, entry, &constants, args, grid);
     let (input, output) = (floats(s.input_len()), floats(s.output_len()));
     let params_end = floats(s.kernel_offset as usize + s.kernel_len()).max(floats(s.bias_offset as usize + s.out_c as usize));
@@ -613,11 +646,16 @@ pub fn bind(gpu: &GpuLayer<'_>, s: &Conv2dShape) -> Result<LayerPass> {
     if gpu.naive {
         pass.forward.push(forward("naive_forward", &[step, x, params, y, epilogue], Grid::Invocations(s.output_len() as u64))?);
     } else {
-        let pixels = u64::from(s.batch * s.out_h) * blocks(s.out_w);
+        // An invocation's four pixels: a row's, or a pooling window's.
+        let pixels = match gpu.pooled {
+            None => u64::from(s.batch * s.out_h) * blocks(s.out_w),
+            Some(_) => u64::from(s.batch * (s.out_h / 2) * (s.out_w / 2)),
+        };
         let mut args = vec![step, params, y, params4, epilogue];
         args.extend_from_slice(&x_args);
         // Reading the dataset, the forward pass copies the batch's labels too.
         args.extend(gpu.source.iter().flat_map(|source| source.label_args(batch)));
+        args.extend(gpu.pooled.map(|pooled| arg("pooled", pooled, floats(s.output_len() / 4))));
         pass.forward.push(forward("forward", &args, Grid::Invocations(pixels * blocks(s.out_c)))?);
     }
     pass.buffers.push(epilogue_buffer);
@@ -681,8 +719,16 @@ impl HiddenLayer for Conv2d {
         bind(gpu, &Conv2dShape::for_layer(self, c).tuned(gpu.tuning))
     }
 
-    fn gpu_fusion(&self, _c: &Ctx<'_>) -> GpuFusion {
-        GpuFusion { relu_output: self.relu, masks_dx: true, takes_epilogue: true, reads_dataset: true, ..Default::default() }
+    fn gpu_fusion(&self, c: &Ctx<'_>) -> GpuFusion {
+        let [h, w, _] = c.at.output;
+        GpuFusion {
+            relu_output: self.relu,
+            masks_dx: true,
+            takes_epilogue: true,
+            reads_dataset: true,
+            pools_output: h.is_multiple_of(2) && w.is_multiple_of(2),
+            ..Default::default()
+        }
     }
 
     fn gpu_scratch_len(&self, c: &Ctx<'_>, tuning: Tuning, naive: bool) -> usize {
@@ -753,8 +799,9 @@ const fn linear(case: ConvCase) -> ConvCase {
 
 /// Odd shapes, partial batches, both strides on even and odd inputs, channel counts that are
 /// not multiples of 4 and ones that are (the tiled kernels' vec4 loads), with the kernel at an
-/// offset that allows vec4 loads and at one that does not; and without the activation.
-pub const CONV_CASES: [ConvCase; 12] = [
+/// offset that allows vec4 loads and at one that does not; and without the activation. Those
+/// with an even output also pool it (`selftest::hidden_layer`).
+pub const CONV_CASES: [ConvCase; 13] = [
     case([3, 3], [5, 6, 3], 4, 1, false, 0),
     case([3, 4], [8, 8, 5], 6, 2, false, 0),
     case([2, 2], [7, 5, 2], 3, 2, true, 0),
@@ -765,6 +812,7 @@ pub const CONV_CASES: [ConvCase; 12] = [
     case([3, 3], [6, 7, 8], 8, 1, false, 4),
     case([2, 3], [10, 9, 4], 12, 2, false, 8),
     case([2, 2], [6, 5, 8], 8, 1, false, 2),
+    case([2, 3], [8, 6, 8], 8, 1, false, 4),
     linear(case([3, 3], [5, 6, 3], 4, 1, false, 0)),
     linear(case([2, 3], [10, 9, 4], 12, 2, false, 8)),
 ];

@@ -186,7 +186,8 @@ impl HiddenLayer for MaxPool2d {
     fn gpu_fusion(&self, _c: &Ctx<'_>) -> GpuFusion {
         // The gradient goes to each window's maximum, where x > 0 ⇔ the window's output > 0;
         // each output is one of the inputs, so a ReLU's outputs stay ReLU outputs.
-        GpuFusion { masks_dx: true, passes_relu: true, takes_epilogue: true, ..Default::default() }
+        // The convolution before can take the forward pass (max_pool).
+        GpuFusion { masks_dx: true, passes_relu: true, takes_epilogue: true, max_pool: true, ..Default::default() }
     }
 
     #[cfg(feature = "fast-cpu")]
