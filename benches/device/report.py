@@ -5,7 +5,8 @@ DIR being the run's $OUT (the device tool's files_at). Standard library only.
 Prints Markdown: training img/s of every net before (the baseline tool, train_<rev>.json) and now
 (train.json: 1 and 8 steps a submission), with dispatches a step; ours beside each PyTorch mode on
 the same card (torch_modes.txt, torch_eager_loop.txt); each net's roofline; Part I end to end
-beside its bound (conv.json) and the CPU peers (conv_peers.txt). A file a step did not write (the
+beside its bound (conv.json) and the CPU peers (conv_peers.txt); the GPU tests' results
+(test_*.txt). A file a step did not write (the
 run's deadline, a failed step) leaves its table out and says so.
 """
 import json
@@ -170,6 +171,13 @@ def main():
             h, w = r["size"].split("x")
             print(f"| {w}x{h} | {r['method']} (conv_bench.py{'' if r.get('matches_ref') is not False else ', differs'}) "
                   f"| {r['mpix_per_s']:,.1f} | |")
+        print()
+    tests = sorted(folder.glob("test_*.txt"))
+    if tests:
+        print("**The test suite's GPU tests on this card** (their binaries, built by prepare.sh)\n")
+        for path in tests:
+            lines = [l for l in path.read_text().splitlines() if l.startswith("test result") or "FAILED" in l]
+            print(f"- `{path.stem[len('test_'):]}`: {'; '.join(lines) or 'no result (stopped at its cap?)'}")
         print()
     skipped = folder / "skipped.txt"
     if skipped.exists():

@@ -1,17 +1,32 @@
 #!/usr/bin/env bash
-# One lease of a real GPU, in one go (benches/device/prepare.sh builds what it runs): the card,
-# every kernel against its CPU reference (selftest), the baseline tool's `bench train` (the
-# kernels before the fused dispatches), `bench train` of every named net with the
-# stage profile, 1 vs 8 steps a submission and each net's roofline (the card's FMA, copy and
-# dispatch rates measured in the same run), `bench conv` (Part I end to end) beside the same
-# convolution in NumPy, OpenCV and PyTorch on that machine's CPUs, and on the same
-# card PyTorch eager, CUDA graphs, torch.compile and max-autotune (benches/peers/torch_modes.py)
-# plus the eager loop as users write it (bench_torch_cuda.py). Results go to $OUT.
+# One lease of a real GPU, in one go (benches/device/prepare.sh builds what it runs), in order: the
+# card; every kernel against its CPU reference (selftest); the baseline tool's `bench train` (the
+# kernels before the fused dispatches); `bench train` of every named net with the stage profile,
+# 1 vs 8 steps a submission and each net's roofline (the card's FMA, copy and dispatch rates
+# measured in the same run); `bench conv` (Part I end to end, beside its bound); on the same card
+# PyTorch eager, CUDA graphs, torch.compile and max-autotune (benches/peers/torch_modes.py); the
+# same convolution in NumPy, OpenCV and PyTorch on that machine's CPUs; the test suite's GPU tests
+# (their binaries); the eager loop as users write it (bench_torch_cuda.py). Results go to $OUT;
+# benches/device/report.py turns them into the README's tables.
 set -u
 cd "$(dirname "$0")/../.."
 out="${OUT:-target/device-out}"
 mkdir -p "$out"
-tool=target/device/wgpu-cnn
+# prepare.sh's binaries, unpacked with Python's lzma (the lent machine has Python for its
+# PyTorch, not necessarily xz) into a folder of their own, the carried tree being left as it is.
+bin="${TMPDIR:-/tmp}/wgpu-cnn-device"
+rm -rf "$bin"
+python3 - "$bin" <<'EOF'
+import lzma, pathlib, shutil, sys
+root, dst = pathlib.Path("target/device"), pathlib.Path(sys.argv[1])
+for packed in sorted(root.rglob("*.xz")):
+    out = dst / packed.relative_to(root).with_suffix("")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with lzma.open(packed) as f, open(out, "wb") as g:
+        shutil.copyfileobj(f, g)
+    out.chmod(0o755)
+EOF
+tool=$bin/wgpu-cnn
 export WGPU_BACKEND="${WGPU_BACKEND:-vulkan}" XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 step() { echo "== $1 ($(date +%T), ${SECONDS} s in)"; }
 # Every step ends by the deadline (DEADLINE seconds after the start, default 520: the device
@@ -36,7 +51,7 @@ step info; within 30 $tool info > "$out/info.txt" 2>&1; head -5 "$out/info.txt"
 step selftest; within 150 $tool selftest > "$out/selftest.txt" 2>&1; tail -3 "$out/selftest.txt"
 # The baseline first, as the issue asks: the tool before the fused dispatches (prepare.sh builds
 # it from BASELINE), the same nets and images, so that before/after come from one lease.
-for old in target/device/wgpu-cnn-*; do
+for old in "$bin"/wgpu-cnn-*; do
   [ -x "$old" ] || continue
   rev="${old##*-}"
   step "bench train at $rev (the baseline)"
@@ -63,6 +78,15 @@ step "Part I peers on this machine's CPUs (NumPy, OpenCV where installed, PyTorc
 within 60 python3 benches/peers/conv_bench.py --sizes 300x451,4096x4096 --n 5 \
   --methods numpy,cv2_16s,cv2_8u,torch > "$out/conv_peers.txt" 2>&1
 grep -E "RESULT|SKIP" "$out/conv_peers.txt"
+# The GPU tests of the test suite (prepare.sh built their binaries): GPU training against the
+# CPU engines and bit-exact resume, Part I end to end, the classifier on the caller's device.
+for test in "$bin"/tests/*; do
+  [ -x "$test" ] || continue
+  name="${test##*/}"
+  step "cargo test --test $name (its binary)"
+  within 120 "$test" > "$out/test_$name.txt" 2>&1
+  grep -E "^test result|FAILED|panicked" "$out/test_$name.txt" | head -5
+done
 step "PyTorch eager, as users write it"
 within 90 python3 benches/peers/bench_torch_cuda.py --models base,maxpool,deep --epochs 3 --n-train 4660 \
   > "$out/torch_eager_loop.txt" 2>&1
