@@ -8,8 +8,9 @@
 //! takes the final sums of every layer's split weight-gradient reduction and the head's weight
 //! gradient.
 //! Neighbouring layers share kernels as [`crate::layers::plan`] decides (a ReLU's backward is a
-//! mask, elementwise layers are absorbed), and a first convolution reads each batch from the
-//! dataset itself, in place of the gather (bound once per dataset it prepares).
+//! mask, elementwise layers are absorbed, a convolution stores the max-pool after it), and a
+//! first convolution reads each batch from the dataset itself, in place of the gather (bound
+//! once per dataset it prepares).
 //!
 //! Nothing is read back during an epoch but the live metrics for the progress bar, through a
 //! copy that never stalls the queue: the per-sample loss and prediction land in a metrics buffer
