@@ -271,7 +271,7 @@ impl Conv2dShape {
         self.bias_offset as usize..(self.bias_offset + self.out_c) as usize
     }
 
-    /// The `override` constants of `shaders/conv2d.wgsl` for this shape: its extents, and whether
+    /// The `override` constants of `shaders/conv2d_shape.wgsl` for this shape: its extents, and whether
     /// rows of x and of the kernel and dpre start on whole vec4s (the tiled kernels' vec4 loads).
     pub fn constants(&self) -> Vec<(&'static str, f64)> {
         let extents = [
